@@ -1,0 +1,1 @@
+"""keel: run machine-learning models in production the boring, reliable way."""

@@ -1,0 +1,75 @@
+"""The one exception hierarchy of keel.
+
+Every error a user can cause or meet derives from :class:`KeelError` and carries
+a message that says what went wrong and what to do about it. The CLI maps these
+to exit codes in one place (``keel.cli.app``); the HTTP layer will map them to
+status codes in one place too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class KeelError(Exception):
+    """Root of every error keel raises on purpose."""
+
+
+class SignatureError(KeelError):
+    """A signature definition is malformed (bad dtype, levels missing, bad bounds)."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One rule one value broke: which record, which field, which rule, and why."""
+
+    index: int | None
+    field: str
+    rule: str
+    message: str
+
+    def describe(self) -> str:
+        where = f"record {self.index}, " if self.index is not None else ""
+        return f"{where}field '{self.field}': {self.message} (rule: {self.rule})"
+
+
+class InvalidRequest(KeelError):
+    """Input data broke the signature; ``errors`` lists every violation found."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        shown = "; ".join(e.describe() for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"invalid input: {shown}{more}")
+
+
+class UnsafeArtifact(KeelError):
+    """A model file was refused before any of it was deserialised."""
+
+
+class IntegrityError(KeelError):
+    """A stored file does not match the hash or size recorded when it was published."""
+
+
+class GoldenMismatch(KeelError):
+    """A model no longer reproduces the outputs it gave at publish time."""
+
+
+class InvalidName(KeelError):
+    """A model, alias or version name could be used for a path trick or is malformed."""
+
+
+class ModelNotFound(KeelError):
+    """No model, version or alias matches the reference given."""
+
+
+class AmbiguousVersion(KeelError):
+    """A version prefix matches more than one published version."""
+
+
+class RegistryError(KeelError):
+    """The registry is unreadable, inconsistent, or a write was refused."""
+
+
+class RuntimeFailure(KeelError):
+    """A model runtime failed to load or to run a prediction."""
