@@ -1,0 +1,1 @@
+"""The ``keel`` command line (Typer + Rich); the only place that knows about terminals."""

@@ -1,0 +1,79 @@
+"""The root ``keel`` command, and the one place exceptions become exit codes."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from keel import errors
+from keel.cli import alias, demo, env, models, publish, verify
+from keel.cli.context import err_console
+
+app = typer.Typer(
+    name="keel",
+    help="Run machine-learning models in production the boring, reliable way.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models.app, name="models")
+app.add_typer(alias.app, name="alias")
+app.add_typer(env.app, name="env")
+app.command("publish")(publish.publish)
+app.command("verify")(verify.verify)
+app.command("demo")(demo.demo)
+
+_state = {"debug": False}
+
+# Exit codes by error class, most specific first; 1 is any other keel error.
+EXIT_CODES: tuple[tuple[type[errors.KeelError], int], ...] = (
+    (errors.InvalidRequest, 3),
+    (errors.SignatureError, 3),
+    (errors.InvalidName, 3),
+    (errors.UnsafeArtifact, 4),
+    (errors.IntegrityError, 5),
+    (errors.GoldenMismatch, 6),
+    (errors.ModelNotFound, 7),
+    (errors.AmbiguousVersion, 7),
+)
+INTERNAL_ERROR = 70
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
+    ] = False,
+) -> None:
+    """Publish, verify and inspect models in a keel registry."""
+    _state["debug"] = debug
+
+
+def exit_code(exc: errors.KeelError) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+def main() -> None:
+    """Entry point of the ``keel`` console script."""
+    try:
+        app()
+    except errors.KeelError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(exit_code(exc))
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a trace
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            "(run again with --debug for the traceback)",
+            highlight=False,
+        )
+        sys.exit(INTERNAL_ERROR)

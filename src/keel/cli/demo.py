@@ -1,0 +1,90 @@
+"""``keel demo``: train and publish the example models, then verify them."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from keel.cli.context import RegistryOption, console, open_registry, settings_for
+from keel.errors import KeelError
+from keel.registry import ModelMetadata, Registry
+from keel.verification import verify
+
+
+def demo(
+    registry: RegistryOption = None,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Stop after publishing and verifying.")
+    ] = False,
+) -> None:
+    """Train the example models on scikit-learn's bundled data, publish and verify them.
+
+    Models already in the registry are kept, not retrained.
+    """
+    settings = settings_for(registry)
+    store = open_registry(settings)
+    for model, alias, train in _examples():
+        if alias in store.aliases(model):
+            console.print(f"{model}@{alias} is already published; keeping it")
+            continue
+        console.print(f"training {model} ({alias})…")
+        meta = train(store)
+        console.print(
+            f"published {meta.ref} as {alias}: "
+            + ", ".join(f"{k}={v:.3f}" for k, v in meta.training.metrics.items())
+        )
+    table = Table(title=f"verified in {store.url}")
+    for column in ("model", "alias", "version", "golden", "result"):
+        table.add_column(column)
+    failed = []
+    for model, alias, _ in _examples():
+        meta = store.resolve(f"{model}@{alias}")
+        report = verify(store, meta, settings.runtime)
+        outputs = len(report.golden.checks) if report.golden else 0
+        table.add_row(
+            model,
+            alias,
+            meta.version,
+            f"{len(meta.golden.inputs)} inputs × {outputs} outputs",
+            "[green]ok" if report.ok else "[red]" + "; ".join(report.problems()),
+        )
+        if not report.ok:
+            failed.append(meta.ref)
+    console.print(table)
+    if failed:
+        raise KeelError(f"verification failed for {', '.join(failed)}")
+    if not no_serve:
+        # The model server is the next milestone; until it lands the demo ends
+        # with published, verified models and says how to inspect them.
+        console.print(
+            "The server is not part of this release yet; inspect the models with "
+            f"'keel models list --registry {store.url}'."
+        )
+
+
+def _examples() -> list[tuple[str, str, Callable[[Registry], ModelMetadata]]]:
+    missing = [m for m in ("sklearn", "skl2onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise KeelError(
+            f"the examples need scikit-learn and skl2onnx ({', '.join(missing)} not installed): "
+            "install keel[examples]"
+        )
+    from keel.examples import breast_cancer, digits_mlp
+
+    source = Path(breast_cancer.__file__).parent
+    return [
+        *(
+            (
+                breast_cancer.MODEL_NAME,
+                v.alias,
+                lambda r, v=v: breast_cancer.publish_variant(v, r, source),
+            )
+            for v in breast_cancer.VARIANTS
+        ),
+        (digits_mlp.MODEL_NAME, "production", lambda r: digits_mlp.publish_model(r, source)),
+    ]

@@ -1,0 +1,48 @@
+"""File names inside a version folder, and their digests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from keel.errors import RegistryError
+from keel.registry.metadata import FileDigest
+from keel.registry.storage import CHUNK, Progress, sha256_file
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_file_name(name: str) -> str:
+    """Refuse file names that could leave the version folder (separators, '..', hidden)."""
+    if not _FILE_NAME.fullmatch(name) or ".." in name:
+        raise RegistryError(
+            f"file name {name!r} is not allowed in a version folder: plain names only "
+            "(letters, digits, '_', '.', '-'), no separators and no '..'"
+        )
+    return name
+
+
+def copy_with_digest(source: Path, target: Path, progress: Progress | None = None) -> FileDigest:
+    """Copy a file and hash the bytes as they are copied, so the recorded hash is of the copy."""
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb") as src, target.open("wb") as dst:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        dst.flush()
+        os.fsync(dst.fileno())
+    return FileDigest(sha256=digest.hexdigest(), size=size)
+
+
+def stored_digest(path: Path, progress: Progress | None = None) -> FileDigest | None:
+    """The digest of a stored file, or None when it is missing."""
+    if not path.is_file():
+        return None
+    digest, size = sha256_file(path, progress)
+    return FileDigest(sha256=digest, size=size)

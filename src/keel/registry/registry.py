@@ -1,0 +1,315 @@
+"""The model registry: ``{root}/{name}/{git_sha}/{timestamp}/`` with metadata.json last."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from keel.errors import AmbiguousVersion, IntegrityError, ModelNotFound, RegistryError
+from keel.registry.aliases import ALIASES_FILE, AliasBook, AliasEvent
+from keel.registry.files import check_file_name, copy_with_digest, stored_digest
+from keel.registry.metadata import (
+    METADATA_FILE,
+    FileDigest,
+    ModelMetadata,
+    SourceInfo,
+    VersionContent,
+)
+from keel.registry.names import LATEST, ModelRef, check_alias_name, check_model_name, parse_ref
+from keel.registry.storage import Progress, Storage, sha256_file
+
+STAGING = ".staging"
+STALE_STAGING_SECONDS = 3600
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+
+
+def default_actor() -> str:
+    """Who is making a change, as ``user@host``, for the alias history."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class Registry:
+    """Published model versions, their aliases and history, in a folder or an object store."""
+
+    def __init__(self, url: str | Path, cache_dir: Path | None = None) -> None:
+        self.storage = Storage(str(url))
+        self.url = str(url)
+        self.cache_dir = cache_dir or Path.home() / ".cache" / "keel"
+
+    # -- reading -----------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Names of the models that have at least one published version."""
+        return [
+            name
+            for name in self.storage.list_dirs("")
+            if not name.startswith(".") and self.versions(name)
+        ]
+
+    def versions(self, name: str) -> list[str]:
+        """Published versions of ``name`` as ``sha/timestamp``, oldest first.
+
+        A folder without metadata.json is a publish that has not committed (or
+        died): it is not a version and is never shown.
+        """
+        check_model_name(name)
+        found = []
+        for sha in self.storage.list_dirs(name):
+            if sha.startswith("."):
+                continue
+            for stamp in self.storage.list_dirs(f"{name}/{sha}"):
+                if self.storage.exists(f"{name}/{sha}/{stamp}/{METADATA_FILE}"):
+                    found.append(f"{sha}/{stamp}")
+        return sorted(found, key=lambda v: (v.split("/")[1], v))
+
+    def metadata(self, name: str, version: str) -> ModelMetadata:
+        """The metadata of one exact version."""
+        check_model_name(name)
+        try:
+            raw = self.storage.read_bytes(f"{name}/{version}/{METADATA_FILE}")
+        except FileNotFoundError:
+            raise ModelNotFound(f"{name}@{version} is not in the registry {self.url}") from None
+        try:
+            meta = ModelMetadata.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RegistryError(f"{name}@{version}: metadata.json is invalid: {exc}") from exc
+        for file_name in meta.files:
+            check_file_name(file_name)
+        if meta.artifact.path not in meta.files:
+            raise RegistryError(f"{name}@{version}: the artifact is not among the hashed files")
+        if meta.name != name or meta.version != version:
+            raise RegistryError(
+                f"{name}@{version}: metadata.json claims to be {meta.name}@{meta.version}"
+            )
+        return meta
+
+    def resolve(self, ref: str | ModelRef) -> ModelMetadata:
+        """The metadata of the version a reference names (alias, latest, or version prefix)."""
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        return self.metadata(parsed.name, self.resolve_version(parsed))
+
+    def resolve_version(self, ref: ModelRef) -> str:
+        versions = self.versions(ref.name)
+        if not versions:
+            raise ModelNotFound(f"model {ref.name!r} has no published version in {self.url}")
+        if ref.selector == LATEST:
+            return versions[-1]
+        if not ref.is_version:
+            aliases = self.aliases(ref.name)
+            if ref.selector not in aliases:
+                known = ", ".join(sorted(aliases)) or "none"
+                raise ModelNotFound(f"{ref}: no such alias (aliases of {ref.name}: {known})")
+            return aliases[ref.selector]
+        sha, _, stamp = ref.selector.partition("/")
+        matches = [
+            v
+            for v in versions
+            if v.split("/")[0].startswith(sha) and v.split("/")[1].startswith(stamp)
+        ]
+        if not matches:
+            raise ModelNotFound(f"{ref}: no version matches")
+        if len(matches) > 1:
+            raise AmbiguousVersion(f"{ref} matches {len(matches)} versions: {', '.join(matches)}")
+        return matches[0]
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """Current aliases of ``name``: alias -> version."""
+        return dict(self._alias_book(name).aliases)
+
+    def alias_history(self, name: str) -> list[AliasEvent]:
+        """Every alias change of ``name``, oldest first."""
+        return list(self._alias_book(name).history)
+
+    def _alias_book(self, name: str) -> AliasBook:
+        check_model_name(name)
+        try:
+            raw = self.storage.read_bytes(f"{name}/{ALIASES_FILE}")
+        except FileNotFoundError:
+            return AliasBook()
+        try:
+            return AliasBook.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RegistryError(f"{name}/{ALIASES_FILE} is invalid: {exc}") from exc
+
+    # -- writing -----------------------------------------------------------------
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        ref: str | None,
+        *,
+        by: str | None = None,
+        reason: str = "",
+    ) -> AliasEvent:
+        """Point ``alias`` at the version ``ref`` names (None removes it); recorded in history."""
+        check_alias_name(alias)
+        version = None if ref is None else self.resolve_version(parse_ref(f"{name}@{ref}"))
+        with self.storage.lock(f"{name}/.{ALIASES_FILE}.lock"):
+            book = self._alias_book(name)
+            event = AliasEvent(
+                alias=alias,
+                version=version,
+                previous=book.aliases.get(alias),
+                at=datetime.now(UTC),
+                by=by or default_actor(),
+                reason=reason,
+            )
+            book.apply(event)
+            self.storage.write_bytes(
+                f"{name}/{ALIASES_FILE}", book.model_dump_json(indent=2).encode()
+            )
+        return event
+
+    def publish(
+        self,
+        name: str,
+        files: Mapping[str, Path],
+        content: VersionContent,
+        source: SourceInfo,
+        progress: Progress | None = None,
+    ) -> ModelMetadata:
+        """Store a new version atomically: it is either wholly visible or not at all."""
+        check_model_name(name)
+        for file_name in files:
+            check_file_name(file_name)
+        if content.artifact.path not in files:
+            raise RegistryError(f"the artifact {content.artifact.path!r} is not among the files")
+        stamp = datetime.now(UTC)
+        version = f"{source.git_sha}/{stamp.strftime(TIMESTAMP_FORMAT)}"
+        if self.storage.is_local:
+            return self._publish_local(name, version, stamp, files, content, source, progress)
+        return self._publish_remote(name, version, stamp, files, content, source, progress)
+
+    def _publish_local(
+        self,
+        name: str,
+        version: str,
+        stamp: datetime,
+        files: Mapping[str, Path],
+        content: VersionContent,
+        source: SourceInfo,
+        progress: Progress | None,
+    ) -> ModelMetadata:
+        # Everything is written into a staging folder, then renamed into place in
+        # one step: a publish killed at any point leaves no trace in the tree.
+        self._clear_stale_staging()
+        staging = self.storage.local_path(f"{STAGING}/{uuid.uuid4().hex}")
+        staging.mkdir(parents=True)
+        try:
+            digests = {
+                file_name: copy_with_digest(source_path, staging / file_name, progress)
+                for file_name, source_path in files.items()
+            }
+            meta = _metadata(name, version, stamp, digests, content, source)
+            (staging / METADATA_FILE).write_text(meta.model_dump_json(indent=2))
+            target = self.storage.local_path(f"{name}/{version}")
+            if target.exists():
+                raise RegistryError(f"{name}@{version} exists; published versions are immutable")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        return meta
+
+    def _publish_remote(
+        self,
+        name: str,
+        version: str,
+        stamp: datetime,
+        files: Mapping[str, Path],
+        content: VersionContent,
+        source: SourceInfo,
+        progress: Progress | None,
+    ) -> ModelMetadata:
+        # Object stores have no rename: files go to their final keys first and
+        # metadata.json, the commit marker, last. Readers ignore a version
+        # folder without it, so a publish that dies half way is invisible.
+        prefix = f"{name}/{version}"
+        if self.storage.exists(f"{prefix}/{METADATA_FILE}"):
+            raise RegistryError(f"{name}@{version} exists; published versions are immutable")
+        digests = {}
+        for file_name, source_path in files.items():
+            digest, size = sha256_file(source_path)
+            self.storage.put_file(source_path, f"{prefix}/{file_name}", progress)
+            digests[file_name] = FileDigest(sha256=digest, size=size)
+        meta = _metadata(name, version, stamp, digests, content, source)
+        self.storage.write_bytes(
+            f"{prefix}/{METADATA_FILE}", meta.model_dump_json(indent=2).encode()
+        )
+        return meta
+
+    def _clear_stale_staging(self) -> None:
+        staging_root = self.storage.local_path(STAGING)
+        if not staging_root.is_dir():
+            return
+        cutoff = time.time() - STALE_STAGING_SECONDS
+        for entry in staging_root.iterdir():
+            if entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    # -- integrity ---------------------------------------------------------------
+
+    def fetch(self, meta: ModelMetadata, progress: Progress | None = None) -> Path:
+        """A local folder holding the version's files, every hash verified.
+
+        A local registry is verified in place; a remote one is copied into the
+        cache first and verified there, so what is loaded is what was checked.
+        """
+        prefix = f"{meta.name}/{meta.version}"
+        if self.storage.is_local:
+            folder = self.storage.local_path(prefix)
+        else:
+            folder = self.cache_dir / "registry" / meta.name / meta.version
+            for file_name in meta.files:
+                target = folder / file_name
+                if not target.exists():
+                    self.storage.get_file(f"{prefix}/{file_name}", target)
+        for file_name, expected in meta.files.items():
+            actual = stored_digest(folder / file_name, progress)
+            if actual != expected:
+                raise IntegrityError(_mismatch(meta, file_name, expected, actual))
+        return folder
+
+
+def _metadata(
+    name: str,
+    version: str,
+    stamp: datetime,
+    digests: Mapping[str, FileDigest],
+    content: VersionContent,
+    source: SourceInfo,
+) -> ModelMetadata:
+    return ModelMetadata(
+        name=name,
+        version=version,
+        created_at=stamp,
+        source=source,
+        files=dict(digests),
+        **content.model_dump(),
+    )
+
+
+def _mismatch(
+    meta: ModelMetadata, file_name: str, expected: FileDigest, actual: FileDigest | None
+) -> str:
+    if actual is None:
+        return f"{meta.ref}: file {file_name} is missing"
+    return (
+        f"{meta.ref}: file {file_name} does not match its recorded hash "
+        f"(sha256 {actual.sha256[:16]}..., {actual.size} bytes; "
+        f"recorded {expected.sha256[:16]}..., {expected.size} bytes): it was altered or corrupted"
+    )

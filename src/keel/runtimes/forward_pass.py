@@ -1,0 +1,33 @@
+"""The contract between the safetensors runtime and a forward implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from keel.runtimes.runtime import TensorSpec
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """A forward pass bound to its weights: what it takes, what it gives, and how to run it.
+
+    ``run`` receives inputs already checked against ``inputs`` and must be safe to call
+    from several threads at once (the weights are shared and read-only).
+    """
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    run: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@runtime_checkable
+class Forward(Protocol):
+    """Code that turns named weights and a config into a :class:`ForwardPass`."""
+
+    def build(self, weights: Mapping[str, np.ndarray], config: Mapping[str, object]) -> ForwardPass:
+        """Check ``weights`` and ``config`` (RuntimeFailure if unusable) and bind them."""
+        ...

@@ -1,0 +1,50 @@
+"""Load a model file into a Runtime, refusing anything unsafe before it is deserialised."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from keel.errors import RuntimeFailure
+from keel.runtimes.forwards import known_forwards, resolve_forward
+from keel.runtimes.onnx_external import check_onnx_external_data
+from keel.runtimes.onnx_runtime import OnnxRuntime
+from keel.runtimes.runtime import Runtime
+from keel.runtimes.safetensors_header import check_safetensors_header
+from keel.runtimes.safetensors_runtime import SafetensorsRuntime
+from keel.runtimes.sniff import ONNX, sniff_format
+from keel.settings import RuntimeSettings
+
+
+def load_runtime(
+    path: Path,
+    *,
+    settings: RuntimeSettings | None = None,
+    forward: str | None = None,
+    forward_config: Mapping[str, object] | None = None,
+) -> Runtime:
+    """Sniff, check and load the model at ``path``.
+
+    ``forward`` names the forward implementation safetensors weights run through (see
+    ``keel.runtimes.forwards``) and ``forward_config`` configures it; ONNX models carry
+    their own graph and take neither.
+    """
+    # Sniffing comes first so a pickle is refused before any parser sees the file.
+    model_format = sniff_format(path)
+    if model_format == ONNX:
+        if forward is not None or forward_config:
+            raise RuntimeFailure(
+                f"{path} is an ONNX model, which carries its own graph; do not name a "
+                f"forward implementation (got forward={forward!r}, "
+                f"forward_config={forward_config!r})"
+            )
+        check_onnx_external_data(path)
+        return OnnxRuntime(path, settings or RuntimeSettings())
+    if forward is None:
+        raise RuntimeFailure(
+            f"{path} holds safetensors weights, which need a forward implementation: pass "
+            f"forward=... (known: {', '.join(known_forwards())})"
+        )
+    header = check_safetensors_header(path)
+    implementation = resolve_forward(forward)
+    return SafetensorsRuntime(path, header, implementation, forward_config or {})

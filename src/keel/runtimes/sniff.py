@@ -1,0 +1,137 @@
+"""Tell a model file's format from its first bytes, refusing pickle in every disguise."""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from pathlib import Path
+
+from keel.errors import RuntimeFailure, UnsafeArtifact
+from keel.runtimes.pickles import describe_pickle
+from keel.runtimes.safetensors_header import LENGTH_BYTES, MAX_HEADER_BYTES
+
+ONNX = "onnx"
+SAFETENSORS = "safetensors"
+# Enough for the ONNX fields ahead of the graph, a safetensors header's opening, and
+# a pickle's first opcodes or a compressed pickle's first block.
+PREFIX_BYTES = 4096
+
+_VARINT, _LENGTH_DELIMITED = 0, 2
+# onnx.proto ModelProto: field number -> wire type. Anything else at the top level
+# means the bytes are not a ModelProto.
+_MODEL_FIELDS = {
+    1: _VARINT,  # ir_version
+    2: _LENGTH_DELIMITED,  # producer_name
+    3: _LENGTH_DELIMITED,  # producer_version
+    4: _LENGTH_DELIMITED,  # domain
+    5: _VARINT,  # model_version
+    6: _LENGTH_DELIMITED,  # doc_string
+    7: _LENGTH_DELIMITED,  # graph
+    8: _LENGTH_DELIMITED,  # opset_import
+    14: _LENGTH_DELIMITED,  # metadata_props
+    20: _LENGTH_DELIMITED,  # training_info
+    25: _LENGTH_DELIMITED,  # functions
+    26: _LENGTH_DELIMITED,  # configuration
+}
+_IR_VERSION_FIELD = 1
+# IR versions so far run from 1 to the low teens; leave room for the future.
+_MAX_IR_VERSION = 64
+_MAX_VARINT_BYTES = 10
+
+_EXPORT_ADVICE = (
+    "Export the model to ONNX instead (skl2onnx.to_onnx for scikit-learn, "
+    "torch.onnx.export for PyTorch), or save its weights with safetensors and name a "
+    "forward implementation."
+)
+
+
+def sniff_format(path: Path) -> str:
+    """Return "onnx" or "safetensors" for the file at ``path``, reading only its first bytes.
+
+    Raises UnsafeArtifact for a pickle (plain, compressed the joblib way, zipped the
+    torch way, or inside a numpy file) and for anything not recognisably ONNX or
+    safetensors. Only a file already refused is looked into further: a zip archive's
+    member list and the first bytes of its members, to say whether it holds a pickle.
+    """
+    prefix, size = _read_prefix(path)
+    # The two accepted formats are recognised first and strictly: a safetensors header
+    # length can begin with the same bytes as a pickle or a zlib stream.
+    if _looks_like_safetensors(prefix, size):
+        return SAFETENSORS
+    if _looks_like_onnx(prefix, size):
+        return ONNX
+    disguise = describe_pickle(path, prefix)
+    if disguise is not None:
+        raise UnsafeArtifact(
+            f"{path} is {disguise}. Loading a pickle can execute arbitrary code, so keel "
+            f"refuses it without loading it. {_EXPORT_ADVICE}"
+        )
+    raise UnsafeArtifact(
+        f"unrecognised model format: {path} is neither an ONNX model nor a safetensors "
+        f"file (first bytes {prefix[:8].hex(' ')}). {_EXPORT_ADVICE}"
+    )
+
+
+def _read_prefix(path: Path) -> tuple[bytes, int]:
+    try:
+        info = path.stat()
+        # Opening a FIFO or a device could block or read without end.
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeArtifact(f"{path} is not a regular file")
+        with path.open("rb") as stream:
+            return stream.read(PREFIX_BYTES), os.fstat(stream.fileno()).st_size
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot read model file {path}: {exc}") from exc
+
+
+def _looks_like_safetensors(prefix: bytes, size: int) -> bool:
+    if len(prefix) <= LENGTH_BYTES:
+        return False
+    (header_size,) = struct.unpack("<Q", prefix[:LENGTH_BYTES])
+    return (
+        2 <= header_size <= min(MAX_HEADER_BYTES, size - LENGTH_BYTES)
+        and prefix[LENGTH_BYTES : LENGTH_BYTES + 1] == b"{"
+    )
+
+
+def _looks_like_onnx(prefix: bytes, size: int) -> bool:
+    """Walk the top-level protobuf fields in ``prefix``: all must be ModelProto fields."""
+    position = 0
+    ir_version_seen = False
+    while position < len(prefix):
+        tag = _read_varint(prefix, position)
+        if tag is None:
+            break
+        key, position = tag
+        field, wire_type = key >> 3, key & 7
+        if _MODEL_FIELDS.get(field) != wire_type:
+            return False
+        value = _read_varint(prefix, position)
+        if value is None:
+            break
+        number, position = value
+        if wire_type == _LENGTH_DELIMITED:
+            if position + number > size:
+                return False
+            position += number
+        elif field == _IR_VERSION_FIELD:
+            if not 1 <= number <= _MAX_IR_VERSION:
+                return False
+            ir_version_seen = True
+    # Every writer (onnx, torch.onnx, skl2onnx, tf2onnx) emits ir_version first, so a
+    # real model shows it inside the prefix.
+    return ir_version_seen
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int] | None:
+    """Decode a protobuf varint at ``position``; None if it runs past ``data`` or is too long."""
+    result = 0
+    for index in range(_MAX_VARINT_BYTES):
+        if position + index >= len(data):
+            return None
+        byte = data[position + index]
+        result |= (byte & 0x7F) << (7 * index)
+        if byte < 0x80:
+            return result, position + index + 1
+    return None

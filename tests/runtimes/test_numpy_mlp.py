@@ -1,0 +1,173 @@
+"""The built-in "numpy-mlp" forward: dense layers in float32."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+import pytest
+
+from keel.errors import RuntimeFailure
+from keel.runtimes import TensorSpec
+from keel.runtimes.numpy_mlp import NUMPY_MLP
+
+RNG = np.random.default_rng(7)
+SOFTMAX = {"activation": "relu", "output": "softmax"}
+
+
+def mlp_weights(*widths: int, dtype: type = np.float32) -> dict[str, np.ndarray]:
+    weights: dict[str, np.ndarray] = {}
+    for index, (fan_in, fan_out) in enumerate(pairwise(widths)):
+        weights[f"layers.{index}.weight"] = RNG.normal(size=(fan_in, fan_out)).astype(dtype)
+        weights[f"layers.{index}.bias"] = RNG.normal(size=fan_out).astype(dtype)
+    return weights
+
+
+def reference(weights: dict[str, np.ndarray], x: np.ndarray, activation: str) -> np.ndarray:
+    """The same network written out plainly in float64."""
+    count = len(weights) // 2
+    hidden = x.astype(np.float64)
+    for index in range(count):
+        hidden = hidden @ weights[f"layers.{index}.weight"] + weights[f"layers.{index}.bias"]
+        if index < count - 1:
+            hidden = np.maximum(hidden, 0) if activation == "relu" else np.tanh(hidden)
+    return hidden
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_identity_output_matches_plain_numpy(activation: str) -> None:
+    weights = mlp_weights(5, 8, 8, 3)
+    forward = NUMPY_MLP.build(weights, {"activation": activation, "output": "identity"})
+    x = RNG.normal(size=(4, 5)).astype(np.float32)
+    prediction = forward.run({"input": x})["prediction"]
+    assert prediction.dtype == np.float32
+    np.testing.assert_allclose(prediction, reference(weights, x, activation), rtol=1e-5, atol=1e-5)
+
+
+def test_softmax_output_gives_probabilities_and_labels() -> None:
+    weights = mlp_weights(4, 6, 3)
+    forward = NUMPY_MLP.build(weights, SOFTMAX | {"input_name": "features"})
+    x = RNG.normal(size=(10, 4)).astype(np.float32)
+    result = forward.run({"features": x})
+    logits = reference(weights, x, "relu")
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(result["probabilities"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(result["label"], logits.argmax(axis=1))
+    assert result["label"].dtype == np.int64
+    assert forward.inputs == (TensorSpec("features", "float32", (None, 4)),)
+    assert forward.outputs == (
+        TensorSpec("probabilities", "float32", (None, 3)),
+        TensorSpec("label", "int64", (None,)),
+    )
+
+
+def test_huge_logits_do_not_overflow_softmax() -> None:
+    weights = {
+        "layers.0.weight": np.array([[1e4, -1e4]], np.float32),
+        "layers.0.bias": np.zeros(2, np.float32),
+    }
+    result = NUMPY_MLP.build(weights, SOFTMAX).run({"input": np.ones((1, 1), np.float32)})
+    np.testing.assert_allclose(result["probabilities"], [[1.0, 0.0]])
+
+
+def test_float64_weights_are_computed_in_float32() -> None:
+    forward = NUMPY_MLP.build(
+        mlp_weights(3, 2, dtype=np.float64), {"activation": "tanh", "output": "identity"}
+    )
+    assert forward.run({"input": np.ones((1, 3), np.float32)})["prediction"].dtype == np.float32
+
+
+def test_float32_weights_are_used_in_place_not_copied() -> None:
+    weights = mlp_weights(3, 2)
+    forward = NUMPY_MLP.build(weights, SOFTMAX)
+    weights["layers.0.weight"][:] = 0
+    weights["layers.0.bias"][:] = [5.0, 0.0]
+    assert forward.run({"input": np.ones((1, 3), np.float32)})["label"].tolist() == [0]
+
+
+def without(weights: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    return {key: value for key, value in weights.items() if key != name}
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        (
+            mlp_weights(4, 5)
+            | {
+                "layers.1.weight": np.ones((6, 2), np.float32),
+                "layers.1.bias": np.ones(2, np.float32),
+            },
+            "layer 1 takes 6 inputs but layer 0 gives 5 outputs",
+        ),
+        (
+            mlp_weights(4, 5) | {"layers.0.bias": np.ones(4, np.float32)},
+            r"weight \[4, 5\] and bias \[4\]",
+        ),
+        (
+            mlp_weights(4, 5) | {"layers.0.weight": np.ones(20, np.float32)},
+            "expected \\[in, out\\]",
+        ),
+        (without(mlp_weights(4, 5), "layers.0.bias"), "layer 0 has no bias"),
+        (without(mlp_weights(4, 5, 2), "layers.0.weight"), "layer 0 has no weight"),
+        (
+            {k.replace("layers.1", "layers.2"): v for k, v in mlp_weights(4, 5, 2).items()},
+            "without gaps",
+        ),
+        (
+            mlp_weights(4, 5) | {"head.weight": np.ones((5, 2), np.float32)},
+            "unexpected tensor 'head.weight'",
+        ),
+        (
+            mlp_weights(4, 5) | {"layers.00.weight": np.ones((5, 2), np.float32)},
+            "unexpected tensor 'layers.00.weight'",
+        ),
+        ({}, "holds no"),
+        (
+            mlp_weights(4, 5) | {"layers.0.weight": np.ones((4, 5), np.int64)},
+            "dtype int64; expected a floating",
+        ),
+        (
+            {
+                "layers.0.weight": np.ones((4, 0), np.float32),
+                "layers.0.bias": np.ones(0, np.float32),
+            },
+            "empty weight",
+        ),
+    ],
+    ids=[
+        "chain-mismatch",
+        "bias-width",
+        "weight-rank",
+        "missing-bias",
+        "missing-weight",
+        "index-gap",
+        "stray-tensor",
+        "leading-zero",
+        "no-layers",
+        "integer-weights",
+        "zero-width",
+    ],
+)
+def test_weights_that_do_not_form_an_mlp_are_refused_at_build(
+    weights: dict[str, np.ndarray], message: str
+) -> None:
+    with pytest.raises(RuntimeFailure, match=message):
+        NUMPY_MLP.build(weights, SOFTMAX)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"output": "softmax"}, "'activation' must be one of \\['relu', 'tanh'\\], got None"),
+        ({"activation": "gelu", "output": "softmax"}, "got 'gelu'"),
+        ({"activation": "relu"}, "'output' must be one of \\['softmax', 'identity'\\]"),
+        (SOFTMAX | {"input_name": ""}, "'input_name' must be a non-empty string"),
+        (SOFTMAX | {"input_name": 3}, "'input_name' must be a non-empty string"),
+        (SOFTMAX | {"activaton": "relu"}, "unknown config key\\(s\\) \\['activaton'\\]"),
+    ],
+)
+def test_bad_config_is_refused_at_build(config: dict[str, object], message: str) -> None:
+    with pytest.raises(RuntimeFailure, match=message):
+        NUMPY_MLP.build(mlp_weights(3, 2), config)
