@@ -22,7 +22,7 @@ from keel.registry import Registry
 from keel.registry.storage import Progress as ProgressCallback
 from keel.settings import Settings
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 RegistryOption = Annotated[

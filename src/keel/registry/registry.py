@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -188,36 +189,35 @@ class Registry:
         if content.artifact.path not in files:
             raise RegistryError(f"the artifact {content.artifact.path!r} is not among the files")
         stamp = datetime.now(UTC)
-        version = f"{source.git_sha}/{stamp.strftime(TIMESTAMP_FORMAT)}"
+        pending = _PendingVersion(
+            name=name,
+            version=f"{source.git_sha}/{stamp.strftime(TIMESTAMP_FORMAT)}",
+            created_at=stamp,
+            files=files,
+            content=content,
+            source=source,
+        )
         if self.storage.is_local:
-            return self._publish_local(name, version, stamp, files, content, source, progress)
-        return self._publish_remote(name, version, stamp, files, content, source, progress)
+            return self._publish_local(pending, progress)
+        return self._publish_remote(pending, progress)
 
-    def _publish_local(
-        self,
-        name: str,
-        version: str,
-        stamp: datetime,
-        files: Mapping[str, Path],
-        content: VersionContent,
-        source: SourceInfo,
-        progress: Progress | None,
-    ) -> ModelMetadata:
+    def _publish_local(self, pending: _PendingVersion, progress: Progress | None) -> ModelMetadata:
         # Everything is written into a staging folder, then renamed into place in
         # one step: a publish killed at any point leaves no trace in the tree.
         self._clear_stale_staging()
         staging = self.storage.local_path(f"{STAGING}/{uuid.uuid4().hex}")
         staging.mkdir(parents=True)
         try:
-            digests = {
-                file_name: copy_with_digest(source_path, staging / file_name, progress)
-                for file_name, source_path in files.items()
-            }
-            meta = _metadata(name, version, stamp, digests, content, source)
+            meta = pending.metadata(
+                {
+                    file_name: copy_with_digest(source_path, staging / file_name, progress)
+                    for file_name, source_path in pending.files.items()
+                }
+            )
             (staging / METADATA_FILE).write_text(meta.model_dump_json(indent=2))
-            target = self.storage.local_path(f"{name}/{version}")
+            target = self.storage.local_path(pending.prefix)
             if target.exists():
-                raise RegistryError(f"{name}@{version} exists; published versions are immutable")
+                raise RegistryError(f"{meta.ref} exists; published versions are immutable")
             target.parent.mkdir(parents=True, exist_ok=True)
             staging.rename(target)
         finally:
@@ -225,30 +225,22 @@ class Registry:
                 shutil.rmtree(staging)
         return meta
 
-    def _publish_remote(
-        self,
-        name: str,
-        version: str,
-        stamp: datetime,
-        files: Mapping[str, Path],
-        content: VersionContent,
-        source: SourceInfo,
-        progress: Progress | None,
-    ) -> ModelMetadata:
+    def _publish_remote(self, pending: _PendingVersion, progress: Progress | None) -> ModelMetadata:
         # Object stores have no rename: files go to their final keys first and
         # metadata.json, the commit marker, last. Readers ignore a version
         # folder without it, so a publish that dies half way is invisible.
-        prefix = f"{name}/{version}"
-        if self.storage.exists(f"{prefix}/{METADATA_FILE}"):
-            raise RegistryError(f"{name}@{version} exists; published versions are immutable")
+        if self.storage.exists(f"{pending.prefix}/{METADATA_FILE}"):
+            raise RegistryError(
+                f"{pending.name}@{pending.version} exists; published versions are immutable"
+            )
         digests = {}
-        for file_name, source_path in files.items():
+        for file_name, source_path in pending.files.items():
             digest, size = sha256_file(source_path)
-            self.storage.put_file(source_path, f"{prefix}/{file_name}", progress)
+            self.storage.put_file(source_path, f"{pending.prefix}/{file_name}", progress)
             digests[file_name] = FileDigest(sha256=digest, size=size)
-        meta = _metadata(name, version, stamp, digests, content, source)
+        meta = pending.metadata(digests)
         self.storage.write_bytes(
-            f"{prefix}/{METADATA_FILE}", meta.model_dump_json(indent=2).encode()
+            f"{pending.prefix}/{METADATA_FILE}", meta.model_dump_json(indent=2).encode()
         )
         return meta
 
@@ -285,22 +277,30 @@ class Registry:
         return folder
 
 
-def _metadata(
-    name: str,
-    version: str,
-    stamp: datetime,
-    digests: Mapping[str, FileDigest],
-    content: VersionContent,
-    source: SourceInfo,
-) -> ModelMetadata:
-    return ModelMetadata(
-        name=name,
-        version=version,
-        created_at=stamp,
-        source=source,
-        files=dict(digests),
-        **content.model_dump(),
-    )
+@dataclass(frozen=True)
+class _PendingVersion:
+    """A version being published: everything but the digests of its stored files."""
+
+    name: str
+    version: str
+    created_at: datetime
+    files: Mapping[str, Path]
+    content: VersionContent
+    source: SourceInfo
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def metadata(self, digests: Mapping[str, FileDigest]) -> ModelMetadata:
+        return ModelMetadata(
+            name=self.name,
+            version=self.version,
+            created_at=self.created_at,
+            source=self.source,
+            files=dict(digests),
+            **self.content.model_dump(),
+        )
 
 
 def _mismatch(
