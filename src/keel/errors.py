@@ -73,3 +73,31 @@ class RegistryError(KeelError):
 
 class RuntimeFailure(KeelError):
     """A model runtime failed to load or to run a prediction."""
+
+
+class ProtocolError(KeelError):
+    """A request body does not follow the protocol (malformed JSON, tensor shape and data disagree)."""
+
+
+class Overloaded(KeelError):
+    """The server is at capacity and sheds this request; the client should retry later."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(KeelError):
+    """The request's deadline passed before its prediction was ready."""
+
+
+class PayloadTooLarge(KeelError):
+    """The request body is larger than the configured limit."""
+
+
+class NotReady(KeelError):
+    """The model (or the server) is loading, failed its checks, or is shutting down."""
+
+
+class Unauthorized(KeelError):
+    """An admin endpoint was called without the right bearer token."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,62 @@ class RuntimeSettings(BaseModel):
     )
 
 
+class BatchingSettings(BaseModel):
+    """How requests to one model version are merged into runtime calls."""
+
+    max_batch_size: int = Field(
+        default=64, ge=1, description="Most rows in one runtime call; 1 turns batching off."
+    )
+    max_queue_delay_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description=(
+            "Longest a request waits for company while another batch is running. An idle "
+            "model runs a lone request at once: it never waits for company it will not get."
+        ),
+    )
+    max_queue_size: int = Field(
+        default=2048,
+        ge=1,
+        description="Most rows waiting per model version; past it requests get 503 at once.",
+    )
+    max_batches_in_flight: int = Field(
+        default=2, ge=1, description="Runtime calls of one model version running at the same time."
+    )
+
+
+class ServerSettings(BaseModel):
+    """The HTTP server: address, limits, deadlines and shutdown."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; larger ones get 413 before they are read.",
+    )
+    default_deadline_ms: float = Field(
+        default=10_000,
+        gt=0,
+        description="Deadline of a request that sends no X-Keel-Deadline-Ms header (504 past it).",
+    )
+    grace_period_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight requests may take to finish before exit.",
+    )
+    watch_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often aliases are re-read from the registry for hot swap (0 = never).",
+    )
+    inference_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Threads running model calls, shared by all models (0 = one per core).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything keel can be told; environment variables use the ``KEEL_`` prefix."""
 
@@ -48,3 +104,12 @@ class Settings(BaseSettings):
         ),
     )
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token for the model-repository (load/unload) endpoints; "
+            "with none set those endpoints are off."
+        ),
+    )
