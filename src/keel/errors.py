@@ -76,7 +76,7 @@ class RuntimeFailure(KeelError):
 
 
 class ProtocolError(KeelError):
-    """A request body does not follow the protocol (malformed JSON, tensor shape and data disagree)."""
+    """A request body breaks the protocol: malformed JSON, or tensor shape and data disagree."""
 
 
 class Overloaded(KeelError):
