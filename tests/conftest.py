@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from keel.examples import breast_cancer
 from keel.registry import Registry
-from keel.signature import Signature, to_arrays
-
-GIT = shutil.which("git") or "git"
-
-
-@dataclass(frozen=True)
-class OnnxModel:
-    """A real ONNX classifier with the data it was trained and validated on."""
-
-    path: Path
-    signature: Signature
-    valid_frame: Any
+from keel.signature import to_arrays
+from support import OnnxModel, git
 
 
 @pytest.fixture(scope="session")
@@ -60,26 +45,3 @@ def git_repo(tmp_path: Path) -> Path:
     git(repo, "add", "train.py")
     git(repo, "commit", "-q", "-m", "training code")
     return repo
-
-
-def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(
-        [GIT, "-c", "user.name=keel", "-c", "user.email=keel@example.invalid", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
-def run_keel(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real ``keel`` command line in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "keel", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OnnxModel, run_keel
+from support import OnnxModel, run_keel
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_keel
+from support import run_keel
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git, run_keel
+from support import git, run_keel
 
 pytestmark = pytest.mark.integration
 

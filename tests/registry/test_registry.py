@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import OnnxModel, git
 from keel.errors import AmbiguousVersion, IntegrityError, InvalidName, ModelNotFound, RegistryError
 from keel.loading import load_version
 from keel.publishing import publish
 from keel.registry import Registry, parse_ref
 from keel.registry.storage import Storage
+from support import OnnxModel, git
 
 
 def _publish(model: OnnxModel, registry: Registry, source: Path, **kwargs: object):

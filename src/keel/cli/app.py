@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from keel import errors
-from keel.cli import alias, demo, env, models, publish, verify
+from keel.cli import alias, demo, env, models, publish, serve, verify
 from keel.cli.context import err_console
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(env.app, name="env")
 app.command("publish")(publish.publish)
 app.command("verify")(verify.verify)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
 
 _state = {"debug": False}
 

@@ -19,10 +19,10 @@ from keel.verification import verify
 def demo(
     registry: RegistryOption = None,
     no_serve: Annotated[
-        bool, typer.Option("--no-serve", help="Stop after publishing and verifying.")
+        bool, typer.Option("--no-serve", help="Stop after publishing and verifying; do not serve.")
     ] = False,
 ) -> None:
-    """Train the example models on scikit-learn's bundled data, publish and verify them.
+    """Train the example models on scikit-learn's bundled data, publish, verify and serve them.
 
     Models already in the registry are kept, not retrained.
     """
@@ -58,13 +58,16 @@ def demo(
     console.print(table)
     if failed:
         raise KeelError(f"verification failed for {', '.join(failed)}")
-    if not no_serve:
-        # The model server is the next milestone; until it lands the demo ends
-        # with published, verified models and says how to inspect them.
-        console.print(
-            "The server is not part of this release yet; inspect the models with "
-            f"'keel models list --registry {store.url}'."
-        )
+    if no_serve:
+        return
+    from keel.serving.server import serve
+
+    refs = [f"{model}@{alias}" for model, alias, _ in _examples()]
+    console.print(
+        f"serving {', '.join(refs)} on http://{settings.server.host}:{settings.server.port} "
+        "(Open Inference Protocol under /v2, JSON records under /v1; Ctrl+C stops)"
+    )
+    serve(refs, settings, store)
 
 
 def _examples() -> list[tuple[str, str, Callable[[Registry], ModelMetadata]]]:

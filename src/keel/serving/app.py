@@ -1,0 +1,69 @@
+"""The ASGI application: routes, the error boundary, and the lifespan (load → ready → drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keel.serving.context import ServerState
+from keel.serving.http_errors import error_response
+from keel.serving.model_manager import ModelManager
+from keel.serving.openapi import openapi_route
+from keel.serving.records_routes import records_routes
+from keel.serving.repository_routes import repository_routes
+from keel.serving.v2_routes import v2_routes
+from keel.settings import Settings
+
+log = logging.getLogger("keel.serving")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(endpoint: Endpoint) -> Endpoint:
+    """Every error a handler raises becomes a proper HTTP answer, here and only here."""
+
+    @functools.wraps(endpoint)
+    async def handle(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
+            return error_response(exc)
+
+    return handle
+
+
+def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -> Starlette:
+    """The keel server for the models ``refs`` name; they load in the background at start-up."""
+    state = ServerState(manager=manager, settings=settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Loading runs beside the server so liveness answers at once and
+        # readiness turns true only when every model is verified and warm.
+        loading = asyncio.create_task(manager.start(refs), name="keel-load-models")
+        try:
+            yield
+        finally:
+            state.shutting_down = True
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await manager.close()
+            log.info("models drained and closed")
+
+    routes = [*v2_routes(), *records_routes(), *repository_routes(), openapi_route()]
+    app = Starlette(
+        routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes],
+        lifespan=lifespan,
+    )
+    app.state.keel = state
+    return app

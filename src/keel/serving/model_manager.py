@@ -1,0 +1,224 @@
+"""Which model versions the server holds, how requests find them, and how they are swapped.
+
+Routing state is a plain dict per model (alias -> version) replaced whole on
+every change, so a request reads either the old mapping or the new one, never
+a half-updated one, without taking a lock on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from keel.errors import KeelError, ModelNotFound
+from keel.registry import ModelRef, Registry, parse_ref
+from keel.registry.names import DEFAULT_ALIAS
+from keel.serving.served_version import (
+    ServedVersion,
+    retire_version,
+    start_version,
+    version_label,
+)
+from keel.settings import Settings
+
+log = logging.getLogger("keel.serving")
+
+
+@dataclass(frozen=True)
+class Routes:
+    """One model's routing table: its versions by label, aliases to labels, the default."""
+
+    versions: dict[str, ServedVersion]
+    aliases: dict[str, str]
+    default: str
+
+    def find(self, selector: str | None) -> ServedVersion | None:
+        key = selector or self.default
+        label = self.aliases.get(key)
+        if label is None:
+            label = version_label(key) if "/" in key else key
+        exact = self.versions.get(label)
+        if exact is not None:
+            return exact
+        matches = [v for lbl, v in self.versions.items() if lbl.startswith(label)]
+        return matches[0] if len(matches) == 1 else None
+
+
+class ModelManager:
+    """Loads, verifies, warms, routes to, hot-swaps and retires model versions."""
+
+    def __init__(self, registry: Registry, settings: Settings, executor: Executor) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.executor = executor
+        self.routes: dict[str, Routes] = {}
+        self._watched: list[ModelRef] = []
+        self._swap_lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- start and stop ----------------------------------------------------------
+
+    async def start(self, refs: Iterable[str]) -> None:
+        """Load every referenced version; they become ready one by one as they pass checks."""
+        parsed = [parse_ref(r) for r in refs]
+        # One at a time: loading is CPU-bound and the machine's cores are shared.
+        for ref in parsed:
+            await self._serve(ref)
+        self._watched = [r for r in parsed if not r.is_version]
+        if self.settings.server.watch_interval_s > 0 and self._watched:
+            self._watcher = asyncio.create_task(self._watch(), name="keel-alias-watcher")
+
+    async def close(self) -> None:
+        """Stop watching, then drain and free every version."""
+        tasks = [t for t in (self._watcher, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        grace = self.settings.server.grace_period_s
+        versions = [v for routes in self.routes.values() for v in routes.versions.values()]
+        await asyncio.gather(*(retire_version(v, grace) for v in versions))
+
+    # -- routing -----------------------------------------------------------------
+
+    def find(self, name: str, selector: str | None = None) -> ServedVersion:
+        """The version a request for ``name`` with this alias/version selector goes to."""
+        routes = self.routes.get(name)
+        if routes is None:
+            raise ModelNotFound(f"model '{name}' is not served here (served: {self.names()})")
+        version = routes.find(selector)
+        if version is None:
+            known = sorted({*routes.aliases, *routes.versions})
+            raise ModelNotFound(
+                f"model '{name}' has no served version or alias '{selector}' (served: {known})"
+            )
+        return version
+
+    def names(self) -> list[str]:
+        return sorted(self.routes)
+
+    def all_versions(self) -> list[ServedVersion]:
+        return [v for routes in self.routes.values() for v in routes.versions.values()]
+
+    @property
+    def ready(self) -> bool:
+        """True when every served model's default version is ready."""
+        defaults = [routes.find(None) for routes in self.routes.values()]
+        return bool(defaults) and all(v is not None and v.ready for v in defaults)
+
+    # -- loading and swapping ----------------------------------------------------
+
+    async def _serve(self, ref: ModelRef) -> ServedVersion:
+        """Serve ``ref`` at start-up: its alias routes to it even if it fails its checks,
+        so requests and readiness say why it is not ready."""
+        return await self.swap(ref, route_failed=True)
+
+    async def swap(self, ref: ModelRef, route_failed: bool = False) -> ServedVersion:
+        """Load the version ``ref`` names; route ``ref``'s alias to it once it is ready.
+
+        A version that fails to load, verify or warm up stays listed (FAILED,
+        with its reason, and is not retried) while the alias keeps answering
+        with the old version. Swaps are serialised; requests never wait on them.
+        """
+        loop = asyncio.get_running_loop()
+        async with self._swap_lock:
+            metadata = await loop.run_in_executor(self.executor, self.registry.resolve, ref)
+            label = version_label(metadata.version)
+            current = self.routes.get(ref.name)
+            version = current.versions.get(label) if current else None
+            if version is None:
+                version = ServedVersion(metadata)
+                self._add_version(ref, version)
+                await start_version(
+                    version,
+                    self.registry,
+                    self.settings.runtime,
+                    self.settings.batching,
+                    self.executor,
+                )
+            if ref.is_version or self.routes[ref.name].aliases.get(ref.selector) == label:
+                return version
+            if not version.ready and not route_failed:
+                log.error(
+                    "kept %s on its old version: %s is %s (%s)",
+                    ref,
+                    label,
+                    version.state.value,
+                    version.failure,
+                )
+                return version
+            old_label = self._route_alias(ref, version)
+            log.info("%s now answers with %s", ref, label)
+            self._retire_if_unused(ref.name, old_label)
+            return version
+
+    def _add_version(self, ref: ModelRef, version: ServedVersion) -> None:
+        current = self.routes.get(ref.name)
+        if current is None:
+            default = version.label if ref.is_version else ref.selector
+            self.routes[ref.name] = Routes({version.label: version}, {}, default)
+            return
+        versions = {**current.versions, version.label: version}
+        default = DEFAULT_ALIAS if ref.selector == DEFAULT_ALIAS else current.default
+        self.routes[ref.name] = Routes(versions, current.aliases, default)
+
+    def _route_alias(self, ref: ModelRef, version: ServedVersion) -> str | None:
+        current = self.routes[ref.name]
+        old_label = current.aliases.get(ref.selector)
+        aliases = {**current.aliases, ref.selector: version.label}
+        version.aliases.add(ref.selector)
+        if old_label is not None and old_label in current.versions:
+            current.versions[old_label].aliases.discard(ref.selector)
+        default = DEFAULT_ALIAS if ref.selector == DEFAULT_ALIAS else current.default
+        self.routes[ref.name] = Routes(current.versions, aliases, default)
+        return old_label
+
+    def _retire_if_unused(self, name: str, label: str | None) -> None:
+        routes = self.routes[name]
+        if label is None or label in routes.aliases.values() or label == routes.default:
+            return
+        old = routes.versions.get(label)
+        if old is None:
+            return
+        versions = {k: v for k, v in routes.versions.items() if k != label}
+        self.routes[name] = Routes(versions, routes.aliases, routes.default)
+        # Requests already holding the old version finish on it; it drains in
+        # the background so the swap itself does not wait for them.
+        task = asyncio.create_task(retire_version(old, self.settings.server.grace_period_s))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of ``name``."""
+        async with self._swap_lock:
+            routes = self.routes.pop(name, None)
+        if routes is None:
+            raise ModelNotFound(f"model '{name}' is not served here")
+        self._watched = [r for r in self._watched if r.name != name]
+        await asyncio.gather(
+            *(
+                retire_version(v, self.settings.server.grace_period_s)
+                for v in routes.versions.values()
+            )
+        )
+
+    async def load(self, ref: ModelRef) -> ServedVersion:
+        """Serve ``ref`` (new model or new version of a served one) and watch its alias."""
+        version = await self.swap(ref, route_failed=ref.name not in self.routes)
+        if not ref.is_version and ref not in self._watched:
+            self._watched.append(ref)
+        return version
+
+    async def _watch(self) -> None:
+        """Poll the registry for alias moves and hot-swap to the new versions."""
+        interval = self.settings.server.watch_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for ref in list(self._watched):
+                try:
+                    await self.swap(ref)
+                except KeelError as exc:
+                    log.warning("could not check %s for a new version: %s", ref, exc)

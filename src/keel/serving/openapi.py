@@ -1,0 +1,221 @@
+"""The OpenAPI document of the running server, built from the served models' signatures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import keel
+from keel.serving.context import state_of
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "details": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "index": {"type": ["integer", "null"]},
+                    "field": {"type": "string"},
+                    "rule": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {
+            "type": "string",
+            "enum": [
+                "BOOL",
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "FP16",
+                "FP32",
+                "FP64",
+                "BYTES",
+            ],
+        },
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "parameters": {"type": "object"},
+        "data": {"type": "array"},
+    },
+}
+ERRORS = {
+    str(status): {"description": text, "content": {"application/json": {"schema": ERROR}}}
+    for status, text in (
+        (400, "malformed request"),
+        (404, "unknown model or version"),
+        (413, "body too large"),
+        (422, "input breaks the signature"),
+        (503, "not ready, or overloaded (see Retry-After)"),
+        (504, "deadline exceeded"),
+    )
+}
+VERSION_PARAMETER = {
+    "name": "X-Keel-Model-Version",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Alias or version to answer with (default production).",
+}
+DEADLINE_PARAMETER = {
+    "name": "X-Keel-Deadline-Ms",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "number", "exclusiveMinimum": 0},
+    "description": "Answer 504 if no prediction is ready within this many milliseconds.",
+}
+
+
+def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    content = {"application/json": {"schema": schema or {"type": "object"}}}
+    return {"200": {"description": description, "content": content}}
+
+
+def _path(name: str, versioned: bool) -> list[dict[str, Any]]:
+    params = [
+        {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "enum": [name]},
+        }
+    ]
+    if versioned:
+        params.append(
+            {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+        )
+    return params
+
+
+def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """OpenAPI 3.1 for the protocol endpoints and one records schema per served model."""
+    paths: dict[str, Any] = {
+        "/v2/health/live": {"get": {"summary": "Liveness", "responses": _ok("alive")}},
+        "/v2/health/ready": {
+            "get": {
+                "summary": "Readiness: every model loaded, verified, warm",
+                "responses": {**_ok("ready"), "503": ERRORS["503"]},
+            }
+        },
+        "/v2": {"get": {"summary": "Server metadata", "responses": _ok("server metadata")}},
+    }
+    for name, records_schema in models.items():
+        for versioned in (False, True):
+            base = f"/v2/models/{name}" + ("/versions/{version}" if versioned else "")
+            params = [*_path(name, versioned), VERSION_PARAMETER]
+            paths[base] = {
+                "get": {
+                    "summary": f"Metadata of {name}",
+                    "parameters": params,
+                    "responses": {**_ok("model metadata"), "404": ERRORS["404"]},
+                }
+            }
+            paths[f"{base}/ready"] = {
+                "get": {
+                    "summary": f"Is {name} ready",
+                    "parameters": params,
+                    "responses": {**_ok("ready"), "503": ERRORS["503"]},
+                }
+            }
+            paths[f"{base}/infer"] = {
+                "post": {
+                    "summary": f"Infer with {name} (JSON or binary tensor data)",
+                    "parameters": [*params, DEADLINE_PARAMETER],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["inputs"],
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "parameters": {"type": "object"},
+                                        "inputs": {"type": "array", "items": TENSOR, "minItems": 1},
+                                        "outputs": {"type": "array", "items": {"type": "object"}},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {**_ok("inference response"), **ERRORS},
+                }
+            }
+            predict = (
+                f"/v1/models/{name}" + ("/versions/{version}" if versioned else "") + "/predict"
+            )
+            paths[predict] = {
+                "post": {
+                    "summary": f"Predict with {name} from JSON records",
+                    "parameters": [*params, DEADLINE_PARAMETER],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["instances"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "instances": {**records_schema, "minItems": 1},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        **_ok(
+                            "one prediction per instance",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "model_name": {"type": "string"},
+                                    "model_version": {"type": "string"},
+                                    "id": {"type": "string"},
+                                    "predictions": {"type": "array", "items": {"type": "object"}},
+                                },
+                            },
+                        ),
+                        **ERRORS,
+                    },
+                }
+            }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "keel model server", "version": keel.__version__},
+        "paths": paths,
+    }
+
+
+async def openapi(request: Request) -> Response:
+    manager = state_of(request).manager
+    models = {}
+    for name in manager.names():
+        version = manager.find(name)
+        models[name] = version.metadata.signature.records_json_schema()
+    return Response(orjson.dumps(build_openapi(models)), media_type="application/json")
+
+
+def openapi_route() -> Route:
+    return Route("/openapi.json", openapi, methods=["GET"])

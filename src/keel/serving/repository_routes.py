@@ -1,0 +1,66 @@
+"""The model-repository extension: load and unload models, behind a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keel.errors import NotReady, ProtocolError, Unauthorized
+from keel.registry import parse_ref
+from keel.serving.context import state_of
+from keel.serving.request_body import read_body
+
+ADMIN_BODY_LIMIT = 64 * 1024
+
+
+def _authorise(request: Request) -> None:
+    token = state_of(request).settings.admin_token
+    if token is None:
+        # With no token configured the endpoints are off, not open.
+        raise Unauthorized("the model-repository endpoints are disabled (no admin token set)")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+        raise Unauthorized("a valid bearer token is required")
+
+
+async def load(request: Request) -> Response:
+    """Load (or move to) the version named by ``parameters.version`` (an alias by default)."""
+    _authorise(request)
+    name = request.path_params["name"]
+    body = await read_body(request, ADMIN_BODY_LIMIT)
+    selector = "production"
+    if body.strip():
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+        parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
+        if not isinstance(parameters, dict):
+            raise ProtocolError('the body must be {"parameters": {"version": "..."}}')
+        selector = str(parameters.get("version", selector))
+    version = await state_of(request).manager.load(parse_ref(f"{name}@{selector}"))
+    if not version.ready:
+        raise NotReady(f"{name}@{selector} failed to load: {version.failure}")
+    return Response(
+        orjson.dumps({"name": name, "version": version.label, "ready": True}),
+        media_type="application/json",
+    )
+
+
+async def unload(request: Request) -> Response:
+    _authorise(request)
+    name = request.path_params["name"]
+    await state_of(request).manager.unload(name)
+    return Response(orjson.dumps({"name": name, "unloaded": True}), media_type="application/json")
+
+
+def repository_routes() -> list[Route]:
+    return [
+        Route("/v2/repository/models/{name}/load", load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", unload, methods=["POST"]),
+    ]

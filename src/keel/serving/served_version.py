@@ -1,0 +1,172 @@
+"""One model version being served: loaded, verified, golden-checked, warmed, batched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from keel.errors import GoldenMismatch, KeelError, NotReady
+from keel.golden import check_golden
+from keel.loading import LoadedModel, load_version
+from keel.registry import ModelMetadata, Registry
+from keel.serving.batcher import Batcher
+from keel.serving.tensor_contract import TensorContract, build_contract
+from keel.settings import BatchingSettings, RuntimeSettings
+from keel.signature import synthetic_records, to_arrays
+
+log = logging.getLogger("keel.serving")
+
+WARMUP_SINGLE_CALLS = 8
+
+
+class VersionState(StrEnum):
+    """Where a version is in its life; only READY versions take traffic."""
+
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    RETIRED = "retired"
+
+
+def version_label(version: str) -> str:
+    """The registry version ``sha/timestamp`` as one URL path segment: ``sha-timestamp``."""
+    return version.replace("/", "-", 1)
+
+
+@dataclass(frozen=True)
+class ReadinessTimings:
+    """Seconds spent on each step before the version became ready."""
+
+    load_s: float
+    golden_s: float
+    warmup_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.load_s + self.golden_s + self.warmup_s
+
+
+@dataclass
+class ServedVersion:
+    """A registry version inside the server, with its state and, once ready, its batcher."""
+
+    metadata: ModelMetadata
+    state: VersionState = VersionState.LOADING
+    failure: str | None = None
+    loaded: LoadedModel | None = None
+    batcher: Batcher | None = None
+    timings: ReadinessTimings | None = None
+    contract: TensorContract | None = None
+    aliases: set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def label(self) -> str:
+        return version_label(self.metadata.version)
+
+    @property
+    def ready(self) -> bool:
+        return self.state is VersionState.READY
+
+    def require_batcher(self) -> Batcher:
+        """The batcher of a ready version; NotReady (with the reason) otherwise."""
+        if self.state is not VersionState.READY or self.batcher is None:
+            reason = f": {self.failure}" if self.failure else ""
+            raise NotReady(f"{self.name} version {self.label} is {self.state.value}{reason}")
+        return self.batcher
+
+
+def prepare(
+    registry: Registry,
+    metadata: ModelMetadata,
+    runtime_settings: RuntimeSettings,
+    batching: BatchingSettings,
+) -> tuple[LoadedModel, ReadinessTimings]:
+    """Load a version and prove it works; blocking, so it runs in a worker thread.
+
+    Hashes are verified, the golden examples must reproduce within tolerance,
+    and warm-up runs a full batch plus single rows generated from the
+    signature, so the first real request pays no initialisation tax.
+    """
+    started = time.perf_counter()
+    loaded = load_version(registry, metadata, runtime_settings)
+    try:
+        loaded_at = time.perf_counter()
+        report = check_golden(loaded.runtime, metadata.signature, metadata.golden)
+        if not report.ok:
+            raise GoldenMismatch(
+                f"{metadata.ref} does not reproduce its golden outputs: "
+                + "; ".join(report.failures())
+            )
+        golden_at = time.perf_counter()
+        warm_up(loaded, batching.max_batch_size)
+        warmed_at = time.perf_counter()
+    except BaseException:
+        loaded.close()
+        raise
+    return loaded, ReadinessTimings(
+        load_s=loaded_at - started, golden_s=golden_at - loaded_at, warmup_s=warmed_at - golden_at
+    )
+
+
+def warm_up(loaded: LoadedModel, batch_rows: int) -> None:
+    """Run a full batch and several single rows through the model, results discarded."""
+    signature = loaded.metadata.signature
+    records = synthetic_records(signature, max(batch_rows, 1))
+    batch = to_arrays(records, signature)
+    loaded.runtime.predict(batch)
+    for row in range(min(WARMUP_SINGLE_CALLS, len(records))):
+        loaded.runtime.predict(
+            {name: np.ascontiguousarray(a[row : row + 1]) for name, a in batch.items()}
+        )
+
+
+async def start_version(
+    version: ServedVersion,
+    registry: Registry,
+    runtime_settings: RuntimeSettings,
+    batching: BatchingSettings,
+    executor: Executor,
+) -> None:
+    """Prepare a version off the event loop, then give it a batcher; FAILED (with why) on error."""
+    loop = asyncio.get_running_loop()
+    try:
+        loaded, timings = await loop.run_in_executor(
+            executor, prepare, registry, version.metadata, runtime_settings, batching
+        )
+    except KeelError as exc:
+        version.state = VersionState.FAILED
+        version.failure = str(exc)
+        log.error("model %s is not ready: %s", version.metadata.ref, exc)
+        return
+    version.loaded = loaded
+    version.timings = timings
+    version.contract = build_contract(version.metadata.signature, loaded.runtime.inputs)
+    version.batcher = Batcher(loaded.runtime.predict, batching, executor, name=version.metadata.ref)
+    version.state = VersionState.READY
+    log.info(
+        "model %s ready in %.3f s (load+hashes %.3f s, golden %.3f s, warm-up %.3f s)",
+        version.metadata.ref,
+        timings.total_s,
+        timings.load_s,
+        timings.golden_s,
+        timings.warmup_s,
+    )
+
+
+async def retire_version(version: ServedVersion, grace_s: float) -> None:
+    """Stop taking requests, let in-flight ones finish, then free the model."""
+    version.state = VersionState.RETIRED
+    if version.batcher is not None:
+        await version.batcher.close(timeout=grace_s)
+    if version.loaded is not None:
+        version.loaded.close()

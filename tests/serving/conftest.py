@@ -1,0 +1,50 @@
+"""Fixtures for the serving tests: the demo models in a registry, and a running server."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from keel_server import ServerProcess, start_server
+
+from support import run_keel
+
+ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a token for a loopback test server
+DEMO_REFS = ("breast-cancer@production", "breast-cancer@candidate", "digits-mlp@production")
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding the example models, published once for the whole session."""
+    registry = tmp_path_factory.mktemp("demo") / "registry"
+    result = run_keel("demo", "--no-serve", "--registry", str(registry))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return registry
+
+
+@pytest.fixture(scope="module")
+def server(
+    demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One server for a test module, with small limits so the tests can reach them."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    running = start_server(
+        demo_registry, DEMO_REFS, log,
+        KEEL_ADMIN_TOKEN=ADMIN_TOKEN, KEEL_SERVER__MAX_BODY_BYTES="65536",
+        KEEL_SERVER__WATCH_INTERVAL_S="0",
+    )  # fmt: skip
+    running.wait_ready()
+    yield running
+    # uvicorn re-raises the stop signal once it has drained: exit by SIGTERM is clean.
+    assert running.stop() in (0, -signal.SIGTERM), log.read_text()
+
+
+@pytest.fixture
+def registry_copy(demo_registry: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo registry that a test may change."""
+    copy = tmp_path / "registry"
+    shutil.copytree(demo_registry, copy)
+    return copy

@@ -1,0 +1,79 @@
+"""A real ``keel serve`` process on loopback, started and stopped by the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """A running ``keel serve`` and how to reach it."""
+
+    process: subprocess.Popen[str]
+    url: str
+    log: Path
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, self.log.read_text()
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"server not ready in {timeout} s:\n{self.log.read_text()}")
+
+    def wait_live(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, self.log.read_text()
+                try:
+                    if client.get("/v2/health/live").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    time.sleep(0.05)
+        raise AssertionError(f"server not live in {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def start_server(registry: Path, refs: tuple[str, ...], log: Path, **env: str) -> ServerProcess:
+    """Start ``keel serve`` in a subprocess; environment variables configure it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keel", "serve", *refs, "--registry", str(registry),
+         "--port", str(port)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    return ServerProcess(process, f"http://127.0.0.1:{port}", log)

@@ -1,0 +1,414 @@
+"""The dynamic batcher, driven by real threads and a real (small) numpy model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from keel.errors import DeadlineExceeded, NotReady, Overloaded, RuntimeFailure
+from keel.serving.batcher import Batcher, Tensors
+from keel.settings import BatchingSettings
+
+WEIGHTS = np.random.default_rng(0).normal(size=(4, 3))
+HOLD = -1.0
+"""A row whose first feature is HOLD makes the model wait for its gate (a busy model)."""
+
+
+class LinearModel:
+    """A fixed linear layer ``x @ W`` that records its batches and can be held, slowed or broken."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.delay_s = 0.0
+        self.fail_next: Exception | None = None
+        self.batches: list[npt.NDArray[Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        x = inputs["x"]
+        with self._lock:
+            self.batches.append(x.copy())
+            failure, self.fail_next = self.fail_next, None
+        if failure is not None:
+            raise failure
+        if (x[:, 0] == HOLD).any():
+            self.gate.wait(timeout=10)  # bounded, so a failing test cannot hang the suite
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return {"y": x @ WEIGHTS}
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [len(batch) for batch in self.batches]
+
+    def saw(self, row: npt.NDArray[Any]) -> bool:
+        return any((batch == row).all(axis=1).any() for batch in self.batches)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-batcher")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def model(executor: ThreadPoolExecutor) -> Iterator[LinearModel]:
+    # Depends on the executor so that its gate opens before the pool waits for its threads.
+    linear = LinearModel()
+    yield linear
+    linear.gate.set()
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(scenario())
+
+
+def batcher_for(model: LinearModel, executor: ThreadPoolExecutor, **settings: Any) -> Batcher:
+    return Batcher(model, BatchingSettings(**settings), executor, name="test")
+
+
+def rows(count: int, seed: int = 1) -> npt.NDArray[Any]:
+    return np.random.default_rng(seed).uniform(size=(count, 4))
+
+
+def held_row() -> npt.NDArray[Any]:
+    row = rows(1, seed=99)
+    row[0, 0] = HOLD
+    return row
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+async def hold_model(batcher: Batcher) -> asyncio.Task[Tensors]:
+    """Start a batch that stays in flight until the model's gate opens."""
+    blocker = asyncio.create_task(batcher.submit({"x": held_row()}))
+    await until(lambda: batcher.in_flight == 1)
+    return blocker
+
+
+def test_concurrent_callers_are_batched_and_each_gets_its_own_rows(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    model.delay_s = 0.02
+    inputs = [rows(1, seed=i) for i in range(50)]
+
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor, max_batch_size=16, max_queue_delay_ms=5)
+        results = await asyncio.gather(*(batcher.submit({"x": x}) for x in inputs))
+        for x, result in zip(inputs, results, strict=True):
+            np.testing.assert_allclose(result["y"], (x @ WEIGHTS), rtol=1e-12)
+            assert result["y"].shape == (1, 3)
+        assert batcher.rows_run == 50
+        assert batcher.batches_run == len(model.batches)
+
+    run(scenario)
+    assert max(model.batch_sizes) > 1
+    assert max(model.batch_sizes) <= 16
+    assert sum(model.batch_sizes) == 50
+
+
+def test_lone_request_on_idle_model_does_not_wait_for_company(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor, max_queue_delay_ms=500)
+        loop = asyncio.get_running_loop()
+        for seed in range(3):
+            started = loop.time()
+            result = await batcher.submit({"x": rows(2, seed)})
+            assert loop.time() - started < 0.25  # far below the 500 ms it must not wait
+            np.testing.assert_allclose(result["y"], rows(2, seed) @ WEIGHTS)
+
+    run(scenario)
+    assert model.batch_sizes == [2, 2, 2]
+
+
+def test_busy_model_waits_briefly_for_company(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor, max_queue_delay_ms=300, max_batches_in_flight=2)
+        blocker = await hold_model(batcher)
+        first = asyncio.create_task(batcher.submit({"x": rows(1, seed=1)}))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(batcher.submit({"x": rows(1, seed=2)}))
+        await asyncio.gather(first, second)
+        assert not blocker.done()  # dispatched into the free slot, not after the held batch
+        model.gate.set()
+        await blocker
+
+    run(scenario)
+    assert model.batch_sizes == [1, 2]
+
+
+def test_request_larger_than_max_batch_size_is_split_and_reassembled_in_order(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    x = rows(30)
+
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor, max_batch_size=8)
+        result = await batcher.submit({"x": x})
+        np.testing.assert_allclose(result["y"], x @ WEIGHTS, rtol=1e-12)
+        assert batcher.queued_rows == 0
+
+    run(scenario)
+    assert sorted(model.batch_sizes) == [6, 8, 8, 8]
+
+
+def test_full_queue_sheds_at_once_counts_and_keeps_serving(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = batcher_for(
+            model, executor, max_batch_size=4, max_queue_size=8, max_batches_in_flight=1
+        )
+        blocker = await hold_model(batcher)
+        queued = [asyncio.create_task(batcher.submit({"x": rows(4, seed)})) for seed in (1, 2)]
+        await until(lambda: batcher.queued_rows == 8)
+
+        with pytest.raises(Overloaded) as shed:
+            await batcher.submit({"x": rows(1)})
+        assert shed.value.retry_after_s >= 1
+        with pytest.raises(Overloaded, match="never fit"):
+            await batcher.submit({"x": rows(9)})
+        assert batcher.requests_shed == 2
+        assert batcher.queued_rows == 8
+
+        model.gate.set()
+        await asyncio.gather(blocker, *queued)
+        result = await batcher.submit({"x": rows(1, seed=5)})
+        np.testing.assert_allclose(result["y"], rows(1, seed=5) @ WEIGHTS)
+
+    run(scenario)
+
+
+def test_deadline_passing_while_queued_withdraws_only_that_request(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    late, patient = rows(1, seed=7), rows(1, seed=8)
+
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor, max_batches_in_flight=1)
+        loop = asyncio.get_running_loop()
+        blocker = await hold_model(batcher)
+        doomed = asyncio.create_task(batcher.submit({"x": late}, deadline=loop.time() + 0.1))
+        waiting = asyncio.create_task(batcher.submit({"x": patient}))
+        with pytest.raises(DeadlineExceeded):
+            await doomed
+        assert batcher.queued_rows == 1
+        model.gate.set()
+        result = await waiting
+        np.testing.assert_allclose(result["y"], patient @ WEIGHTS)
+        await blocker
+
+    run(scenario)
+    assert not model.saw(late[0])
+
+
+def test_deadline_passing_while_running_answers_at_the_deadline(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Both join the first batch, which the held row keeps running.
+        doomed = asyncio.create_task(batcher.submit({"x": rows(1)}, deadline=started + 0.2))
+        companion = asyncio.create_task(batcher.submit({"x": held_row()}))
+        with pytest.raises(DeadlineExceeded):
+            await doomed
+        assert 0.15 <= loop.time() - started < 3
+        assert not companion.done()
+        assert batcher.in_flight == 1
+        model.gate.set()
+        result = await companion
+        np.testing.assert_allclose(result["y"], held_row() @ WEIGHTS)
+
+    run(scenario)
+    assert model.batch_sizes == [2]
+
+
+def test_deadline_already_passed_is_refused_without_running(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor)
+        past = asyncio.get_running_loop().time() - 1
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit({"x": rows(1)}, deadline=past)
+
+    run(scenario)
+    assert model.batches == []
+
+
+def test_exception_in_run_reaches_every_caller_of_the_batch_and_next_batch_succeeds(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    model.fail_next = ValueError("weights are corrupt")
+
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor)
+        outcomes = await asyncio.gather(
+            *(batcher.submit({"x": rows(1, seed)}) for seed in range(5)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            assert isinstance(outcome, RuntimeFailure)
+            assert "weights are corrupt" in str(outcome)
+            assert isinstance(outcome.__cause__, ValueError)
+        assert batcher.batches_failed == 1
+        result = await batcher.submit({"x": rows(1)})
+        np.testing.assert_allclose(result["y"], rows(1) @ WEIGHTS)
+
+    run(scenario)
+    assert model.batch_sizes == [5, 1]
+
+
+def test_outputs_that_cannot_be_split_fail_every_caller(executor: ThreadPoolExecutor) -> None:
+    def summing(inputs: Tensors) -> Tensors:
+        return {"total": inputs["x"].sum(axis=0)}
+
+    async def scenario() -> None:
+        batcher = Batcher(summing, BatchingSettings(), executor)
+        outcomes = await asyncio.gather(
+            *(batcher.submit({"x": rows(3, seed)}) for seed in range(2)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, RuntimeFailure) for outcome in outcomes)
+        assert "cannot be split" in str(outcomes[0])
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({}, "at least one input"),
+        ({"x": np.zeros((0, 4))}, "at least one row"),
+        ({"x": np.zeros((2, 4)), "z": np.zeros((3, 1))}, "disagree on the number of rows"),
+        ({"x": np.float64(1.0)}, "first dimension"),
+    ],
+)
+def test_malformed_request_is_refused(
+    model: LinearModel, executor: ThreadPoolExecutor, inputs: Tensors, message: str
+) -> None:
+    async def scenario() -> None:
+        with pytest.raises(RuntimeFailure, match=message):
+            await batcher_for(model, executor).submit(inputs)
+
+    run(scenario)
+    assert model.batches == []
+
+
+def test_requests_of_different_shapes_go_to_different_batches(executor: ThreadPoolExecutor) -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def doubling(inputs: Tensors) -> Tensors:
+        seen.append(inputs["x"].shape)
+        return {"y": inputs["x"] * 2}
+
+    async def scenario() -> None:
+        batcher = Batcher(doubling, BatchingSettings(), executor)
+        narrow, wide = np.ones((2, 3)), np.ones((1, 5))
+        results = await asyncio.gather(
+            batcher.submit({"x": narrow}),
+            batcher.submit({"x": wide}),
+            batcher.submit({"x": narrow}),
+        )
+        assert [r["y"].shape for r in results] == [(2, 3), (1, 5), (2, 3)]
+
+    run(scenario)
+    assert sorted(seen) == [(1, 5), (2, 3), (2, 3)]
+
+
+def test_cancelled_callers_leave_the_others_alone(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    first, leaving, last = rows(1, seed=1), rows(1, seed=2), rows(1, seed=3)
+
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor, max_batches_in_flight=1)
+        blocker = await hold_model(batcher)
+        tasks = [asyncio.create_task(batcher.submit({"x": x})) for x in (first, leaving, last)]
+        await until(lambda: batcher.queued_rows == 3)
+        tasks[1].cancel()
+        await asyncio.wait([tasks[1]], timeout=5)
+        assert batcher.queued_rows == 2
+        model.gate.set()
+        await blocker
+        for task, x in ((tasks[0], first), (tasks[2], last)):
+            np.testing.assert_allclose((await task)["y"], x @ WEIGHTS)
+        assert tasks[1].cancelled()
+
+        # A caller cancelled while its batch runs: its rows are dropped, its batch-mate is served.
+        model.gate.clear()
+        leaving_late = asyncio.create_task(batcher.submit({"x": rows(1, seed=4)}))
+        staying = asyncio.create_task(batcher.submit({"x": held_row()}))
+        await until(lambda: batcher.in_flight == 1)
+        leaving_late.cancel()
+        await asyncio.wait([leaving_late], timeout=5)
+        model.gate.set()
+        np.testing.assert_allclose((await staying)["y"], held_row() @ WEIGHTS)
+        assert leaving_late.cancelled()
+
+    run(scenario)
+    assert not model.saw(leaving[0])
+    assert model.batch_sizes[-1] == 2
+
+
+def test_close_drains_queued_requests_then_refuses_new_ones(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    model.delay_s = 0.01
+    inputs = [rows(1, seed) for seed in range(20)]
+
+    async def scenario() -> None:
+        batcher = batcher_for(
+            model, executor, max_batch_size=4, max_batches_in_flight=1, max_queue_delay_ms=50
+        )
+        tasks = [asyncio.create_task(batcher.submit({"x": x})) for x in inputs]
+        await until(lambda: batcher.in_flight == 1)
+        await batcher.close(timeout=5)
+        for task, x in zip(tasks, inputs, strict=True):
+            assert task.done()
+            np.testing.assert_allclose(task.result()["y"], x @ WEIGHTS)
+        with pytest.raises(NotReady, match="shutting down"):
+            await batcher.submit({"x": rows(1)})
+        assert asyncio.all_tasks() == {asyncio.current_task()}  # the dispatcher is gone
+
+    run(scenario)
+    assert sum(model.batch_sizes) == 20
+
+
+def test_close_returns_within_its_timeout_when_the_model_hangs(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor, max_batches_in_flight=1)
+        loop = asyncio.get_running_loop()
+        stuck = await hold_model(batcher)
+        queued = asyncio.create_task(batcher.submit({"x": rows(1)}))
+        await until(lambda: batcher.queued_rows == 1)
+        started = loop.time()
+        await batcher.close(timeout=0.2)
+        assert loop.time() - started < 2
+        for task in (stuck, queued):
+            with pytest.raises(NotReady):
+                await task
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        model.gate.set()
+
+    run(scenario)
+    assert model.batch_sizes == [1]

@@ -1,0 +1,130 @@
+"""The JSON records API: signature validation answered with 422 naming record, field and rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from keel_server import ServerProcess
+
+from keel.registry import Registry
+
+
+@pytest.fixture(scope="module")
+def record(demo_registry: Path) -> dict[str, Any]:
+    return dict(Registry(demo_registry).resolve("breast-cancer@production").golden.inputs[0])
+
+
+def _predict(server: ServerProcess, body: bytes | dict[str, Any], **headers: str) -> Any:
+    with server.client() as client:
+        if isinstance(body, bytes):
+            headers["content-type"] = "application/json"
+            return client.post("/v1/models/breast-cancer/predict", content=body, headers=headers)
+        return client.post("/v1/models/breast-cancer/predict", json=body, headers=headers)
+
+
+def test_valid_records_get_one_prediction_each(
+    server: ServerProcess, record: dict[str, Any], demo_registry: Path
+) -> None:
+    meta = Registry(demo_registry).resolve("breast-cancer@production")
+    response = _predict(server, {"instances": [record, record], "id": "r1"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == "r1"
+    assert body["model_version"] == meta.version.replace("/", "-")
+    assert response.headers["x-keel-model-version"] == body["model_version"]
+    assert len(body["predictions"]) == 2
+    np.testing.assert_allclose(
+        body["predictions"][0]["probabilities"], meta.golden.outputs["probabilities"][0], atol=1e-6
+    )
+
+
+def _field_error(response: Any) -> tuple[int | None, str, str]:
+    assert response.status_code == 422, response.text
+    detail = response.json()["details"][0]
+    return detail["index"], detail["field"], detail["rule"]
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [(-1.0, "minimum"), ("12.5", "type"), (True, "type"), (None, "null")],
+)
+def test_each_bad_value_is_422_with_index_field_and_rule(
+    server: ServerProcess, record: dict[str, Any], value: Any, rule: str
+) -> None:
+    bad = {**record, "mean_radius": value}
+    assert _field_error(_predict(server, {"instances": [record, bad]})) == (1, "mean_radius", rule)
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_refused(
+    server: ServerProcess, record: dict[str, Any], literal: bytes
+) -> None:
+    # Python's json writes NaN and Infinity literals; keel must not accept them.
+    import json
+
+    text = json.dumps({"instances": [{**record, "mean_radius": 0.0}]}).encode()
+    body = text.replace(b'"mean_radius": 0.0', b'"mean_radius": ' + literal)
+    response = _predict(server, body)
+    assert response.status_code in (400, 422), response.text
+    assert "mean_radius" in response.text or "JSON" in response.text
+
+
+def test_missing_and_unknown_fields_are_refused(
+    server: ServerProcess, record: dict[str, Any]
+) -> None:
+    missing = {k: v for k, v in record.items() if k != "worst_area"}
+    assert _field_error(_predict(server, {"instances": [missing]})) == (0, "worst_area", "required")
+    unknown = {**record, "shoe_size": 42}
+    assert _field_error(_predict(server, {"instances": [unknown]})) == (
+        0,
+        "shoe_size",
+        "unknown_field",
+    )
+
+
+def test_every_violation_is_reported(server: ServerProcess, record: dict[str, Any]) -> None:
+    bad = {**record, "mean_radius": -1, "mean_texture": "x"}
+    response = _predict(server, {"instances": [bad, bad]})
+    details = response.json()["details"]
+    assert {(d["index"], d["field"]) for d in details} == {
+        (0, "mean_radius"), (0, "mean_texture"), (1, "mean_radius"), (1, "mean_texture"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", b'{"instances": []}', b'{"instances": {"a": 1}}', b'{"records": []}'],
+)
+def test_malformed_bodies_are_4xx(server: ServerProcess, body: bytes) -> None:
+    response = _predict(server, body)
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()
+
+
+def test_version_header_routes_to_the_candidate(
+    server: ServerProcess, record: dict[str, Any], demo_registry: Path
+) -> None:
+    candidate = Registry(demo_registry).resolve("breast-cancer@candidate").version
+    response = _predict(server, {"instances": [record]}, **{"X-Keel-Model-Version": "candidate"})
+    assert response.json()["model_version"] == candidate.replace("/", "-")
+    unknown = _predict(server, {"instances": [record]}, **{"X-Keel-Model-Version": "staging"})
+    assert unknown.status_code == 404
+
+
+def test_body_over_the_limit_is_413(server: ServerProcess, record: dict[str, Any]) -> None:
+    response = _predict(server, {"instances": [record] * 200})
+    assert response.status_code == 413
+    assert "limit" in response.json()["error"]
+
+
+def test_openapi_describes_the_records_of_each_model(server: ServerProcess) -> None:
+    with server.client() as client:
+        spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    body = spec["paths"]["/v1/models/breast-cancer/predict"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]["properties"]["instances"]
+    assert "mean_radius" in str(schema)
+    assert "/v2/models/digits-mlp/infer" in spec["paths"]

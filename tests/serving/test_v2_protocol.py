@@ -1,0 +1,84 @@
+"""An existing Open Inference Protocol client (Triton's) works against keel unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from keel_server import ServerProcess
+
+from keel.registry import Registry
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+
+
+@pytest.fixture
+def golden(demo_registry) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    meta = Registry(demo_registry).resolve("breast-cancer@production")
+    names = [f.name for f in meta.signature.features]
+    x = np.array([[r[n] for n in names] for r in meta.golden.inputs], dtype=np.float32)
+    return x, np.array(meta.golden.outputs["probabilities"], dtype=np.float32)
+
+
+def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("breast-cancer")
+    assert client.is_model_ready("breast-cancer", model_version="candidate")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    metadata = client.get_model_metadata("breast-cancer")
+    assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 30]}]
+    assert {o["name"] for o in metadata["outputs"]} == {"label", "probabilities"}
+    assert len(metadata["versions"]) == 2
+    assert metadata["keel"]["state"] == "ready"
+    assert metadata["keel"]["aliases"] == ["production"]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_inference_json_and_binary_reproduce_golden(
+    client: triton.InferenceServerClient, golden: tuple[np.ndarray, np.ndarray], binary: bool
+) -> None:
+    x, expected = golden
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=binary)
+    outputs = [triton.InferRequestedOutput("probabilities", binary_data=binary)]
+    result = client.infer("breast-cancer", [tensor], outputs=outputs, request_id="req-7")
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5)
+    response = result.get_response()
+    assert response["id"] == "req-7"
+    assert [o["name"] for o in response["outputs"]] == ["probabilities"]
+    assert result.as_numpy("label") is None
+
+
+def test_version_by_path_answers_with_that_version(
+    client: triton.InferenceServerClient, golden: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, _ = golden
+    versions = client.get_model_metadata("breast-cancer")["versions"]
+    for version in versions:
+        tensor = triton.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=True)
+        result = client.infer("breast-cancer", [tensor], model_version=version)
+        assert result.get_response()["model_version"] == version
+
+
+def test_digits_mlp_over_the_protocol(client: triton.InferenceServerClient, demo_registry) -> None:  # type: ignore[no-untyped-def]
+    meta = Registry(demo_registry).resolve("digits-mlp@production")
+    names = [f.name for f in meta.signature.features]
+    x = np.array([[r[n] for n in names] for r in meta.golden.inputs], dtype=np.float32)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    result = client.infer("digits-mlp", [tensor])
+    np.testing.assert_array_equal(result.as_numpy("label"), meta.golden.outputs["label"])
+
+
+def test_errors_use_the_protocol_error_body(client: triton.InferenceServerClient) -> None:
+    tensor = triton.InferInput("input", [1, 30], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 30), -1.0, dtype=np.float32))
+    with pytest.raises(triton.InferenceServerException, match="below the minimum"):
+        client.infer("breast-cancer", [tensor])
+    with pytest.raises(triton.InferenceServerException, match="not served here"):
+        client.get_model_metadata("no-such-model")
