@@ -8,12 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from keel_server import ServerProcess, start_server
+from keel_server import ADMIN_TOKEN, DEMO_REFS, ServerProcess, start_server
 
 from support import run_keel
-
-ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a token for a loopback test server
-DEMO_REFS = ("breast-cancer@production", "breast-cancer@candidate", "digits-mlp@production")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import httpx
 
+ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a token for a loopback test server
+DEMO_REFS = ("breast-cancer@production", "breast-cancer@candidate", "digits-mlp@production")
+
 
 def free_port() -> int:
     with socket.socket() as sock:

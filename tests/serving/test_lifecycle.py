@@ -11,8 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN
-from keel_server import ServerProcess, start_server
+from keel_server import ADMIN_TOKEN, ServerProcess, start_server
 
 from keel.registry import Registry
 
@@ -33,6 +32,13 @@ def _records(registry: Path, ref: str, count: int = 1) -> list[dict[str, Any]]:
     return [inputs[i % len(inputs)] for i in range(count)]
 
 
+def _answered_by(client: httpx.Client, body: dict[str, Any]) -> str:
+    version: str = client.post("/v1/models/breast-cancer/predict", json=body).json()[
+        "model_version"
+    ]
+    return version
+
+
 @pytest.fixture
 def stop_later() -> Any:
     servers: list[ServerProcess] = []
@@ -45,8 +51,9 @@ def test_a_model_failing_its_golden_check_is_never_ready_and_says_why(
     registry_copy: Path, tmp_path: Path, stop_later: Any
 ) -> None:
     _tamper_golden(registry_copy, "digits-mlp@production")
-    server = start_server(registry_copy, ("breast-cancer@production", "digits-mlp@production"),
-                          tmp_path / "log")  # fmt: skip
+    server = start_server(
+        registry_copy, ("breast-cancer@production", "digits-mlp@production"), tmp_path / "log"
+    )
     stop_later(server)
     server.wait_live()
     with server.client() as client:
@@ -62,8 +69,10 @@ def test_a_model_failing_its_golden_check_is_never_ready_and_says_why(
         keel_state = client.get("/v2/models/digits-mlp").json()["keel"]
         assert keel_state["state"] == "failed"
         assert "golden" in keel_state["failure"]
-        answer = client.post("/v1/models/digits-mlp/predict",
-                             json={"instances": _records(registry_copy, "digits-mlp")})  # fmt: skip
+        answer = client.post(
+            "/v1/models/digits-mlp/predict",
+            json={"instances": _records(registry_copy, "digits-mlp")},
+        )
         assert answer.status_code == 503
         assert "golden" in answer.json()["error"]
     assert "golden" in server.log.read_text()
@@ -72,8 +81,13 @@ def test_a_model_failing_its_golden_check_is_never_ready_and_says_why(
 def test_hot_swap_through_the_repository_api(
     registry_copy: Path, tmp_path: Path, stop_later: Any
 ) -> None:
-    server = start_server(registry_copy, ("breast-cancer@production",), tmp_path / "log",
-                          KEEL_ADMIN_TOKEN=ADMIN_TOKEN, KEEL_SERVER__WATCH_INTERVAL_S="0")  # fmt: skip
+    server = start_server(
+        registry_copy,
+        ("breast-cancer@production",),
+        tmp_path / "log",
+        KEEL_ADMIN_TOKEN=ADMIN_TOKEN,
+        KEEL_SERVER__WATCH_INTERVAL_S="0",
+    )
     stop_later(server)
     server.wait_ready()
     registry = Registry(registry_copy)
@@ -81,24 +95,32 @@ def test_hot_swap_through_the_repository_api(
     new = registry.resolve("breast-cancer@candidate").version.replace("/", "-")
     body = {"instances": _records(registry_copy, "breast-cancer@production")}
     with server.client() as client:
-        assert client.post("/v2/repository/models/breast-cancer/load").status_code == 401
-        wrong = {"Authorization": "Bearer nope"}
-        assert client.post("/v2/repository/models/breast-cancer/load", headers=wrong).status_code == 401
+        load = "/v2/repository/models/breast-cancer/load"
+        assert client.post(load).status_code == 401
+        assert client.post(load, headers={"Authorization": "Bearer nope"}).status_code == 401
         registry.set_alias("breast-cancer", "production", "candidate", reason="test swap")
-        assert client.post("/v1/models/breast-cancer/predict", json=body).json()["model_version"] == old
-        loaded = client.post("/v2/repository/models/breast-cancer/load", headers=AUTH,
-                             json={"parameters": {"version": "production"}})  # fmt: skip
+        assert _answered_by(client, body) == old
+        loaded = client.post(
+            "/v2/repository/models/breast-cancer/load",
+            headers=AUTH,
+            json={"parameters": {"version": "production"}},
+        )
         assert loaded.status_code == 200, loaded.text
         assert loaded.json()["version"] == new
-        assert client.post("/v1/models/breast-cancer/predict", json=body).json()["model_version"] == new
+        assert _answered_by(client, body) == new
         assert client.get("/v2/models/breast-cancer").json()["versions"] == [new]
 
 
 def test_a_failing_new_version_leaves_the_old_one_serving(
     registry_copy: Path, tmp_path: Path, stop_later: Any
 ) -> None:
-    server = start_server(registry_copy, ("breast-cancer@production",), tmp_path / "log",
-                          KEEL_ADMIN_TOKEN=ADMIN_TOKEN, KEEL_SERVER__WATCH_INTERVAL_S="0")  # fmt: skip
+    server = start_server(
+        registry_copy,
+        ("breast-cancer@production",),
+        tmp_path / "log",
+        KEEL_ADMIN_TOKEN=ADMIN_TOKEN,
+        KEEL_SERVER__WATCH_INTERVAL_S="0",
+    )
     stop_later(server)
     server.wait_ready()
     registry = Registry(registry_copy)
@@ -121,8 +143,12 @@ def test_a_failing_new_version_leaves_the_old_one_serving(
 def test_an_alias_moved_in_the_registry_is_swapped_in_without_dropping_requests(
     registry_copy: Path, tmp_path: Path, stop_later: Any
 ) -> None:
-    server = start_server(registry_copy, ("breast-cancer@production",), tmp_path / "log",
-                          KEEL_SERVER__WATCH_INTERVAL_S="0.2")  # fmt: skip
+    server = start_server(
+        registry_copy,
+        ("breast-cancer@production",),
+        tmp_path / "log",
+        KEEL_SERVER__WATCH_INTERVAL_S="0.2",
+    )
     stop_later(server)
     server.wait_ready()
     registry = Registry(registry_copy)
@@ -144,8 +170,9 @@ def test_an_alias_moved_in_the_registry_is_swapped_in_without_dropping_requests(
 def test_deadline_that_cannot_be_met_is_504(server: ServerProcess, demo_registry: Path) -> None:
     body = {"instances": _records(demo_registry, "digits-mlp@production", 30)}
     with server.client() as client:
-        response = client.post("/v1/models/digits-mlp/predict", json=body,
-                               headers={"X-Keel-Deadline-Ms": "0.001"})  # fmt: skip
+        response = client.post(
+            "/v1/models/digits-mlp/predict", json=body, headers={"X-Keel-Deadline-Ms": "0.001"}
+        )
         assert response.status_code == 504, response.text
         assert client.post("/v1/models/digits-mlp/predict", json=body).status_code == 200
 

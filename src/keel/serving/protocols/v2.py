@@ -15,6 +15,10 @@ Where the spec is silent, keel decides:
   integers within range (no bools, no ``1.0``), FP types numbers (no bools),
   BYTES only strings. A value that overflows FP16/FP32 is refused rather than
   becoming infinity.
+- BYTES tensors decode to object arrays of ``str`` (binary elements as
+  UTF-8, refused if invalid); outputs may hold ``str`` or ``bytes``.
+- A shape may hold at most ``MAX_ELEMENTS`` elements (its non-zero dimensions
+  multiplied), checked before anything is allocated.
 - Decoded arrays are read-only; binary ones are views into the request body.
 - An empty ``outputs`` list means the same as none: return every output.
 - Shared-memory inputs are refused: keel does not implement that extension.
@@ -50,12 +54,13 @@ MAX_ELEMENTS = 2**31
 # numpy's own limit on the number of dimensions.
 _MAX_DIMS = 64
 
+_INTEGER = frozenset({int})
 # The JSON element types each datatype accepts, by numpy kind. bool is not an
 # int here, though Python says it is.
 _JSON_TYPES_BY_KIND: Mapping[str, frozenset[type]] = {
     "b": frozenset({bool}),
-    "i": frozenset({int}),
-    "u": frozenset({int}),
+    "i": _INTEGER,
+    "u": _INTEGER,
     "f": frozenset({int, float}),
     "O": frozenset({str}),
 }
@@ -98,7 +103,7 @@ class InferInput:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class InferRequest:
-    """A decoded inference request."""
+    """A decoded inference request: its id, input tensors, requested outputs and parameters."""
 
     id: str | None
     inputs: tuple[InferInput, ...]
@@ -291,19 +296,20 @@ def _shape(raw: object, where: str) -> tuple[tuple[int, ...], int]:
     if (
         not isinstance(raw, list)
         or len(raw) > _MAX_DIMS
-        or not set(map(type, raw)) <= {int}
+        or not set(map(type, raw)) <= _INTEGER
         or min(raw, default=0) < 0
     ):
         raise ProtocolError(
             f"{where}: 'shape' must be a list of at most {_MAX_DIMS} non-negative integers, "
             f"got {raw!r:.80}"
         )
+    count = math.prod(raw)
     # numpy refuses a zero-size array whose other dimensions multiply past its
     # limits, so the cap applies to the non-zero dimensions.
-    extent = math.prod(dim for dim in raw if dim)
+    extent = count or math.prod(dim for dim in raw if dim)
     if extent > MAX_ELEMENTS:
         raise ProtocolError(f"{where}: shape {raw} has over {MAX_ELEMENTS} elements")
-    return tuple(raw), 0 if 0 in raw else extent
+    return tuple(raw), count
 
 
 def _decode_json(
@@ -335,11 +341,10 @@ def _decode_json(
     # isfinite, and numpy never gets to warn about the overflow.
     if limit is not None and data and not -limit < min(data) <= max(data) < limit:
         raise ProtocolError(f"{where}: a value is outside the range of {datatype}")
-    if dtype.kind == "f":
-        return np.array(data, dtype=dtype)
     try:
         return np.array(data, dtype=dtype)
     except OverflowError as error:
+        # Only integers get here: float ranges were checked above.
         info = np.iinfo(dtype)
         raise ProtocolError(
             f"{where}: a value is outside the range of {datatype} [{info.min}, {info.max}]"
