@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ def _instances(body: bytes) -> tuple[list[Any], str | None]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+        payload = _lenient_json(body, exc)
     if not isinstance(payload, dict) or "instances" not in payload:
         raise InvalidRequest(
             [FieldError(None, "instances", "required", 'the body must be {"instances": [records]}')]
@@ -74,6 +75,19 @@ def _instances(body: bytes) -> tuple[list[Any], str | None]:
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidRequest([FieldError(None, "id", "type", "id must be a string")])
     return instances, request_id
+
+
+def _lenient_json(body: bytes, error: orjson.JSONDecodeError) -> Any:
+    """Parse the NaN and Infinity literals strict JSON forbids, so the signature names the field.
+
+    Python's json writes them by default, so clients do send them; refusing the
+    whole body would hide which feature was NaN. Only reached when orjson has
+    already refused the body, so the hot path keeps orjson's speed.
+    """
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ProtocolError(f"the body is not valid JSON: {error}") from None
 
 
 def _rows(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -87,7 +87,21 @@ def metadata_of(version: ServedVersion, state: ServerState) -> dict[str, Any]:
             "time_to_ready_s": version.timings.total_s if version.timings else None,
             "git_sha": meta.source.git_sha,
             "created_at": meta.created_at.isoformat(),
+            "batching": _batching_stats(version),
         },
+    }
+
+
+def _batching_stats(version: ServedVersion) -> dict[str, int] | None:
+    batcher = version.batcher
+    if batcher is None:
+        return None
+    return {
+        "batches_run": batcher.batches_run,
+        "rows_run": batcher.rows_run,
+        "requests_shed": batcher.requests_shed,
+        "queued_rows": batcher.queued_rows,
+        "batches_in_flight": batcher.in_flight,
     }
 
 
