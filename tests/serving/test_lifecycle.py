@@ -197,6 +197,11 @@ def test_sigterm_answers_every_accepted_request_then_exits(
             except httpx.ConnectError:
                 outcomes.append("refused")
                 return
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # A connection still in the kernel's accept queue when the
+                # listener closes is reset by the kernel; keel never saw it.
+                outcomes.append("reset")
+                return
 
     threads = [threading.Thread(target=hammer) for _ in range(6)]
     for thread in threads:
@@ -209,4 +214,4 @@ def test_sigterm_answers_every_accepted_request_then_exits(
         thread.join(timeout=30)
     assert exit_code in (0, -signal.SIGTERM)
     assert outcomes.count("200") > 5
-    assert set(outcomes) <= {"200", "refused"}, outcomes
+    assert set(outcomes) <= {"200", "refused", "reset"}, outcomes

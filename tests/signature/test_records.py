@@ -165,8 +165,10 @@ def test_braces_in_a_submitted_value_do_not_break_the_message(
 
 def test_the_validator_is_built_once_per_signature(credit: Signature) -> None:
     assert record_validator(credit) is record_validator(credit)
+    # A copy builds its own, and the cache is not part of the signature's JSON.
     copy = Signature.from_json(credit.to_json())
-    assert record_validator(copy) is record_validator(credit)
+    assert record_validator(copy) is record_validator(copy)
+    assert copy.to_json() == credit.to_json()
 
 
 def test_feature_names_that_are_not_python_identifiers_work() -> None:

@@ -42,14 +42,14 @@ if TYPE_CHECKING:
     from keel.signature.signature import Signature
 
 # Each feature dtype's canonical array dtype; categorical columns hold level indices.
-_CANONICAL: dict[str, type[np.generic]] = {
+CANONICAL_DTYPES: dict[str, type[np.generic]] = {
     "float": np.float64,
     "int": np.int64,
     "bool": np.bool_,
     "categorical": np.int64,
     "string": np.object_,
 }
-_PLACEHOLDER: dict[str, object] = {
+PLACEHOLDERS: dict[str, object] = {
     "float": 0.0,
     "int": 0,
     "bool": False,
@@ -126,14 +126,14 @@ def check_column(
 
 
 def _placeholder_column(feature: Feature, rows: int) -> FeatureColumn:
-    values = np.full(rows, _PLACEHOLDER[feature.dtype], dtype=_CANONICAL[feature.dtype])
+    values = np.full(rows, PLACEHOLDERS[feature.dtype], dtype=CANONICAL_DTYPES[feature.dtype])
     return FeatureColumn(values, np.ones(rows, dtype=np.bool_))
 
 
 def _object_column(
     feature: Feature, raw: Column, errors: list[FieldError], float32: bool
 ) -> FeatureColumn:
-    placeholder = _PLACEHOLDER[feature.dtype]
+    placeholder = PLACEHOLDERS[feature.dtype]
     clean: list[object] = [placeholder] * len(raw)
     missing = np.zeros(len(raw), dtype=np.bool_)
     is_missing = _missing_marker(feature)
@@ -153,7 +153,7 @@ def _object_column(
         clean = [codes.get(value, 0) if isinstance(value, str) else 0 for value in clean]
     values = np.empty(len(raw), dtype=object) if feature.dtype == "string" else None
     if values is None:
-        return FeatureColumn(np.array(clean, dtype=_CANONICAL[feature.dtype]), missing)
+        return FeatureColumn(np.array(clean, dtype=CANONICAL_DTYPES[feature.dtype]), missing)
     values[:] = clean
     return FeatureColumn(values, missing)
 

@@ -10,7 +10,6 @@ mapped to keel's rule names and never reach a client.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -92,10 +91,17 @@ class RecordValidator:
         return {"type": "array", "items": self._record.model_json_schema()}
 
 
-@lru_cache(maxsize=64)
 def record_validator(signature: Signature) -> RecordValidator:
-    """Return the validator for a signature, built once and shared by equal signatures."""
-    return RecordValidator(signature)
+    """The validator of ``signature``, built once and kept on the signature itself.
+
+    Kept on the (immutable) signature rather than in an lru_cache: hashing a
+    signature of dozens of features on every request cost more than validating.
+    """
+    cache = signature.compiled_cache
+    validator = cache.get("record_validator")
+    if not isinstance(validator, RecordValidator):
+        validator = cache["record_validator"] = RecordValidator(signature)
+    return validator
 
 
 def _field_of(feature: Feature, float32: bool) -> tuple[Any, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from keel.errors import SignatureError
 from keel.signature.arrays import feature_width, to_arrays
@@ -53,6 +53,14 @@ class Signature(BaseModel):
         min_length=1,
         description="Input tensors; when omitted, one float32 'input' of every feature in order.",
     )
+    # Things derived from the signature once (validator, array plans); private
+    # attributes may be set on a frozen model, and are not part of its JSON.
+    _compiled: dict[str, object] = PrivateAttr(default_factory=dict)
+
+    @property
+    def compiled_cache(self) -> dict[str, object]:
+        """Per-signature cache of derived objects, for keel.signature's own modules."""
+        return self._compiled
 
     @model_validator(mode="before")
     @classmethod

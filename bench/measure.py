@@ -1,0 +1,116 @@
+"""One measured load run against a running server, and the medians of repeated runs."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from loadgen import LoadSpec, run_load
+from monitor import ServerMonitor
+from payloads import Payload
+from servers import LOAD_CORE, SERVER_CORE, ServerProcess
+
+SATURATION_CONNECTIONS = 64
+OPEN_LOOP_CONNECTIONS = 64
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How long each run measures, after how much unmeasured warm-up, and how many runs."""
+
+    duration_s: float
+    warmup_s: float
+    repeats: int
+
+
+def load_run(
+    server: ServerProcess,
+    payload: Payload,
+    windows: Windows,
+    connections: int,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    """Drive ``server`` with ``payload``; the load generator's result plus what the monitor saw."""
+    spec = LoadSpec(
+        url=server.url(payload.path),
+        body=payload.body,
+        headers=payload.headers,
+        connections=connections,
+        duration_s=windows.duration_s,
+        warmup_s=windows.warmup_s,
+        rate=rate,
+    )
+    with ServerMonitor(server.pid, SERVER_CORE, LOAD_CORE) as monitor:
+        result = run_load(spec)
+    return {
+        **asdict(result),
+        "peak_rss": monitor.peak_rss,
+        "server_cpu": monitor.server_cpu,
+        "foreign_server_core": monitor.foreign_server_core,
+        "foreign_load_core": monitor.foreign_load_core,
+    }
+
+
+def saturation(server: ServerProcess, payload: Payload, windows: Windows) -> dict[str, Any]:
+    """Closed loop, many connections: the most the server answers per second."""
+    return load_run(server, payload, windows, SATURATION_CONNECTIONS)
+
+
+def lone(server: ServerProcess, payload: Payload, windows: Windows) -> dict[str, Any]:
+    """Closed loop, one connection: the latency of a request that never waits for another."""
+    return load_run(server, payload, windows, 1)
+
+
+def open_loop(
+    server: ServerProcess, payload: Payload, windows: Windows, rate: float
+) -> dict[str, Any]:
+    """Requests due at ``rate`` per second; latency counted from when each was due."""
+    return load_run(server, payload, windows, OPEN_LOOP_CONNECTIONS, rate=rate)
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repeated runs, the spread of throughput, and the worst noise seen."""
+    throughputs = [r["throughput"] for r in runs]
+    median_throughput = statistics.median(throughputs)
+    latency = {
+        key: statistics.median(r["latency_us"][key] for r in runs if r["latency_us"])
+        for key in ("p50", "p90", "p99", "max")
+        if any(r["latency_us"] for r in runs)
+    }
+    status: dict[str, int] = {}
+    for run in runs:
+        for code, count in run["status"].items():
+            status[code] = status.get(code, 0) + count
+    summary: dict[str, Any] = {
+        "runs": len(runs),
+        "p99_runs_us": [r["latency_us"].get("p99") for r in runs],
+        "throughput": round(median_throughput, 1),
+        "throughput_runs": throughputs,
+        "throughput_spread": round(
+            (max(throughputs) - min(throughputs)) / median_throughput, 3
+        )
+        if median_throughput
+        else None,
+        "latency_us": latency,
+        "status": status,
+        "errors": sum(r["errors"] for r in runs),
+        "unanswered": sum(r["unanswered"] for r in runs),
+        "peak_rss": max(r["peak_rss"] for r in runs),
+        "server_cpu": statistics.median(r["server_cpu"] for r in runs),
+        "generator_cpu": statistics.median(r["generator_cpu"] for r in runs),
+        "foreign_server_core_max": max(r["foreign_server_core"] for r in runs),
+        "foreign_load_core_max": max(r["foreign_load_core"] for r in runs),
+    }
+    lags = [r["send_lag_us"]["p99"] for r in runs if r.get("send_lag_us")]
+    if lags:
+        summary["send_lag_p99_us"] = statistics.median(lags)
+    return summary
+
+
+def ratio_of_rounds(numerator: dict[str, Any], denominator: dict[str, Any]) -> float | None:
+    """Median over rounds of the throughput ratio measured within each round."""
+    pairs = zip(numerator["throughput_runs"], denominator["throughput_runs"], strict=False)
+    ratios = [a / b for a, b in pairs if b]
+    return round(statistics.median(ratios), 2) if ratios else None

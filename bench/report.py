@@ -1,0 +1,3 @@
+"""stub"""
+def render(results, path):
+    return ""
