@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from keel.errors import KeelError
 
 
 class RuntimeSettings(BaseModel):
@@ -106,6 +114,10 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    models: list[str] = Field(
+        default_factory=list,
+        description="Models to serve (NAME@ALIAS or NAME@VERSION) beside the command line's.",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description=(
@@ -113,3 +125,35 @@ class Settings(BaseSettings):
             "with none set those endpoints are off."
         ),
     )
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Settings from, by priority: ``KEEL_`` environment variables, a TOML file, the defaults.
+
+    The file holds the same names as the settings, e.g. ``registry = "s3://models"``,
+    ``models = ["churn@production"]`` and a ``[batching]`` table.
+    """
+    if config_file is None:
+        return Settings()
+    if not config_file.is_file():
+        raise KeelError(f"config file {config_file} does not exist")
+
+    class FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file)
+            return (init_settings, env_settings, toml)
+
+    try:
+        return Settings.model_validate(FileSettings().model_dump())
+    except ValidationError as exc:
+        raise KeelError(f"config file {config_file} is invalid: {exc}") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError
+        raise KeelError(f"config file {config_file} is not valid TOML: {exc}") from None

@@ -20,7 +20,7 @@ from rich.progress import (
 
 from keel.registry import Registry
 from keel.registry.storage import Progress as ProgressCallback
-from keel.settings import Settings
+from keel.settings import Settings, load_settings
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -41,9 +41,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 PROGRESS_THRESHOLD = 64 * 1024 * 1024
 
 
-def settings_for(registry: str | None) -> Settings:
-    """Settings from the environment, with a ``--registry`` given on the command line winning."""
-    settings = Settings()
+def settings_for(registry: str | None, config_file: Path | None = None) -> Settings:
+    """Settings from the environment (and a config file), a ``--registry`` flag winning."""
+    settings = load_settings(config_file)
     if registry is not None:
         settings = settings.model_copy(update={"registry": registry})
     return settings
