@@ -61,6 +61,15 @@ class BatchingSettings(BaseModel):
     max_batches_in_flight: int = Field(
         default=2, ge=1, description="Runtime calls of one model version running at the same time."
     )
+    inline_below_us: float = Field(
+        default=500.0,
+        ge=0,
+        description=(
+            "A model whose full batch ran faster than this at warm-up is called on the event "
+            "loop: handing it to a worker thread would cost more than the call. 0 = always "
+            "use the worker threads."
+        ),
+    )
 
 
 class ServerSettings(BaseModel):

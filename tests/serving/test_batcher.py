@@ -412,3 +412,33 @@ def test_close_returns_within_its_timeout_when_the_model_hangs(
 
     run(scenario)
     assert model.batch_sizes == [1]
+
+
+def test_an_inline_batcher_merges_same_tick_requests_and_answers_each(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = Batcher(model, BatchingSettings(), executor, name="inline", inline=True)
+        data = rows(16)
+        results = await asyncio.gather(*(batcher.submit({"x": data[i : i + 1]}) for i in range(16)))
+        for i, result in enumerate(results):
+            np.testing.assert_allclose(result["y"], data[i : i + 1] @ WEIGHTS)
+        assert max(model.batch_sizes) > 1
+        await batcher.close(timeout=5)
+
+    run(scenario)
+
+
+def test_an_inline_batcher_gives_a_model_error_to_its_callers_and_goes_on(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = Batcher(model, BatchingSettings(), executor, name="inline", inline=True)
+        model.fail_next = ValueError("broken weights")
+        with pytest.raises(RuntimeFailure, match="broken weights"):
+            await batcher.submit({"x": rows(1)})
+        result = await batcher.submit({"x": rows(2)})
+        np.testing.assert_allclose(result["y"], rows(2) @ WEIGHTS)
+        await batcher.close(timeout=5)
+
+    run(scenario)

@@ -59,6 +59,7 @@ class ModelManager:
         self._swap_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._started = False
 
     # -- start and stop ----------------------------------------------------------
 
@@ -68,6 +69,7 @@ class ModelManager:
         # One at a time: loading is CPU-bound and the machine's cores are shared.
         for ref in parsed:
             await self._serve(ref)
+        self._started = True
         self._watched = [r for r in parsed if not r.is_version]
         if self.settings.server.watch_interval_s > 0 and self._watched:
             self._watcher = asyncio.create_task(self._watch(), name="keel-alias-watcher")
@@ -105,9 +107,13 @@ class ModelManager:
 
     @property
     def ready(self) -> bool:
-        """True when every served model's default version is ready."""
+        """True once every model named at start-up was loaded and every default version is ready.
+
+        Models load one after the other; until the last one has, the ones
+        already loaded do not make the server ready.
+        """
         defaults = [routes.find(None) for routes in self.routes.values()]
-        return bool(defaults) and all(v is not None and v.ready for v in defaults)
+        return self._started and bool(defaults) and all(v is not None and v.ready for v in defaults)
 
     # -- loading and swapping ----------------------------------------------------
 

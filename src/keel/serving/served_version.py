@@ -23,6 +23,7 @@ from keel.signature import synthetic_records, to_arrays
 log = logging.getLogger("keel.serving")
 
 WARMUP_SINGLE_CALLS = 8
+WARMUP_BATCH_CALLS = 3
 
 
 class VersionState(StrEnum):
@@ -46,6 +47,7 @@ class ReadinessTimings:
     load_s: float
     golden_s: float
     warmup_s: float
+    batch_call_s: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -108,26 +110,38 @@ def prepare(
                 + "; ".join(report.failures())
             )
         golden_at = time.perf_counter()
-        warm_up(loaded, batching.max_batch_size)
+        batch_call_s = warm_up(loaded, batching.max_batch_size)
         warmed_at = time.perf_counter()
     except BaseException:
         loaded.close()
         raise
     return loaded, ReadinessTimings(
-        load_s=loaded_at - started, golden_s=golden_at - loaded_at, warmup_s=warmed_at - golden_at
+        load_s=loaded_at - started,
+        golden_s=golden_at - loaded_at,
+        warmup_s=warmed_at - golden_at,
+        batch_call_s=batch_call_s,
     )
 
 
-def warm_up(loaded: LoadedModel, batch_rows: int) -> None:
-    """Run a full batch and several single rows through the model, results discarded."""
+def warm_up(loaded: LoadedModel, batch_rows: int) -> float:
+    """Run full batches and several single rows through the model; the full batch's time.
+
+    The fastest of a few full-batch calls is what a warm model costs, and decides
+    whether the batcher may call it on the event loop.
+    """
     signature = loaded.metadata.signature
     records = synthetic_records(signature, max(batch_rows, 1))
     batch = to_arrays(records, signature)
-    loaded.runtime.predict(batch)
+    durations = []
+    for _ in range(WARMUP_BATCH_CALLS):
+        started = time.perf_counter()
+        loaded.runtime.predict(batch)
+        durations.append(time.perf_counter() - started)
     for row in range(min(WARMUP_SINGLE_CALLS, len(records))):
         loaded.runtime.predict(
             {name: np.ascontiguousarray(a[row : row + 1]) for name, a in batch.items()}
         )
+    return min(durations)
 
 
 async def start_version(
@@ -151,7 +165,13 @@ async def start_version(
     version.loaded = loaded
     version.timings = timings
     version.contract = build_contract(version.metadata.signature, loaded.runtime.inputs)
-    version.batcher = Batcher(loaded.runtime.predict, batching, executor, name=version.metadata.ref)
+    version.batcher = Batcher(
+        loaded.runtime.predict,
+        batching,
+        executor,
+        name=version.metadata.ref,
+        inline=timings.batch_call_s * 1e6 < batching.inline_below_us,
+    )
     version.state = VersionState.READY
     log.info(
         "model %s ready in %.3f s (load+hashes %.3f s, golden %.3f s, warm-up %.3f s)",

@@ -92,7 +92,7 @@ def metadata_of(version: ServedVersion, state: ServerState) -> dict[str, Any]:
     }
 
 
-def _batching_stats(version: ServedVersion) -> dict[str, int] | None:
+def _batching_stats(version: ServedVersion) -> dict[str, int | bool] | None:
     batcher = version.batcher
     if batcher is None:
         return None
@@ -102,6 +102,7 @@ def _batching_stats(version: ServedVersion) -> dict[str, int] | None:
         "requests_shed": batcher.requests_shed,
         "queued_rows": batcher.queued_rows,
         "batches_in_flight": batcher.in_flight,
+        "runs_on_event_loop": batcher.inline,
     }
 
 
