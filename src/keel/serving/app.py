@@ -60,7 +60,8 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
             await manager.close()
             log.info("models drained and closed")
 
-    routes = [*v2_routes(), *records_routes(), *repository_routes(), openapi_route()]
+    # Starlette tries routes in order: the two inference paths go first.
+    routes = [*records_routes(), *v2_routes(), *repository_routes(), openapi_route()]
     app = Starlette(
         routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes],
         lifespan=lifespan,

@@ -168,6 +168,8 @@ def v2_routes() -> list[Route]:
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
     return [
+        Route(f"{model}/infer", infer, methods=["POST"]),
+        Route(f"{versioned}/infer", infer, methods=["POST"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),
@@ -175,6 +177,4 @@ def v2_routes() -> list[Route]:
         Route(versioned, model_metadata, methods=["GET"]),
         Route(f"{model}/ready", model_ready, methods=["GET"]),
         Route(f"{versioned}/ready", model_ready, methods=["GET"]),
-        Route(f"{model}/infer", infer, methods=["POST"]),
-        Route(f"{versioned}/infer", infer, methods=["POST"]),
     ]
