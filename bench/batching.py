@@ -41,6 +41,6 @@ def compare(
                 f"round {round_ + 1}: {model.ref} batching {mode}: "
                 f"{runs[mode][-1]['throughput']:,.0f} req/s"
             )
-    result = {kind: measure.summarize(r) for kind, r in runs.items()}
+    result: dict[str, Any] = {kind: measure.summarize(r) for kind, r in runs.items()}
     result["ratio"] = measure.ratio_of_rounds(result["on"], result["off"])
     return result

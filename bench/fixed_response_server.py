@@ -59,9 +59,14 @@ def _content_length(head: bytes) -> int:
 
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def request_stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, request_stop)
     server = await loop.create_server(_FixedResponse, host, port)
     print(f"fixed-response server on {host}:{port}", flush=True)
     async with server:

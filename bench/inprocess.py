@@ -56,9 +56,7 @@ def batch_of(rows: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(rows[index])
 
 
-def measure_ref(
-    registry: Registry, ref: str, repeats: int, seconds: float
-) -> dict[str, Any]:
+def measure_ref(registry: Registry, ref: str, repeats: int, seconds: float) -> dict[str, Any]:
     """Per batch size, µs per call and rows/s of raw session.run and of keel's predict."""
     settings = RuntimeSettings()
     metadata = registry.resolve(ref)
@@ -78,11 +76,15 @@ def measure_ref(
     for size in BATCH_SIZES:
         x = batch_of(inputs[input_name], size)
         feeds = {input_name: x}
-        raw = [time_calls(lambda: session.run(outputs, feeds), seconds) for _ in range(repeats)]
-        keel = [
-            time_calls(lambda: loaded.runtime.predict(dict(feeds)), seconds)
-            for _ in range(repeats)
-        ]
+
+        def run_raw(feeds: dict[str, np.ndarray] = feeds) -> object:
+            return session.run(outputs, feeds)
+
+        def run_keel(feeds: dict[str, np.ndarray] = feeds) -> object:
+            return loaded.runtime.predict(dict(feeds))
+
+        raw = [time_calls(run_raw, seconds) for _ in range(repeats)]
+        keel = [time_calls(run_keel, seconds) for _ in range(repeats)]
         per_call = statistics.median(raw)
         result["batches"][str(size)] = {
             "us_per_call": round(per_call * 1e6, 2),
@@ -111,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for size, row in model["batches"].items():
             print(
                 f"{model['ref']:32} batch {size:>3}: {row['us_per_call']:>9.1f} µs/call "
-                f"{row['rows_per_s']:>11,.0f} rows/s (keel predict {row['keel_predict_us_per_call']} µs)"
+                f"{row['rows_per_s']:>11,.0f} rows/s "
+                f"(keel predict {row['keel_predict_us_per_call']} µs)"
             )
 
 

@@ -8,12 +8,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from loadgen import LoadSpec, run_load
-from monitor import ServerMonitor
+from monitor import ServerMonitor, speed_probe, wait_for_quiet
 from payloads import Payload
 from servers import LOAD_CORE, SERVER_CORE, ServerProcess
 
 SATURATION_CONNECTIONS = 64
 OPEN_LOOP_CONNECTIONS = 64
+# Before each run, wait this long at most for other processes to leave the cores alone,
+# and no more than the budget over a whole benchmark, so a busy machine cannot stretch it.
+QUIET_WAIT_S = 5.0
+QUIET_BUDGET_S = 90.0
+_quiet_waited = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,16 @@ def load_run(
         warmup_s=windows.warmup_s,
         rate=rate,
     )
+    global _quiet_waited
+    waited = wait_for_quiet(min(QUIET_WAIT_S, max(0.0, QUIET_BUDGET_S - _quiet_waited)))
+    _quiet_waited += waited
+    probe = speed_probe(SERVER_CORE)
     with ServerMonitor(server.pid, SERVER_CORE, LOAD_CORE) as monitor:
         result = run_load(spec)
     return {
         **asdict(result),
+        "quiet_wait_s": waited,
+        "speed_probe_ms": probe,
         "peak_rss": monitor.peak_rss,
         "server_cpu": monitor.server_cpu,
         "foreign_server_core": monitor.foreign_server_core,
@@ -88,9 +99,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "p99_runs_us": [r["latency_us"].get("p99") for r in runs],
         "throughput": round(median_throughput, 1),
         "throughput_runs": throughputs,
-        "throughput_spread": round(
-            (max(throughputs) - min(throughputs)) / median_throughput, 3
-        )
+        "throughput_spread": round((max(throughputs) - min(throughputs)) / median_throughput, 3)
         if median_throughput
         else None,
         "latency_us": latency,
@@ -99,9 +108,20 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "unanswered": sum(r["unanswered"] for r in runs),
         "peak_rss": max(r["peak_rss"] for r in runs),
         "server_cpu": statistics.median(r["server_cpu"] for r in runs),
+        # CPU the server spent per answer: the cost that bounds throughput on one core.
+        "server_cpu_us_per_request": round(
+            statistics.median(
+                r["server_cpu"] / r["throughput"] * 1e6 for r in runs if r["throughput"]
+            ),
+            1,
+        )
+        if any(r["throughput"] for r in runs)
+        else None,
         "generator_cpu": statistics.median(r["generator_cpu"] for r in runs),
         "foreign_server_core_max": max(r["foreign_server_core"] for r in runs),
         "foreign_load_core_max": max(r["foreign_load_core"] for r in runs),
+        "speed_probe_ms": [r["speed_probe_ms"] for r in runs],
+        "quiet_wait_s": [r["quiet_wait_s"] for r in runs],
     }
     lags = [r["send_lag_us"]["p99"] for r in runs if r.get("send_lag_us")]
     if lags:

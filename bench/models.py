@@ -39,7 +39,9 @@ def build_registry(directory: Path, log: Path) -> float:
             ["-m", "keel", "demo", "--no-serve", "--registry", str(directory)],
             ["-m", "keel.examples.digits_wide_mlp", "--registry", str(directory)],
         ):
-            subprocess.run([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT, check=True)
+            subprocess.run(
+                [sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT, check=True
+            )
     return time.perf_counter() - started
 
 

@@ -15,6 +15,10 @@ from types import TracebackType
 import psutil
 
 SAMPLE_S = 0.05
+# A core counts as quiet when other processes keep it busy less than this.
+QUIET_BELOW = 0.10
+# The speed probe: a fixed piece of pure-Python work, timed on one core.
+_PROBE_RANGE = 200_000
 
 
 class ServerMonitor:
@@ -59,7 +63,9 @@ class ServerMonitor:
         cores = psutil.cpu_times(percpu=True)
         server = _cpu_seconds(self._process.cpu_times()) - _cpu_seconds(self._server_times)
         mine = _cpu_seconds(self._me.cpu_times()) - _cpu_seconds(self._my_times)
-        busy = [_busy(after) - _busy(before) for before, after in zip(self._cores, cores, strict=True)]
+        busy = [
+            _busy(after) - _busy(before) for before, after in zip(self._cores, cores, strict=True)
+        ]
         self.server_cpu = round(server / wall, 3)
         self.foreign_server_core = round(max(0.0, busy[self._server_core] - server) / wall, 3)
         self.foreign_load_core = round(max(0.0, busy[self._load_core] - mine) / wall, 3)
@@ -83,4 +89,39 @@ def _cpu_seconds(times: psutil._common.pcputimes) -> float:
 
 def _busy(times: psutil._common.scputimes) -> float:
     idle = times.idle + getattr(times, "iowait", 0.0)
-    return float(sum(times) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0))
+    return float(
+        sum(times) - idle - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    )
+
+
+def wait_for_quiet(max_wait_s: float, sample_s: float = 0.25) -> float:
+    """Wait (at most ``max_wait_s``) until no core is busy with other work; seconds waited.
+
+    Called between runs, when the server under test is idle, so whatever keeps
+    a core busy belongs to someone else on the shared machine.
+    """
+    started = time.perf_counter()
+    while True:
+        busy = psutil.cpu_percent(interval=sample_s, percpu=True)
+        waited = time.perf_counter() - started
+        if max(busy) < QUIET_BELOW * 100 or waited >= max_wait_s:
+            return round(waited, 2)
+
+
+def speed_probe(core: int) -> float:
+    """Milliseconds a fixed pure-Python loop takes on ``core`` (best of three).
+
+    The hypervisor can slow a core down without any process showing up as
+    busy; comparing probes across runs shows how much the machine's speed moved.
+    """
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            sum(range(_PROBE_RANGE))
+            best = min(best, time.perf_counter() - started)
+    finally:
+        os.sched_setaffinity(0, before)
+    return round(best * 1000, 3)

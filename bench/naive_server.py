@@ -50,7 +50,11 @@ def create_app(model_path: Path, features: list[str], sync_handler: bool = False
         x = np.array(rows, dtype=np.float32)
         outputs = session.run(output_names, {input_name: x})
         columns = [output.tolist() for output in outputs]
-        return {"predictions": [dict(zip(output_names, row)) for row in zip(*columns)]}
+        return {
+            "predictions": [
+                dict(zip(output_names, row, strict=True)) for row in zip(*columns, strict=True)
+            ]
+        }
 
     app = FastAPI(title="naive model server")
 

@@ -1,4 +1,4 @@
-"""Run every benchmark of the issue in one go; write bench/results/<date>.json and docs/benchmarks.md.
+"""Every benchmark of issue 3 in one run: bench/results/<date>.json and docs/benchmarks.md.
 
     .venv/bin/python bench/run.py           # the full run, about ten minutes
     .venv/bin/python bench/run.py --quick   # one short round of everything, about two
@@ -29,7 +29,7 @@ import targets
 import throughput
 from measure import Windows
 from models import SMALL, SMALL_CANDIDATE, WIDE, build_registry, model_files
-from servers import BENCH, LOAD_CORE, SERVER_CORE
+from servers import BENCH, LOAD_CORE, SERVER_CORE, TASKSET
 
 REPO = BENCH.parent
 FULL = Windows(duration_s=5.0, warmup_s=1.0, repeats=3)
@@ -37,13 +37,25 @@ QUICK = Windows(duration_s=2.0, warmup_s=0.5, repeats=1)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="one short round of each measurement")
-    parser.add_argument("--registry", type=Path, help="reuse a registry that has the example models")
+    parser.add_argument(
+        "--registry", type=Path, help="reuse a registry that has the example models"
+    )
     parser.add_argument("--results", type=Path, default=BENCH / "results")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="only regenerate the docs from a results file"
+    )
     args = parser.parse_args()
+    if args.render:
+        results = json.loads(args.render.read_text())
+        args.docs.write_text(report.render(results, _shown(args.render)))
+        _say(f"wrote {args.docs}")
+        return
     if (os.cpu_count() or 1) < 2:
         sys.exit("the benchmarks need two cores: one for the server, one for the load")
     os.sched_setaffinity(0, {LOAD_CORE})
@@ -57,12 +69,14 @@ def main() -> None:
     name = results["date"] + ("-quick" if args.quick else "")
     out = args.results / f"{name}.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
-    _say(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+    _say(f"wrote {_shown(out)}")
     if not args.no_docs:
-        args.docs.write_text(report.render(results, out.relative_to(REPO).as_posix()))
+        args.docs.write_text(report.render(results, _shown(out)))
         _say(f"wrote {args.docs}")
     for verdict in results["targets"]:
-        _say(f"{'PASS' if verdict['passed'] else 'FAIL'}  {verdict['target']}: {verdict['measured']}")
+        _say(
+            f"{'PASS' if verdict['passed'] else 'FAIL'}  {verdict['target']}: {verdict['measured']}"
+        )
 
 
 def run_all(registry: Path | None, scratch: Path, windows: Windows, quick: bool) -> dict[str, Any]:
@@ -107,7 +121,7 @@ def inprocess(registry: Path, windows: Windows) -> list[dict[str, Any]]:
     """The in-process floor, in its own process pinned to the servers' core."""
     seconds = 0.5 if windows.repeats > 1 else 0.25
     done = subprocess.run(
-        ["taskset", "-c", str(SERVER_CORE), sys.executable, str(BENCH / "inprocess.py"),
+        [TASKSET, "-c", str(SERVER_CORE), sys.executable, str(BENCH / "inprocess.py"),
          "--registry", str(registry), "--repeats", str(windows.repeats),
          "--seconds", str(seconds), "--json", SMALL, SMALL_CANDIDATE, WIDE],
         capture_output=True, text=True, check=True, timeout=600,
@@ -117,6 +131,12 @@ def inprocess(registry: Path, windows: Windows) -> list[dict[str, Any]]:
         for size, row in model["batches"].items():
             _say(f"  {model['ref']} batch {size}: {row['us_per_call']} µs/call")
     return floor
+
+
+def _shown(path: Path) -> str:
+    """A path as the docs link it: relative to the repository when it is inside it."""
+    path = path.resolve()
+    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
 
 
 def _say(message: str) -> None:

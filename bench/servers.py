@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
 SERVER_CORE = 0
 LOAD_CORE = 1
 # Polling faster than this would measure the poller; slower would blur start-up times.
@@ -95,11 +97,13 @@ def _get_status(port: int, path: str) -> int | None:
         connection.close()
 
 
-def _start(label: str, argv: list[str], ready_path: str, log: Path, env: dict[str, str]) -> ServerProcess:
+def _start(
+    label: str, argv: list[str], ready_path: str, log: Path, env: dict[str, str]
+) -> ServerProcess:
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     process = subprocess.Popen(
-        ["taskset", "-c", str(SERVER_CORE), *argv],
+        [TASKSET, "-c", str(SERVER_CORE), *argv],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},
@@ -132,6 +136,13 @@ def start_naive(
         argv.append("--sync-handler")
     label = "naive (def handler)" if sync_handler else "naive"
     return _start(label, argv, "/health", log, {})
+
+
+def start_stack_floor(app: str, log: Path) -> ServerProcess:
+    """uvicorn with a fixed answer, as a bare ASGI app or through Starlette (``stack_floor.py``)."""
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "stack_floor.py"), "--app", app, "--port", str(port)]
+    return _start(f"stack floor ({app})", argv, "/", log, {})
 
 
 def start_fixed_response(log: Path) -> ServerProcess:

@@ -17,11 +17,19 @@ import measure
 import payloads
 from measure import Windows
 from models import ModelFiles
-from payloads import Payload
-from servers import ServerProcess, start_fixed_response, start_keel, start_naive
 from monitor import rss_of
+from payloads import Payload
+from servers import (
+    ServerProcess,
+    start_fixed_response,
+    start_keel,
+    start_naive,
+    start_stack_floor,
+)
 
 Progress = Callable[[str], None]
+# Servers measured for reference only: no open-loop run.
+WITHOUT_OPEN_LOOP = frozenset({"naive-def", "stack-bare", "stack-starlette"})
 
 
 def ceiling(windows: Windows, logs: Path, progress: Progress) -> dict[str, Any]:
@@ -50,9 +58,16 @@ def compare(
     progress: Progress,
     naive_sync: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Per server and protocol: saturation, lone and open-loop summaries, and RSS when ready."""
+    """Per server and protocol: saturation, lone and open-loop summaries, and RSS when ready.
+
+    Beside the naive baseline and keel, the HTTP stack's own floors (uvicorn with a
+    bare ASGI app, and with a Starlette route) answer the same records request with
+    fixed bytes: saturation and lone latency only.
+    """
     records = payloads.records(model.metadata)
     targets: list[tuple[str, Callable[[Path], ServerProcess], list[Payload]]] = [
+        ("stack-bare", lambda log: start_stack_floor("bare", log), [records]),
+        ("stack-starlette", lambda log: start_stack_floor("starlette", log), [records]),
         ("naive", lambda log: start_naive(model.path, _features(model), log), [records]),
         (
             "keel",
@@ -94,7 +109,7 @@ def compare(
     }
     for round_ in range(windows.repeats):
         for name, start, bodies in targets:
-            if name == "naive-def":
+            if name in WITHOUT_OPEN_LOOP:
                 continue
             server = start(logs / f"{name}-open-round{round_}.log")
             try:
@@ -112,7 +127,7 @@ def compare(
     return {
         key: {
             "ready_rss": statistics.median(ready_rss[key.split(" ")[0]]),
-            "open_rate": round(rates[key], 1),
+            "open_rate": None if key.split(" ")[0] in WITHOUT_OPEN_LOOP else round(rates[key], 1),
             **{kind: measure.summarize(r) for kind, r in slot.items() if r},
         }
         for key, slot in runs.items()
