@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,4 +42,21 @@ def load_version(
         forward=metadata.artifact.forward,
         forward_config=metadata.artifact.forward_config,
     )
+    return_freed_memory()
     return LoadedModel(metadata, runtime, folder)
+
+
+def return_freed_memory() -> None:
+    """Give the heap freed by loading back to the operating system (glibc only).
+
+    The ONNX guard parses the whole model once before ONNX Runtime loads it;
+    glibc keeps that freed memory resident, measured at about one model size
+    of RSS that no one uses. Elsewhere this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

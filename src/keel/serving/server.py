@@ -39,7 +39,9 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    threads = settings.server.inference_threads or os.cpu_count() or 1
+    # The cores this process may run on, not the machine's: taskset and cgroups
+    # pinning leave fewer.
+    threads = settings.server.inference_threads or len(os.sched_getaffinity(0)) or 1
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keel-infer")
     manager = ModelManager(registry, settings, executor)
     app = create_app(manager, settings, refs)
