@@ -100,19 +100,28 @@ def _gradients(params: list[np.ndarray], x: np.ndarray, target: np.ndarray) -> l
     return [x.T @ d_hidden, d_hidden.sum(axis=0), hidden.T @ d_logits, d_logits.sum(axis=0)]
 
 
-def publish_model(registry: Registry, source_dir: Path, alias: str = "production") -> ModelMetadata:
-    """Train on 75% of the digits, publish with the other 25% as reference data."""
-    from safetensors.numpy import save_file
+def split_records(
+    signature: Signature,
+) -> tuple[list[dict[str, int]], list[dict[str, int]], np.ndarray, np.ndarray]:
+    """The digits as JSON records: 75% to train on, 25% kept as reference data (stratified)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    signature = build_signature()
     digits = load_digits()
     columns = [f.name for f in signature.features]
     records = [dict(zip(columns, (int(v) for v in row), strict=True)) for row in digits.data]
     train_records, valid_records, y_train, y_valid = train_test_split(
         records, digits.target, test_size=0.25, random_state=SEED, stratify=digits.target
     )
+    return train_records, valid_records, y_train, y_valid
+
+
+def publish_model(registry: Registry, source_dir: Path, alias: str = "production") -> ModelMetadata:
+    """Train on 75% of the digits, publish with the other 25% as reference data."""
+    from safetensors.numpy import save_file
+
+    signature = build_signature()
+    train_records, valid_records, y_train, y_valid = split_records(signature)
     x_train = to_arrays(train_records, signature)["input"]
     weights = train(x_train, y_train)
     with tempfile.TemporaryDirectory(prefix="keel-example-") as scratch:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.examples.breast_cancer import export_onnx
-from keel.examples.digits_mlp import build_signature
+from keel.examples.digits_mlp import build_signature, split_records
 from keel.publishing import publish
 from keel.registry import ModelMetadata, Registry
 from keel.signature import to_arrays
@@ -40,17 +40,11 @@ def publish_model(registry: Registry, source_dir: Path, alias: str = "production
     """Train on 75% of the digits and publish with the other 25% as reference data."""
     import warnings
 
-    from sklearn.datasets import load_digits
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import train_test_split
 
     signature = build_signature()
-    digits = load_digits()
     columns = [f.name for f in signature.features]
-    records = [dict(zip(columns, (int(v) for v in row), strict=True)) for row in digits.data]
-    train_records, valid_records, y_train, y_valid = train_test_split(
-        records, digits.target, test_size=0.25, random_state=SEED, stratify=digits.target
-    )
+    train_records, valid_records, y_train, y_valid = split_records(signature)
     x_train = to_arrays(train_records, signature)["input"]
     with warnings.catch_warnings():
         # A few epochs are enough for a benchmark model; it need not converge.
