@@ -39,6 +39,20 @@ def _answered_by(client: httpx.Client, body: dict[str, Any]) -> str:
     return version
 
 
+def _admin_server(registry: Path, tmp_path: Path, stop_later: Any) -> ServerProcess:
+    """A ready server of breast-cancer@production with the repository API on, no alias watch."""
+    server = start_server(
+        registry,
+        ("breast-cancer@production",),
+        tmp_path / "log",
+        KEEL_ADMIN_TOKEN=ADMIN_TOKEN,
+        KEEL_SERVER__WATCH_INTERVAL_S="0",
+    )
+    stop_later(server)
+    server.wait_ready()
+    return server
+
+
 @pytest.fixture
 def stop_later() -> Any:
     servers: list[ServerProcess] = []
@@ -81,15 +95,7 @@ def test_a_model_failing_its_golden_check_is_never_ready_and_says_why(
 def test_hot_swap_through_the_repository_api(
     registry_copy: Path, tmp_path: Path, stop_later: Any
 ) -> None:
-    server = start_server(
-        registry_copy,
-        ("breast-cancer@production",),
-        tmp_path / "log",
-        KEEL_ADMIN_TOKEN=ADMIN_TOKEN,
-        KEEL_SERVER__WATCH_INTERVAL_S="0",
-    )
-    stop_later(server)
-    server.wait_ready()
+    server = _admin_server(registry_copy, tmp_path, stop_later)
     registry = Registry(registry_copy)
     old = registry.resolve("breast-cancer@production").version.replace("/", "-")
     new = registry.resolve("breast-cancer@candidate").version.replace("/", "-")
@@ -114,15 +120,7 @@ def test_hot_swap_through_the_repository_api(
 def test_a_failing_new_version_leaves_the_old_one_serving(
     registry_copy: Path, tmp_path: Path, stop_later: Any
 ) -> None:
-    server = start_server(
-        registry_copy,
-        ("breast-cancer@production",),
-        tmp_path / "log",
-        KEEL_ADMIN_TOKEN=ADMIN_TOKEN,
-        KEEL_SERVER__WATCH_INTERVAL_S="0",
-    )
-    stop_later(server)
-    server.wait_ready()
+    server = _admin_server(registry_copy, tmp_path, stop_later)
     registry = Registry(registry_copy)
     old = registry.resolve("breast-cancer@production").version.replace("/", "-")
     broken = _tamper_golden(registry_copy, "breast-cancer@candidate")

@@ -72,17 +72,11 @@ class OnnxRuntime(Runtime):
         except _ORT_ERRORS as exc:
             raise RuntimeFailure(f"ONNX Runtime could not load {path}: {exc}") from exc
         self._path = path
-        self._inputs = tuple(_spec(path, "input", arg) for arg in session.get_inputs())
-        self._outputs = tuple(_spec(path, "output", arg) for arg in session.get_outputs())
+        super().__init__(
+            tuple(_spec(path, "input", arg) for arg in session.get_inputs()),
+            tuple(_spec(path, "output", arg) for arg in session.get_outputs()),
+        )
         self._session: ort.InferenceSession | None = session
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Read once: close() may clear the attribute while this call is running, and the

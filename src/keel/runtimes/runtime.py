@@ -75,15 +75,19 @@ class Runtime(ABC):
 
     format: ClassVar[str]
 
-    @property
-    @abstractmethod
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        """The tensors ``predict`` expects, in the model's order."""
+    def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
+        self._inputs = inputs
+        self._outputs = outputs
 
     @property
-    @abstractmethod
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The tensors ``predict`` expects, in the model's order."""
+        return self._inputs
+
+    @property
     def outputs(self) -> tuple[TensorSpec, ...]:
         """The tensors ``predict`` returns, in the model's order."""
+        return self._outputs
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check ``inputs`` against :attr:`inputs` and run the model; safe to call from threads."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from keel.errors import KeelError, RuntimeFailure
 from keel.runtimes.forward_pass import Forward, ForwardPass
-from keel.runtimes.runtime import Runtime, TensorSpec
+from keel.runtimes.runtime import Runtime
 from keel.runtimes.safetensors_header import SafetensorsHeader
 
 
@@ -39,17 +39,8 @@ class SafetensorsRuntime(Runtime):
             # Forward implementations may come from other packages; whatever they raise,
             # the caller is promised a RuntimeFailure.
             raise RuntimeFailure(f"forward pass for {path} could not be built: {exc}") from exc
-        self._inputs = built.inputs
-        self._outputs = built.outputs
+        super().__init__(built.inputs, built.outputs)
         self._pass: ForwardPass | None = built
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Read once: close() may clear the attribute while this call runs, and the local
