@@ -75,10 +75,6 @@ class Storage:
             raise RegistryError(f"cannot read {relative} from {self.url}: {exc}") from exc
         return data
 
-    def open_read(self, relative: str) -> BinaryIO:
-        stream: BinaryIO = self.fs.open(self.full(relative), "rb")
-        return stream
-
     def list_dirs(self, relative: str) -> list[str]:
         """Names of the folders directly under ``relative`` (empty if it does not exist)."""
         try:

@@ -102,9 +102,6 @@ class ModelManager:
     def names(self) -> list[str]:
         return sorted(self.routes)
 
-    def all_versions(self) -> list[ServedVersion]:
-        return [v for routes in self.routes.values() for v in routes.versions.values()]
-
     @property
     def ready(self) -> bool:
         """True once every model named at start-up was loaded and every default version is ready.
