@@ -20,10 +20,14 @@ _LEVEL = st.text(min_size=1, max_size=8)
 
 
 @st.composite
-def features(draw: st.DrawFn, position: int) -> Feature:
-    """Draw one feature of any dtype, with bounds, nullability and levels as they fit."""
+def features(
+    draw: st.DrawFn,
+    position: int,
+    dtypes: tuple[str, ...] = ("float", "int", "bool", "categorical", "string"),
+) -> Feature:
+    """Draw one feature of one of ``dtypes``, with bounds, nullability and levels as they fit."""
     name = f"f{position}{draw(_NAME_TAIL)}"
-    dtype = draw(st.sampled_from(["float", "int", "bool", "categorical", "string"]))
+    dtype = draw(st.sampled_from(dtypes))
     spec: dict[str, Any] = {"name": name, "dtype": dtype}
     nullable = draw(st.booleans())
     if dtype == "float":
@@ -177,3 +181,21 @@ def _out_of_range(feature: Feature) -> list[st.SearchStrategy[Any]]:
     if feature.minimum is not None:
         options.append(st.floats(min_value=-1e12, max_value=feature.minimum, exclude_max=True))
     return options
+
+
+@st.composite
+def float_signatures(draw: st.DrawFn) -> Signature:
+    """Draw a signature of float features only, over one or two float tensors."""
+    drawn = [draw(features(position, ("float",))) for position in range(draw(st.integers(1, 6)))]
+    split = draw(st.integers(0, len(drawn) - 1))
+    groups = [drawn[:split], drawn[split:]] if split else [drawn]
+    inputs = [
+        ModelInput(
+            name=f"x{i}",
+            dtype=draw(st.sampled_from(["float32", "float64"])),
+            features=[f.name for f in group],
+        )
+        for i, group in enumerate(groups)
+    ]
+    output = Output(name="score", dtype="float32", shape=[None, 1], kind="score")
+    return Signature(features=drawn, outputs=[output], inputs=inputs)

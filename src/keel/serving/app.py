@@ -1,4 +1,7 @@
-"""The ASGI application: routes, the error boundary, and the lifespan (load → ready → drain)."""
+"""The ASGI application: routes, the error boundary, and the lifespan (load → ready → drain).
+
+Inference requests are answered by ``InferenceFront`` before Starlette sees them.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ from starlette.routing import Route
 
 from keel.serving.context import ServerState
 from keel.serving.http_errors import error_response
+from keel.serving.inference_front import InferenceFront
 from keel.serving.model_manager import ModelManager
 from keel.serving.openapi import openapi_route
-from keel.serving.records_routes import records_routes
 from keel.serving.repository_routes import repository_routes
+from keel.serving.request_body import ClientGone
 from keel.serving.v2_routes import v2_routes
 from keel.settings import Settings
 
@@ -36,13 +40,16 @@ def guarded(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except asyncio.CancelledError:
             raise
+        except ClientGone:
+            # Nobody is left to read an answer.
+            return Response(status_code=400)
         except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
             return error_response(exc)
 
     return handle
 
 
-def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -> Starlette:
+def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -> InferenceFront:
     """The keel server for the models ``refs`` name; they load in the background at start-up."""
     state = ServerState(manager=manager, settings=settings)
 
@@ -60,11 +67,10 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
             await manager.close()
             log.info("models drained and closed")
 
-    # Starlette tries routes in order: the two inference paths go first.
-    routes = [*records_routes(), *v2_routes(), *repository_routes(), openapi_route()]
+    routes = [*v2_routes(), *repository_routes(), openapi_route()]
     app = Starlette(
         routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes],
         lifespan=lifespan,
     )
     app.state.keel = state
-    return app
+    return InferenceFront(app, state)

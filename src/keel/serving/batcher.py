@@ -157,12 +157,14 @@ class Batcher:
             return await self._submit_chunks(loop, inputs, rows, key, deadline)
         request = _Request(inputs, rows, key, loop.create_future())
         self._enqueue(request)
+        # A timer that fails the future, rather than asyncio.timeout_at: it costs a
+        # third as much per request and leaves the caller's task uncancelled.
+        timer = None if deadline is None else loop.call_at(deadline, self._expire, request)
         try:
-            async with asyncio.timeout_at(deadline):
-                return await request.future
-        except TimeoutError:
-            raise self._deadline_error() from None
+            return await request.future
         finally:
+            if timer is not None:
+                timer.cancel()
             if request.queued:
                 self._withdraw(request)
 
@@ -216,14 +218,16 @@ class Batcher:
             )
             for start in range(0, rows, step)
         ]
+        timers = []
         for chunk in chunks:
             self._enqueue(chunk)
+            if deadline is not None:
+                timers.append(loop.call_at(deadline, self._expire, chunk))
         try:
-            async with asyncio.timeout_at(deadline):
-                parts = await asyncio.gather(*(chunk.future for chunk in chunks))
-        except TimeoutError:
-            raise self._deadline_error() from None
+            parts = await asyncio.gather(*(chunk.future for chunk in chunks))
         finally:
+            for timer in timers:
+                timer.cancel()
             for chunk in chunks:
                 if chunk.queued:
                     self._withdraw(chunk)
@@ -399,8 +403,12 @@ class Batcher:
         self._refusal = f"{self._label}: the batcher stopped after an internal error: {error}"
         self._abandon(RuntimeFailure(self._refusal))
 
-    def _deadline_error(self) -> DeadlineExceeded:
-        return DeadlineExceeded(f"{self._label}: the deadline passed before the prediction")
+    def _expire(self, request: _Request) -> None:
+        """The request's deadline passed: its caller gets 504 whether it is queued or running."""
+        if not request.future.done():
+            request.future.set_exception(
+                DeadlineExceeded(f"{self._label}: the deadline passed before the prediction")
+            )
 
     def _overload_message(self, rows: int) -> str:
         if rows > self._max_queued:

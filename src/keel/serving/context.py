@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from keel.errors import ProtocolError
+from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER
 from keel.serving.model_manager import ModelManager
 from keel.serving.served_version import ServedVersion
 from keel.settings import Settings
-
-VERSION_HEADER = "x-keel-model-version"
-DEADLINE_HEADER = "x-keel-deadline-ms"
 
 
 @dataclass
@@ -31,15 +30,21 @@ def state_of(request: Request) -> ServerState:
 
 
 def target_version(request: Request, state: ServerState) -> ServedVersion:
+    """The version a Starlette-served request asks for (see ``find_version``)."""
+    params = request.path_params
+    return find_version(state, params["name"], params.get("version"), request.headers)
+
+
+def find_version(
+    state: ServerState, name: str, path_version: str | None, headers: Mapping[str, str]
+) -> ServedVersion:
     """The version a request asks for: path version, else the header, else the default."""
-    name = request.path_params["name"]
-    selector = request.path_params.get("version") or request.headers.get(VERSION_HEADER)
-    return state.manager.find(name, selector)
+    return state.manager.find(name, path_version or headers.get(VERSION_HEADER))
 
 
-def deadline_of(request: Request, state: ServerState) -> float:
+def deadline_of(headers: Mapping[str, str], state: ServerState) -> float:
     """The absolute loop time by which the answer must be ready."""
-    raw = request.headers.get(DEADLINE_HEADER)
+    raw = headers.get(DEADLINE_HEADER)
     if raw is None:
         milliseconds = state.settings.server.default_deadline_ms
     else:

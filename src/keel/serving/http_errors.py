@@ -14,6 +14,7 @@ import orjson
 from starlette.responses import Response
 
 from keel import errors
+from keel.serving.calls import Reply
 
 log = logging.getLogger("keel.serving")
 
@@ -29,7 +30,6 @@ STATUS: tuple[tuple[type[errors.KeelError], int], ...] = (
     (errors.NotReady, 503),
     (errors.DeadlineExceeded, 504),
 )
-JSON = "application/json"
 
 
 def status_of(exc: errors.KeelError) -> int:
@@ -39,23 +39,23 @@ def status_of(exc: errors.KeelError) -> int:
     return 500
 
 
-def error_response(exc: Exception) -> Response:
+def error_reply(exc: Exception) -> Reply:
     """The HTTP answer to an exception raised while handling a request."""
     if not isinstance(exc, errors.KeelError):
         log.exception("unexpected error while handling a request")
         return _json(500, {"error": "internal error; the server logged the details"})
     status = status_of(exc)
     body: dict[str, object] = {"error": str(exc)}
-    headers: dict[str, str] = {}
+    headers: list[tuple[bytes, bytes]] = []
     if isinstance(exc, errors.InvalidRequest):
         body["details"] = [
             {"index": e.index, "field": e.field, "rule": e.rule, "message": e.message}
             for e in exc.errors
         ]
     if isinstance(exc, errors.Overloaded):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode()))
     if isinstance(exc, errors.Unauthorized):
-        headers["WWW-Authenticate"] = "Bearer"
+        headers.append((b"www-authenticate", b"Bearer"))
     if status == 500:
         # A runtime failure is the server's problem, not the client's: log it whole.
         log.error("request failed: %s", exc)
@@ -63,5 +63,16 @@ def error_response(exc: Exception) -> Response:
     return _json(status, body, headers)
 
 
-def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=JSON)
+def error_response(exc: Exception) -> Response:
+    """``error_reply`` as a Starlette response, for the routes Starlette serves."""
+    reply = error_reply(exc)
+    return Response(
+        reply.body,
+        status_code=reply.status,
+        headers={name.decode(): value.decode() for name, value in reply.headers},
+        media_type=reply.content_type.decode(),
+    )
+
+
+def _json(status: int, body: object, headers: list[tuple[bytes, bytes]] | None = None) -> Reply:
+    return Reply(status, orjson.dumps(body), headers=headers or [])

@@ -32,7 +32,7 @@ async def load(request: Request) -> Response:
     """Load (or move to) the version named by ``parameters.version`` (an alias by default)."""
     _authorise(request)
     name = request.path_params["name"]
-    body = await read_body(request, ADMIN_BODY_LIMIT)
+    body = await read_body(request.receive, request.headers, ADMIN_BODY_LIMIT)
     selector = "production"
     if body.strip():
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import Executor
@@ -16,6 +17,7 @@ from keel.golden import check_golden
 from keel.loading import LoadedModel, load_version
 from keel.registry import ModelMetadata, Registry
 from keel.serving.batcher import Batcher
+from keel.serving.calls import VERSION_HEADER
 from keel.serving.tensor_contract import TensorContract, build_contract
 from keel.settings import BatchingSettings, RuntimeSettings
 from keel.signature import synthetic_records, to_arrays
@@ -71,9 +73,14 @@ class ServedVersion:
     def name(self) -> str:
         return self.metadata.name
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
         return version_label(self.metadata.version)
+
+    @functools.cached_property
+    def label_header(self) -> tuple[bytes, bytes]:
+        """The response header that says which version answered."""
+        return VERSION_HEADER.encode(), self.label.encode()
 
     @property
     def ready(self) -> bool:

@@ -57,6 +57,6 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
         log_level="info",
     )
     try:
-        KeelServer(config, app.state.keel).run()
+        KeelServer(config, app.state).run()
     finally:
         executor.shutdown(wait=False, cancel_futures=True)

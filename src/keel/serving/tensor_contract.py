@@ -31,6 +31,10 @@ class ColumnRules:
     high: np.ndarray
     nan_ok: np.ndarray
     indicator: np.ndarray
+    # The bounds made finite: a value between them is valid whatever else is declared,
+    # so clean tensors pass two comparisons and skip the NaN and indicator analysis.
+    low_finite: np.ndarray
+    high_finite: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -82,12 +86,17 @@ def build_contract(signature: Signature, specs: tuple[TensorSpec, ...]) -> Tenso
             feature = features[name]
             width = feature_width(feature, tensor.dtype)
             columns.extend([(name, *_bounds(feature, width))] * width)
+        low = np.array([c[1] for c in columns], dtype=np.float64)
+        high = np.array([c[2] for c in columns], dtype=np.float64)
+        largest = np.finfo(np.float64).max
         rules[tensor.name] = ColumnRules(
             owners=tuple(c[0] for c in columns),
-            low=np.array([c[1] for c in columns], dtype=np.float64),
-            high=np.array([c[2] for c in columns], dtype=np.float64),
+            low=low,
+            high=high,
             nan_ok=np.array([c[3] for c in columns], dtype=bool),
             indicator=np.array([c[4] for c in columns], dtype=np.float64),
+            low_finite=np.maximum(low, -largest),
+            high_finite=np.minimum(high, largest),
         )
     return TensorContract({s.name: s for s in specs}, rules)
 
@@ -109,10 +118,12 @@ def _bounds(feature: Feature, width: int) -> tuple[float, float, bool, float]:
 
 
 def _shape_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
-    want = "object" if spec.dtype == "object" else spec.dtype
-    got = "object" if array.dtype.kind in "OU" else array.dtype.name
-    if got != want:
-        return f"input '{spec.name}' must be {_v2(want)}, got {_v2(got)}"
+    # Comparing dtypes is cheap; their names (for the message) are not.
+    if array.dtype != spec.numpy_dtype and not (
+        spec.dtype == "object" and array.dtype.kind in "OU"
+    ):
+        got = "object" if array.dtype.kind in "OU" else array.dtype.name
+        return f"input '{spec.name}' must be {_v2(spec.dtype)}, got {_v2(got)}"
     if array.ndim != len(spec.shape) or any(
         d is not None and d != actual for d, actual in zip(spec.shape, array.shape, strict=False)
     ):
@@ -129,6 +140,8 @@ def _v2(dtype: str) -> str:
 
 def _value_errors(rules: ColumnRules, array: np.ndarray) -> list[FieldError]:
     values = array.reshape(array.shape[0], -1).astype(np.float64, copy=False)
+    if (values >= rules.low_finite).all() and (values <= rules.high_finite).all():
+        return []
     is_nan = np.isnan(values)
     is_indicator = (values == rules.indicator) | (is_nan & np.isnan(rules.indicator))
     bad_nan = ~np.isfinite(values) & ~rules.nan_ok & ~is_indicator

@@ -1,4 +1,4 @@
-"""Open Inference Protocol (KServe v2) REST: health, metadata and inference."""
+"""Open Inference Protocol (KServe v2) REST: health and metadata (``infer`` is in v2_infer)."""
 
 from __future__ import annotations
 
@@ -11,25 +11,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import keel
-from keel.errors import NotReady, ProtocolError
-from keel.serving.context import (
-    VERSION_HEADER,
-    ServerState,
-    deadline_of,
-    state_of,
-    target_version,
-)
-from keel.serving.protocols import (
-    InferRequest,
-    datatype_of,
-    encode_infer_response,
-    parse_infer_request,
-)
-from keel.serving.request_body import read_body
+from keel.serving.calls import VERSION_HEADER
+from keel.serving.context import ServerState, state_of, target_version
+from keel.serving.protocols import datatype_of
 from keel.serving.served_version import ServedVersion
 
 JSON = "application/json"
-BINARY_HEADER = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
@@ -114,62 +101,10 @@ def _tensor(name: str, dtype: str, shape: tuple[int | None, ...]) -> dict[str, A
     }
 
 
-async def infer(request: Request) -> Response:
-    """Run one inference request (JSON or binary tensor data) through the model's batcher."""
-    state = state_of(request)
-    version = target_version(request, state)
-    batcher = version.require_batcher()
-    deadline = deadline_of(request, state)
-    body = await read_body(request, state.settings.server.max_body_bytes)
-    parsed = parse_infer_request(body, _json_length(request))
-    inputs = {tensor.name: tensor.data for tensor in parsed.inputs}
-    contract = version.contract
-    if contract is None:
-        raise NotReady(f"{version.name} version {version.label} is not ready")
-    contract.check(inputs)
-    outputs = await batcher.submit(inputs, deadline)
-    selected, binary = _select_outputs(parsed, outputs)
-    payload, json_length = encode_infer_response(
-        model_name=version.name,
-        model_version=version.label,
-        request_id=parsed.id,
-        outputs=selected,
-        binary=binary,
-    )
-    headers = {VERSION_HEADER: version.label}
-    if json_length is None:
-        return Response(payload, headers=headers, media_type=JSON)
-    headers["Inference-Header-Content-Length"] = str(json_length)
-    return Response(payload, headers=headers, media_type="application/octet-stream")
-
-
-def _json_length(request: Request) -> int | None:
-    raw = request.headers.get(BINARY_HEADER)
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ProtocolError(f"Inference-Header-Content-Length {raw!r} is not a number") from None
-
-
-def _select_outputs(
-    parsed: InferRequest, outputs: dict[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
-    """The outputs the client asked for (all when it names none), and which go back binary."""
-    names = [o.name for o in parsed.outputs] if parsed.outputs else list(outputs)
-    unknown = [n for n in names if n not in outputs]
-    if unknown:
-        raise ProtocolError(f"unknown output(s) {unknown} (the model has {sorted(outputs)})")
-    return {n: outputs[n] for n in names}, {n: parsed.wants_binary(n) for n in names}
-
-
 def v2_routes() -> list[Route]:
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
     return [
-        Route(f"{model}/infer", infer, methods=["POST"]),
-        Route(f"{versioned}/infer", infer, methods=["POST"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),

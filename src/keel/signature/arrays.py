@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from keel.errors import FieldError, InvalidRequest
 from keel.signature.columns import CANONICAL_DTYPES, PLACEHOLDERS, FeatureColumn, check_table
+from keel.signature.fast_records import float_records
 from keel.signature.feature import Feature
 from keel.signature.model_input import TensorDtype
 from keel.signature.records import record_validator
@@ -37,6 +38,9 @@ def to_arrays(data: object, signature: Signature) -> dict[str, npt.NDArray[Any]]
     ``InvalidRequest`` listing every violation.
     """
     if isinstance(data, list | tuple):
+        fast = float_records(signature)
+        if fast is not None and (arrays := fast.arrays(data)) is not None:
+            return arrays
         validated = record_validator(signature).validate(data)
         plan = dense_plan(signature)
         if plan is not None:

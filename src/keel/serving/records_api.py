@@ -1,4 +1,7 @@
-"""The JSON records API: ``{"instances": [{feature: value}, ...]}`` validated by the signature."""
+"""The JSON records API: ``{"instances": [{feature: value}, ...]}`` validated by the signature.
+
+Served at ``/v1/models/{name}[/versions/{version}]/predict`` by ``inference_front``.
+"""
 
 from __future__ import annotations
 
@@ -7,39 +10,30 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from keel.errors import FieldError, InvalidRequest, ProtocolError
-from keel.serving.context import VERSION_HEADER, deadline_of, state_of, target_version
-from keel.serving.request_body import read_body
+from keel.serving.calls import Call, Reply
+from keel.serving.context import ServerState, deadline_of, find_version
 from keel.signature import to_arrays
 
 
-async def predict(request: Request) -> Response:
+async def predict(state: ServerState, call: Call) -> Reply:
     """Validate records with the signature, run them through the batcher, one answer per record."""
-    state = state_of(request)
-    version = target_version(request, state)
+    version = find_version(state, call.name, call.version, call.headers)
     batcher = version.require_batcher()
-    deadline = deadline_of(request, state)
-    body = await read_body(request, state.settings.server.max_body_bytes)
-    instances, request_id = _instances(body)
-    arrays = to_arrays(instances, version.metadata.signature)
+    deadline = deadline_of(call.headers, state)
+    instances, request_id = _instances(call.body)
+    signature = version.metadata.signature
+    arrays = to_arrays(instances, signature)
     outputs = await batcher.submit(arrays, deadline)
-    declared = [o.name for o in version.metadata.signature.outputs]
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.label,
-        "predictions": _rows({name: outputs[name] for name in declared}),
+        "predictions": _rows({o.name: outputs[o.name] for o in signature.outputs}),
     }
     if request_id is not None:
         response["id"] = request_id
-    return Response(
-        orjson.dumps(response),
-        headers={VERSION_HEADER: version.label},
-        media_type="application/json",
-    )
+    return Reply(200, orjson.dumps(response), headers=[version.label_header])
 
 
 def _instances(body: bytes) -> tuple[list[Any], str | None]:
@@ -94,10 +88,3 @@ def _rows(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     names = list(outputs)
     columns = [outputs[name].tolist() for name in names]
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-
-
-def records_routes() -> list[Route]:
-    return [
-        Route("/v1/models/{name}/predict", predict, methods=["POST"]),
-        Route("/v1/models/{name}/versions/{version}/predict", predict, methods=["POST"]),
-    ]

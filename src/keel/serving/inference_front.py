@@ -1,0 +1,100 @@
+"""The ASGI front door: inference requests are answered here, everything else goes to Starlette.
+
+For a small tabular model a request is almost all serving overhead, and a
+Starlette route (request object, middleware stack, router scan, response
+object) cost about as much CPU as the rest of keel's work put together. The
+two inference routes therefore skip it: the path is matched by splitting it,
+only the headers keel reads are decoded, the body is read straight from the
+ASGI channel under the size limit, and the reply goes out as two messages.
+Health, metadata, the repository API and the OpenAPI document stay on
+Starlette, where clarity matters more than microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call, Reply
+from keel.serving.context import ServerState
+from keel.serving.http_errors import error_reply
+from keel.serving.records_api import predict
+from keel.serving.request_body import ClientGone, Receive, read_body
+from keel.serving.v2_infer import BINARY_HEADER, infer
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Handler = Callable[[ServerState, Call], Awaitable[Reply]]
+
+# (API, last path segment) -> handler, for /{api}/models/{name}[/versions/{v}]/{action}.
+HANDLERS: dict[tuple[str, str], Handler] = {("v1", "predict"): predict, ("v2", "infer"): infer}
+_READ_HEADERS = frozenset(
+    name.encode() for name in ("content-length", VERSION_HEADER, DEADLINE_HEADER, BINARY_HEADER)
+)
+_METHOD_NOT_ALLOWED = Reply(
+    405, b'{"error":"method not allowed; use POST"}', headers=[(b"allow", b"POST")]
+)
+
+
+class InferenceFront:
+    """Answers the inference routes itself and passes every other request to ``app``."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = match(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await _send(send, _METHOD_NOT_ALLOWED)
+            return
+        handler, name, version = route
+        try:
+            headers = {
+                key.decode("latin-1"): value.decode("latin-1")
+                for key, value in scope["headers"]
+                if key in _READ_HEADERS
+            }
+            body = await read_body(receive, headers, self.state.settings.server.max_body_bytes)
+            reply = await handler(self.state, Call(name, version, headers, body))
+        except asyncio.CancelledError:
+            raise
+        except ClientGone:
+            return
+        except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
+            reply = error_reply(exc)
+        await _send(send, reply)
+
+
+def match(path: str) -> tuple[Handler, str, str | None] | None:
+    """The handler and path parameters of an inference path, or None for any other path."""
+    parts = path.split("/")
+    if len(parts) == 5:
+        root, api, models, name, action = parts
+        version = None
+    elif len(parts) == 7 and parts[4] == "versions":
+        root, api, models, name, _, version, action = parts
+        if not version:
+            return None
+    else:
+        return None
+    handler = HANDLERS.get((api, action))
+    if handler is None or root or models != "models" or not name:
+        return None
+    return handler, name, version
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    headers = [
+        (b"content-type", reply.content_type),
+        (b"content-length", str(len(reply.body)).encode()),
+        *reply.headers,
+    ]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})

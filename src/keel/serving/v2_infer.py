@@ -1,0 +1,62 @@
+"""Open Inference Protocol ``infer``: JSON or binary tensor data through the model's batcher.
+
+Served at ``/v2/models/{name}[/versions/{version}]/infer`` by ``inference_front``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keel.errors import NotReady, ProtocolError
+from keel.serving.calls import BINARY, Call, Reply
+from keel.serving.context import ServerState, deadline_of, find_version
+from keel.serving.protocols import InferRequest, encode_infer_response, parse_infer_request
+
+BINARY_HEADER = "inference-header-content-length"
+
+
+async def infer(state: ServerState, call: Call) -> Reply:
+    """Run one inference request through the batcher; answer in the encoding it asked for."""
+    version = find_version(state, call.name, call.version, call.headers)
+    batcher = version.require_batcher()
+    deadline = deadline_of(call.headers, state)
+    parsed = parse_infer_request(call.body, _json_length(call))
+    inputs = {tensor.name: tensor.data for tensor in parsed.inputs}
+    contract = version.contract
+    if contract is None:
+        raise NotReady(f"{version.name} version {version.label} is not ready")
+    contract.check(inputs)
+    outputs = await batcher.submit(inputs, deadline)
+    selected, binary = _select_outputs(parsed, outputs)
+    payload, json_length = encode_infer_response(
+        model_name=version.name,
+        model_version=version.label,
+        request_id=parsed.id,
+        outputs=selected,
+        binary=binary,
+    )
+    if json_length is None:
+        return Reply(200, payload, headers=[version.label_header])
+    headers = [version.label_header, (BINARY_HEADER.encode(), str(json_length).encode())]
+    return Reply(200, payload, content_type=BINARY, headers=headers)
+
+
+def _json_length(call: Call) -> int | None:
+    raw = call.headers.get(BINARY_HEADER)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ProtocolError(f"Inference-Header-Content-Length {raw!r} is not a number") from None
+
+
+def _select_outputs(
+    parsed: InferRequest, outputs: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+    """The outputs the client asked for (all when it names none), and which go back binary."""
+    names = [o.name for o in parsed.outputs] if parsed.outputs else list(outputs)
+    unknown = [n for n in names if n not in outputs]
+    if unknown:
+        raise ProtocolError(f"unknown output(s) {unknown} (the model has {sorted(outputs)})")
+    return {n: outputs[n] for n in names}, {n: parsed.wants_binary(n) for n in names}
