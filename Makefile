@@ -11,7 +11,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint system-deps clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,7 +29,11 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 
-test: lint
+# Prometheus and promtool (Debian packages) for the alert-rule and scrape tests.
+system-deps:
+	scripts/install-system-deps
+
+test: lint system-deps
 	$(VENV)/bin/pytest
 
 clean:

@@ -14,22 +14,20 @@ from keel_server import ServerProcess
 from keel.errors import PayloadTooLarge
 from keel.registry import Registry
 from keel.serving.inference_front import match
-from keel.serving.records_api import predict
 from keel.serving.request_body import ClientGone, read_body
-from keel.serving.v2_infer import infer
 
 
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("/v1/models/m/predict", (predict, "m", None)),
-        ("/v1/models/m/versions/abc-1/predict", (predict, "m", "abc-1")),
-        ("/v2/models/m/infer", (infer, "m", None)),
-        ("/v2/models/m/versions/candidate/infer", (infer, "m", "candidate")),
+        ("/v1/models/m/predict", ("records", "m", None)),
+        ("/v1/models/m/versions/abc-1/predict", ("records", "m", "abc-1")),
+        ("/v2/models/m/infer", ("v2_infer", "m", None)),
+        ("/v2/models/m/versions/candidate/infer", ("v2_infer", "m", "candidate")),
     ],
 )
 def test_inference_paths_are_matched_with_their_parameters(
-    path: str, expected: tuple[Any, str, str | None]
+    path: str, expected: tuple[str, str, str | None]
 ) -> None:
     assert match(path) == expected
 

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from keel.serving.context import ServerState
 from keel.serving.http_errors import error_response
 from keel.serving.inference_front import InferenceFront
+from keel.serving.metrics_routes import metrics_routes
 from keel.serving.model_manager import ModelManager
 from keel.serving.openapi import openapi_route
 from keel.serving.repository_routes import repository_routes
@@ -67,7 +68,7 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
             await manager.close()
             log.info("models drained and closed")
 
-    routes = [*v2_routes(), *repository_routes(), openapi_route()]
+    routes = [*v2_routes(), *metrics_routes(), *repository_routes(), openapi_route()]
     app = Starlette(
         routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes],
         lifespan=lifespan,

@@ -50,6 +50,8 @@ log = logging.getLogger("keel.serving")
 Tensors = dict[str, npt.NDArray[Any]]
 RunBatch = Callable[[Tensors], Tensors]
 """Runs the model on one batch; blocking, so it is called in an executor (``Runtime.predict``)."""
+BatchObserver = Callable[[int, list[float], float], None]
+"""Told of every finished batch on the loop: rows, each request's queue wait, run seconds."""
 
 InputKey = tuple[tuple[str, tuple[int, ...], np.dtype[Any]], ...]
 Outcome = concurrent.futures.Future[list[Tensors]]
@@ -73,16 +75,22 @@ class _Wait(enum.Enum):
 class _Request:
     """Rows of one caller (or one chunk of a large caller's rows) on their way through a batch."""
 
-    __slots__ = ("future", "inputs", "key", "queued", "rows")
+    __slots__ = ("future", "inputs", "key", "queued", "queued_at", "rows")
 
     def __init__(
-        self, inputs: Tensors, rows: int, key: InputKey, future: asyncio.Future[Tensors]
+        self,
+        inputs: Tensors,
+        rows: int,
+        key: InputKey,
+        future: asyncio.Future[Tensors],
+        queued_at: float,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
         self.key = key
         self.future = future
         self.queued = True
+        self.queued_at = queued_at
 
 
 class Batcher:
@@ -101,6 +109,8 @@ class Batcher:
         inline: bool = False,
     ) -> None:
         self.name = name
+        # Set once the version's warm-up batches are through, so metrics show real traffic.
+        self.observer: BatchObserver | None = None
         # A model whose whole batch runs faster than a hand-off to a worker thread
         # (measured: hundreds of microseconds of queue and GIL traffic on a busy
         # box) is called on the loop; the server decides from warm-up timings.
@@ -155,7 +165,7 @@ class Batcher:
             raise Overloaded(self._overload_message(rows), retry_after_s=self._retry_after(rows))
         if rows > self._max_rows:
             return await self._submit_chunks(loop, inputs, rows, key, deadline)
-        request = _Request(inputs, rows, key, loop.create_future())
+        request = _Request(inputs, rows, key, loop.create_future(), loop.time())
         self._enqueue(request)
         # A timer that fails the future, rather than asyncio.timeout_at: it costs a
         # third as much per request and leaves the caller's task uncancelled.
@@ -209,12 +219,14 @@ class Batcher:
         deadline: float | None,
     ) -> Tensors:
         step = self._max_rows
+        now = loop.time()
         chunks = [
             _Request(
                 {name: array[start : start + step] for name, array in inputs.items()},
                 min(step, rows - start),
                 key,
                 loop.create_future(),
+                now,
             )
             for start in range(0, rows, step)
         ]
@@ -350,7 +362,10 @@ class Batcher:
         else:
             self._batch_s += _DURATION_WEIGHT * (elapsed - self._batch_s)
         self.batches_run += 1
-        self.rows_run += sum(request.rows for request in batch)
+        rows = sum(request.rows for request in batch)
+        self.rows_run += rows
+        if self.observer is not None:
+            self.observer(rows, [started - request.queued_at for request in batch], elapsed)
         if future.cancelled():
             self.batches_failed += 1
             self._fail(batch, RuntimeFailure(f"{self._label}: the batch was cancelled unrun"))

@@ -18,10 +18,8 @@ BINARY = b"application/octet-stream"
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A request to one model: path parameters, the headers keel reads, and the body."""
+    """A request to one model version: the headers keel reads, and the body."""
 
-    name: str
-    version: str | None
     headers: Mapping[str, str]
     body: bytes
 

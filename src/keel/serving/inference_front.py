@@ -13,24 +13,28 @@ Starlette, where clarity matters more than microseconds.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call, Reply
-from keel.serving.context import ServerState
+from keel.serving.context import ServerState, find_version
 from keel.serving.http_errors import error_reply
 from keel.serving.records_api import predict
 from keel.serving.request_body import ClientGone, Receive, read_body
+from keel.serving.served_version import ServedVersion
 from keel.serving.v2_infer import BINARY_HEADER, infer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Handler = Callable[[ServerState, Call], Awaitable[Reply]]
+Handler = Callable[[ServerState, ServedVersion, Call], Awaitable[Reply]]
 
-# (API, last path segment) -> handler, for /{api}/models/{name}[/versions/{v}]/{action}.
-HANDLERS: dict[tuple[str, str], Handler] = {("v1", "predict"): predict, ("v2", "infer"): infer}
+# Handlers by the endpoint label their requests are counted under.
+HANDLERS: dict[str, Handler] = {"records": predict, "v2_infer": infer}
+# (API, last path segment) -> endpoint, for /{api}/models/{name}[/versions/{v}]/{action}.
+ENDPOINTS: dict[tuple[str, str], str] = {("v1", "predict"): "records", ("v2", "infer"): "v2_infer"}
 _READ_HEADERS = frozenset(
     name.encode() for name in ("content-length", VERSION_HEADER, DEADLINE_HEADER, BINARY_HEADER)
 )
@@ -54,26 +58,39 @@ class InferenceFront:
         if scope["method"] != "POST":
             await _send(send, _METHOD_NOT_ALLOWED)
             return
-        handler, name, version = route
+        endpoint, name, path_version = route
+        started = time.perf_counter()
+        version: ServedVersion | None = None
         try:
             headers = {
                 key.decode("latin-1"): value.decode("latin-1")
                 for key, value in scope["headers"]
                 if key in _READ_HEADERS
             }
-            body = await read_body(receive, headers, self.state.settings.server.max_body_bytes)
-            reply = await handler(self.state, Call(name, version, headers, body))
+            # Resolved first so that every answer, refusals included, counts for its version;
+            # a request for an unknown model or version counts nowhere (no new series).
+            version = find_version(self.state, name, path_version, headers)
+            version.metrics.in_flight += 1
+            try:
+                body = await read_body(receive, headers, self.state.settings.server.max_body_bytes)
+                reply = await HANDLERS[endpoint](self.state, version, Call(headers, body))
+            finally:
+                version.metrics.in_flight -= 1
         except asyncio.CancelledError:
             raise
         except ClientGone:
             return
         except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
             reply = error_reply(exc)
+            if version is not None:
+                version.metrics.refused(exc)
+        if version is not None:
+            version.metrics.answered(endpoint, reply.status, time.perf_counter() - started)
         await _send(send, reply)
 
 
-def match(path: str) -> tuple[Handler, str, str | None] | None:
-    """The handler and path parameters of an inference path, or None for any other path."""
+def match(path: str) -> tuple[str, str, str | None] | None:
+    """The endpoint and path parameters of an inference path, or None for any other path."""
     parts = path.split("/")
     if len(parts) == 5:
         root, api, models, name, action = parts
@@ -84,10 +101,10 @@ def match(path: str) -> tuple[Handler, str, str | None] | None:
             return None
     else:
         return None
-    handler = HANDLERS.get((api, action))
-    if handler is None or root or models != "models" or not name:
+    endpoint = ENDPOINTS.get((api, action))
+    if endpoint is None or root or models != "models" or not name:
         return None
-    return handler, name, version
+    return endpoint, name, version
 
 
 async def _send(send: Send, reply: Reply) -> None:

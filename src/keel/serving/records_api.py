@@ -13,13 +13,13 @@ import orjson
 
 from keel.errors import FieldError, InvalidRequest, ProtocolError
 from keel.serving.calls import Call, Reply
-from keel.serving.context import ServerState, deadline_of, find_version
+from keel.serving.context import ServerState, deadline_of
+from keel.serving.served_version import ServedVersion
 from keel.signature import to_arrays
 
 
-async def predict(state: ServerState, call: Call) -> Reply:
+async def predict(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Validate records with the signature, run them through the batcher, one answer per record."""
-    version = find_version(state, call.name, call.version, call.headers)
     batcher = version.require_batcher()
     deadline = deadline_of(call.headers, state)
     instances, request_id = _instances(call.body)

@@ -9,15 +9,15 @@ import numpy as np
 
 from keel.errors import NotReady, ProtocolError
 from keel.serving.calls import BINARY, Call, Reply
-from keel.serving.context import ServerState, deadline_of, find_version
+from keel.serving.context import ServerState, deadline_of
 from keel.serving.protocols import InferRequest, encode_infer_response, parse_infer_request
+from keel.serving.served_version import ServedVersion
 
 BINARY_HEADER = "inference-header-content-length"
 
 
-async def infer(state: ServerState, call: Call) -> Reply:
+async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Run one inference request through the batcher; answer in the encoding it asked for."""
-    version = find_version(state, call.name, call.version, call.headers)
     batcher = version.require_batcher()
     deadline = deadline_of(call.headers, state)
     parsed = parse_infer_request(call.body, _json_length(call))

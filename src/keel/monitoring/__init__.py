@@ -1,0 +1,1 @@
+"""Watching served models: drift, null-rate and prediction-collapse detection over windows."""

@@ -1,0 +1,214 @@
+"""``GET /metrics``: keel's counters, lifecycle and ML signals as Prometheus metric families.
+
+Built at scrape time from what each served version keeps (``ServingMetrics``,
+its batcher, its drift window), so the request path never touches the client
+library. Every model series carries ``model`` and ``model_version``; labels
+come only from served versions and their declared features and outputs, so a
+request for an unknown model, or a record with made-up fields, never creates
+a series.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable, Iterator, Sequence
+from importlib import metadata as importlib_metadata
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+import keel
+from keel.monitoring.metrics import Histogram
+from keel.serving.served_version import ServedVersion, VersionState
+
+if TYPE_CHECKING:
+    from keel.serving.model_manager import ModelManager
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MODEL = ("model", "model_version")
+RETIRED = VersionState.RETIRED
+
+
+class KeelCollector(Collector):
+    """Collects every keel metric family from the model manager at scrape time."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        versions = [
+            version
+            for name in self.manager.names()
+            for version in self.manager.routes[name].versions.values()
+        ]
+        yield from _process()
+        yield from _lifecycle(versions)
+        yield from _traffic(versions)
+
+
+def metrics_text(manager: ModelManager) -> bytes:
+    """The Prometheus text exposition of every keel metric."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(KeelCollector(manager))
+    return generate_latest(registry)
+
+
+def _labels(version: ServedVersion) -> list[str]:
+    return [version.name, version.label]
+
+
+def _process() -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        "keel_build_info",
+        "keel, Python and model runtime versions of this process (always 1).",
+        labels=["keel_version", "python_version", "onnxruntime_version", "numpy_version"],
+    )
+    info.add_metric(list(_build_versions()), 1)
+    yield info
+    memory = GaugeMetricFamily(
+        "keel_process_resident_memory_bytes", "Resident memory of the keel process."
+    )
+    memory.add_metric([], _resident_bytes())
+    yield memory
+
+
+def _build_versions() -> tuple[str, str, str, str]:
+    def version_of(package: str) -> str:
+        try:
+            return importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            return "absent"
+
+    return (
+        keel.__version__,
+        platform.python_version(),
+        version_of("onnxruntime"),
+        version_of("numpy"),
+    )
+
+
+def _resident_bytes() -> float:
+    # statm's second field is resident pages; reading it costs microseconds, unlike psutil.
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        resident_pages = int(statm.read().split()[1])
+    return float(resident_pages * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _gauge(
+    name: str, documentation: str, rows: Iterable[tuple[ServedVersion, float | None]]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=list(MODEL))
+    for version, value in rows:
+        if value is not None:
+            family.add_metric(_labels(version), value)
+    return family
+
+
+def _lifecycle(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
+    yield _gauge(
+        "keel_model_loaded",
+        "1 while the version's model is loaded in memory.",
+        (
+            (v, float(v.loaded is not None and v.state is not VersionState.RETIRED))
+            for v in versions
+        ),
+    )
+    yield _gauge(
+        "keel_model_ready",
+        "1 while the version is verified, warm and taking requests.",
+        ((v, float(v.ready)) for v in versions),
+    )
+    yield _gauge(
+        "keel_model_load_duration_seconds",
+        "Seconds spent loading the version and verifying its hashes.",
+        ((v, v.timings.load_s if v.timings else None) for v in versions),
+    )
+    yield _gauge(
+        "keel_model_warmup_duration_seconds",
+        "Seconds spent on warm-up predictions before the version became ready.",
+        ((v, v.timings.warmup_s if v.timings else None) for v in versions),
+    )
+    yield _gauge(
+        "keel_golden_check_passed",
+        "1 if the golden examples reproduced within tolerance, 0 if not (absent until run).",
+        ((v, None if v.golden_passed is None else float(v.golden_passed)) for v in versions),
+    )
+    yield _gauge(
+        "keel_environment_mismatch",
+        "Critical packages (and Python) whose version differs from the training environment.",
+        (
+            (v, None if v.environment_mismatches is None else float(v.environment_mismatches))
+            for v in versions
+        ),
+    )
+
+
+def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "keel_requests",
+        "Requests answered, by endpoint and HTTP status.",
+        labels=[*MODEL, "endpoint", "status"],
+    )
+    latency = HistogramMetricFamily(
+        "keel_request_duration_seconds",
+        "Seconds from the request's arrival to its answer, by endpoint.",
+        labels=[*MODEL, "endpoint"],
+    )
+    rejected = CounterMetricFamily(
+        "keel_requests_rejected",
+        "Requests refused, by reason: overloaded, deadline, too_large, invalid, not_ready.",
+        labels=[*MODEL, "reason"],
+    )
+    failures = CounterMetricFamily(
+        "keel_validation_failures",
+        "Validation failures by field (a declared feature or input) and rule.",
+        labels=[*MODEL, "field", "rule"],
+    )
+    queue = HistogramMetricFamily(
+        "keel_queue_duration_seconds",
+        "Seconds each request waited in the batcher's queue.",
+        labels=list(MODEL),
+    )
+    inference = HistogramMetricFamily(
+        "keel_inference_duration_seconds", "Seconds each model call took.", labels=list(MODEL)
+    )
+    batch_size = HistogramMetricFamily(
+        "keel_batch_size", "Rows in each model call.", labels=list(MODEL)
+    )
+    for version in versions:
+        labels = _labels(version)
+        metrics = version.metrics
+        for (endpoint, status), count in sorted(metrics.requests.items()):
+            requests.add_metric([*labels, endpoint, str(status)], count)
+        for endpoint, histogram in sorted(metrics.latency.items()):
+            _add_histogram(latency, [*labels, endpoint], histogram)
+        for reason, count in sorted(metrics.rejected.items()):
+            rejected.add_metric([*labels, reason], count)
+        for (field, rule), count in sorted(metrics.validation_failures.items()):
+            failures.add_metric([*labels, field, rule], count)
+        _add_histogram(queue, labels, metrics.queue_wait)
+        _add_histogram(inference, labels, metrics.inference)
+        _add_histogram(batch_size, labels, metrics.batch_size)
+    yield from (requests, latency, rejected, failures, queue, inference, batch_size)
+    yield _gauge(
+        "keel_queue_depth",
+        "Rows waiting in the batcher's queue.",
+        ((v, float(v.batcher.queued_rows) if v.batcher else 0.0) for v in versions),
+    )
+    yield _gauge(
+        "keel_in_flight_requests",
+        "Requests being read, queued or run right now.",
+        ((v, float(v.metrics.in_flight)) for v in versions),
+    )
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
+    family.add_metric(labels, histogram.cumulative(), histogram.sum)

@@ -1,0 +1,144 @@
+"""The counters and histograms the server keeps per model version, cheap enough for every request.
+
+A request to a small model costs about a hundred microseconds in all, so the
+usual client-library pattern (a labelled child looked up under a lock, per
+metric, per request) would be a visible share of it. keel keeps plain Python
+numbers on each served version instead and turns them into Prometheus metric
+families only when ``/metrics`` is scraped (``keel.monitoring.exposition``).
+
+Every update happens on the event loop's thread (request handlers, and the
+batcher's completion callback), so no lock is needed: the loop runs one
+callback at a time and a scrape reads between them.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from keel.errors import (
+    DeadlineExceeded,
+    FieldError,
+    InvalidName,
+    InvalidRequest,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ProtocolError,
+)
+
+# Seconds. Fine below 10 ms, where a small model's whole request lives, so a p99
+# can be read there; coarse above, up to the default deadline and past it.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+    0.0065, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+# The field label of a validation failure is a declared feature or input name, or
+# one of these: a client's unknown field names must never become series.
+UNDECLARED_FIELD = "(undeclared)"
+WHOLE_REQUEST = "(request)"
+
+
+class Histogram:
+    """A Prometheus-style histogram: counts per upper bound, the sum, and the count."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left puts a value equal to a bound in that bound's bucket (le semantics).
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def observe_many(self, values: npt.NDArray[np.float64]) -> None:
+        """Observe a batch of values at once (NaN is not a value and is skipped)."""
+        finite = values[~np.isnan(values)]
+        if not finite.size:
+            return
+        slots = np.searchsorted(np.asarray(self.bounds), finite, side="left")
+        for slot, count in enumerate(np.bincount(slots, minlength=len(self.counts)).tolist()):
+            self.counts[slot] += count
+        self.sum += float(finite.sum())
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` pairs ending with ``+Inf``, as the exposition format wants."""
+        total = 0
+        buckets = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return buckets
+
+
+def rejection_reason(error: Exception) -> str | None:
+    """Why a request was refused, as the ``reason`` label says it; None for a server fault."""
+    if isinstance(error, Overloaded):
+        return "overloaded"
+    if isinstance(error, DeadlineExceeded):
+        return "deadline"
+    if isinstance(error, PayloadTooLarge):
+        return "too_large"
+    if isinstance(error, InvalidRequest | ProtocolError | InvalidName):
+        return "invalid"
+    if isinstance(error, NotReady):
+        return "not_ready"
+    return None
+
+
+class ServingMetrics:
+    """What one model version's requests and batches did since it was loaded."""
+
+    def __init__(self, declared_fields: Iterable[str]) -> None:
+        self.declared_fields = frozenset(declared_fields)
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.latency: dict[str, Histogram] = {}
+        self.rejected: Counter[str] = Counter()
+        self.validation_failures: Counter[tuple[str, str]] = Counter()
+        self.queue_wait = Histogram(LATENCY_BUCKETS)
+        self.inference = Histogram(LATENCY_BUCKETS)
+        self.batch_size = Histogram(BATCH_SIZE_BUCKETS)
+        self.in_flight = 0
+
+    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        self.requests[endpoint, status] += 1
+        latency = self.latency.get(endpoint)
+        if latency is None:
+            latency = self.latency[endpoint] = Histogram(LATENCY_BUCKETS)
+        latency.observe(seconds)
+
+    def refused(self, error: Exception) -> None:
+        """Count a refusal by reason, and each field a validation failure named."""
+        reason = rejection_reason(error)
+        if reason is None:
+            return
+        self.rejected[reason] += 1
+        if isinstance(error, InvalidRequest):
+            for failure in error.errors:
+                self.validation_failures[self._field_label(failure), failure.rule] += 1
+
+    def batch_done(self, rows: int, queue_waits: Iterable[float], run_seconds: float) -> None:
+        """Count one model call: its rows, how long each request queued, how long it ran."""
+        self.batch_size.observe(rows)
+        self.inference.observe(run_seconds)
+        for wait in queue_waits:
+            self.queue_wait.observe(wait)
+
+    def _field_label(self, failure: FieldError) -> str:
+        if not failure.field:
+            return WHOLE_REQUEST
+        return failure.field if failure.field in self.declared_fields else UNDECLARED_FIELD

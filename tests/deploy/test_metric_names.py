@@ -1,0 +1,101 @@
+"""Rules and dashboard query only the metrics keel declares; the dashboard shows them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from metric_names import metric_names_in_dashboard, metric_names_in_expr, metric_names_in_rules
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+# The contract with keel's GET /metrics: every keel metric family, by the name a
+# histogram has before its _bucket/_sum/_count suffix.
+DECLARED_METRICS = frozenset(
+    {
+        # Golden signals
+        "keel_requests_total",
+        "keel_request_duration_seconds",
+        "keel_queue_duration_seconds",
+        "keel_inference_duration_seconds",
+        "keel_batch_size",
+        "keel_queue_depth",
+        "keel_in_flight_requests",
+        "keel_requests_rejected_total",
+        # Lifecycle
+        "keel_model_loaded",
+        "keel_model_ready",
+        "keel_model_load_duration_seconds",
+        "keel_model_warmup_duration_seconds",
+        "keel_golden_check_passed",
+        "keel_environment_mismatch",
+        "keel_process_resident_memory_bytes",
+        "keel_build_info",
+        # ML signals
+        "keel_prediction_value",
+        "keel_prediction_entropy",
+        "keel_feature_value",
+        "keel_feature_null_total",
+        "keel_feature_null_rate",
+        "keel_feature_null_rate_spike",
+        "keel_validation_failures_total",
+        "keel_feature_drift_psi",
+        "keel_feature_drift_statistic",
+        "keel_feature_drift_status",
+        "keel_prediction_drift_psi",
+        "keel_prediction_drift_status",
+        "keel_prediction_collapse",
+        "keel_drift_window_rows",
+        "keel_feature_age_seconds",
+        "keel_feature_stale_total",
+    }
+)
+
+
+def test_alert_rules_query_only_declared_metrics() -> None:
+    used = metric_names_in_rules(DEPLOY / "prometheus" / "alerts.yml")
+    assert used, "no keel metric found in the rules: the extraction is broken"
+    assert used - DECLARED_METRICS == set()
+
+
+def test_dashboard_queries_only_declared_metrics() -> None:
+    used = metric_names_in_dashboard(DEPLOY / "grafana" / "dashboard.json")
+    assert used - DECLARED_METRICS == set()
+
+
+def test_dashboard_shows_every_declared_metric() -> None:
+    used = metric_names_in_dashboard(DEPLOY / "grafana" / "dashboard.json")
+    assert DECLARED_METRICS - used == set()
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        (
+            "keel_model_ready == 0 and keel_model_loaded == 1",
+            {"keel_model_ready", "keel_model_loaded"},
+        ),
+        (
+            "histogram_quantile(0.9, sum by (le) (rate(keel_request_duration_seconds_bucket[1m])))",
+            {"keel_request_duration_seconds"},
+        ),
+        (
+            "rate(keel_batch_size_sum[1m]) / rate(keel_batch_size_count[1m])",
+            {"keel_batch_size"},
+        ),
+        # Recording rules are not keel's metrics, even when they embed one's name.
+        ("model_version:keel_requests_errors:ratio_rate5m > 0.05", set()),
+        # Label names and values are not metrics.
+        (
+            'count by (keel_version) (keel_build_info{keel_version="keel_x"})',
+            {"keel_build_info"},
+        ),
+        (
+            'keel_requests_total * on (keel_version) group_left (keel_numpy) up{job="keel"}',
+            {"keel_requests_total"},
+        ),
+        ('label_replace(up, "x", "keel_fake", "", "")', set()),
+    ],
+)
+def test_metric_names_in_expr(expr: str, names: set[str]) -> None:
+    assert metric_names_in_expr(expr) == names
