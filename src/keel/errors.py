@@ -101,3 +101,11 @@ class NotReady(KeelError):
 
 class Unauthorized(KeelError):
     """An admin endpoint was called without the right bearer token."""
+
+
+class NotMonitored(KeelError):
+    """The model version has no drift window (it was published without reference data)."""
+
+
+class ServerUnreachable(KeelError):
+    """A running keel server could not be reached or gave an unusable answer."""

@@ -178,6 +178,19 @@ def reference_stats(
     """Statistics of every feature and of the model's predictions on ``records``."""
     if not records:
         raise KeelError("reference data is empty")
+    outputs = _predict_in_chunks(runtime, signature, records)
+    kinds = {o.name: o.kind for o in signature.outputs}
+    labels = {o.name: o.labels for o in signature.outputs}
+    declared = {name: value for name, value in outputs.items() if name in kinds}
+    return ReferenceStats(
+        rows=len(records),
+        features=feature_stats(signature, records),
+        predictions=prediction_stats(declared, kinds, labels),
+    )
+
+
+def feature_stats(signature: Signature, records: list[Record]) -> dict[str, ColumnStats]:
+    """Statistics of every feature of ``records``, each by the kind of its dtype."""
     features: dict[str, ColumnStats] = {}
     for feature in signature.features:
         values = [r.get(feature.name) for r in records]
@@ -189,15 +202,7 @@ def reference_stats(
             features[feature.name] = categorical_stats(values, ("false", "true"))
         else:
             features[feature.name] = text_stats(values)
-    outputs = _predict_in_chunks(runtime, signature, records)
-    kinds = {o.name: o.kind for o in signature.outputs}
-    labels = {o.name: o.labels for o in signature.outputs}
-    declared = {name: value for name, value in outputs.items() if name in kinds}
-    return ReferenceStats(
-        rows=len(records),
-        features=features,
-        predictions=prediction_stats(declared, kinds, labels),
-    )
+    return features
 
 
 def _predict_in_chunks(

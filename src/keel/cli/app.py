@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from keel import errors
-from keel.cli import alias, demo, env, models, publish, serve, verify
+from keel.cli import alias, demo, drift, env, models, publish, serve, verify
 from keel.cli.context import err_console
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(alias.app, name="alias")
 app.add_typer(env.app, name="env")
+app.add_typer(drift.app, name="drift")
 app.command("publish")(publish.publish)
 app.command("verify")(verify.verify)
 app.command("demo")(demo.demo)
@@ -39,6 +40,8 @@ EXIT_CODES: tuple[tuple[type[errors.KeelError], int], ...] = (
     (errors.GoldenMismatch, 6),
     (errors.ModelNotFound, 7),
     (errors.AmbiguousVersion, 7),
+    (errors.NotMonitored, 7),
+    (errors.ServerUnreachable, 8),
 )
 INTERNAL_ERROR = 70
 

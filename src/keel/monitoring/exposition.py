@@ -10,6 +10,7 @@ a series.
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,8 @@ from prometheus_client.registry import Collector
 
 import keel
 from keel.monitoring.metrics import Histogram
+from keel.monitoring.snapshot import DriftSnapshot
+from keel.reference import NumericStats
 from keel.serving.served_version import ServedVersion, VersionState
 
 if TYPE_CHECKING:
@@ -44,14 +47,13 @@ class KeelCollector(Collector):
         self.manager = manager
 
     def collect(self) -> Iterator[Metric]:
-        versions = [
-            version
-            for name in self.manager.names()
-            for version in self.manager.routes[name].versions.values()
-        ]
+        versions = self.manager.versions()
         yield from _process()
         yield from _lifecycle(versions)
         yield from _traffic(versions)
+        monitored = [v for v in versions if v.monitor is not None and v.ready]
+        yield from _drift([(v, v.monitor.snapshot()) for v in monitored if v.monitor])
+        yield from _distributions(monitored)
 
 
 def metrics_text(manager: ModelManager) -> bytes:
@@ -212,3 +214,117 @@ def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
     family.add_metric(labels, histogram.cumulative(), histogram.sum)
+
+
+def _drift(snapshots: Sequence[tuple[ServedVersion, DriftSnapshot]]) -> Iterator[Metric]:
+    feature = [*MODEL, "feature"]
+    output = [*MODEL, "output"]
+    families = {
+        "rows": GaugeMetricFamily(
+            "keel_drift_window_rows", "Rows in the version's drift window.", labels=list(MODEL)
+        ),
+        "psi": GaugeMetricFamily(
+            "keel_feature_drift_psi",
+            "PSI of the feature's window against its reference bins.",
+            labels=feature,
+        ),
+        "statistic": GaugeMetricFamily(
+            "keel_feature_drift_statistic",
+            "The feature's second drift test: ks (numeric) or chi2 (categorical) statistic.",
+            labels=[*feature, "test"],
+        ),
+        "status": GaugeMetricFamily(
+            "keel_feature_drift_status",
+            "0 ok, 1 warn, 2 alert, by the model's thresholds (0 until the window is judged).",
+            labels=feature,
+        ),
+        "null_rate": GaugeMetricFamily(
+            "keel_feature_null_rate", "Share of null values in the drift window.", labels=feature
+        ),
+        "null_spike": GaugeMetricFamily(
+            "keel_feature_null_rate_spike",
+            "1 when the feature's null rate jumped above its reference's.",
+            labels=feature,
+        ),
+        "prediction_psi": GaugeMetricFamily(
+            "keel_prediction_drift_psi",
+            "PSI of the prediction column's window against its reference.",
+            labels=output,
+        ),
+        "prediction_status": GaugeMetricFamily(
+            "keel_prediction_drift_status", "0 ok, 1 warn, 2 alert.", labels=output
+        ),
+        "collapse": GaugeMetricFamily(
+            "keel_prediction_collapse",
+            "1 when the predictions lost their spread (all one value, or nearly).",
+            labels=output,
+        ),
+        "entropy": GaugeMetricFamily(
+            "keel_prediction_entropy",
+            "Mean entropy (nats) of the output's probability rows in the window.",
+            labels=output,
+        ),
+    }
+    for version, snapshot in snapshots:
+        labels = _labels(version)
+        families["rows"].add_metric(labels, snapshot.rows)
+        for column in snapshot.features:
+            at = [*labels, column.name]
+            families["status"].add_metric(at, column.status)
+            families["null_spike"].add_metric(at, float(column.null_spike))
+            _add_if(families["psi"], at, column.psi)
+            _add_if(families["null_rate"], at, column.null_rate)
+            if column.test is not None:
+                _add_if(families["statistic"], [*at, column.test], column.statistic)
+        for prediction in snapshot.predictions:
+            at = [*labels, prediction.name]
+            families["prediction_status"].add_metric(at, prediction.status)
+            families["collapse"].add_metric(at, float(prediction.collapsed))
+            _add_if(families["prediction_psi"], at, prediction.psi)
+            _add_if(families["entropy"], at, prediction.entropy)
+    yield from families.values()
+
+
+def _add_if(family: GaugeMetricFamily, labels: list[str], value: float | None) -> None:
+    if value is not None:
+        family.add_metric(labels, value)
+
+
+def _distributions(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
+    """Feature and prediction histograms at the reference's quantile bins, and null counts."""
+    features = HistogramMetricFamily(
+        "keel_feature_value",
+        "Values of a numeric feature, bucketed at its reference deciles.",
+        labels=[*MODEL, "feature"],
+    )
+    predictions = HistogramMetricFamily(
+        "keel_prediction_value",
+        "Values of a numeric prediction column, bucketed at its reference deciles.",
+        labels=[*MODEL, "output"],
+    )
+    nulls = CounterMetricFamily(
+        "keel_feature_null",
+        "Rows whose feature value was null (or NaN), since the version was loaded.",
+        labels=[*MODEL, "feature"],
+    )
+    for version in versions:
+        monitor = version.monitor
+        reference = version.metadata.reference
+        if monitor is None or reference is None:
+            continue
+        counts = monitor.window.lifetime_counts()
+        for column in monitor.window.layout.columns:
+            labels = [*_labels(version), column.name]
+            if column.role == "feature":
+                nulls.add_metric(labels, int(counts[column.null_slot]))
+            stats = (reference.features if column.role == "feature" else reference.predictions).get(
+                column.name
+            )
+            if not isinstance(stats, NumericStats) or len(stats.bin_edges) + 1 != column.bins:
+                continue
+            bins = counts[column.offset : column.offset + column.bins].tolist()
+            bounds = [repr(edge) for edge in stats.bin_edges] + ["+Inf"]
+            buckets = list(zip(bounds, itertools.accumulate(bins), strict=True))
+            family = features if column.role == "feature" else predictions
+            family.add_metric(labels, buckets, None)
+    yield from (features, predictions, nulls)

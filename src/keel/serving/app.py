@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -17,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.serving.context import ServerState
+from keel.serving.drift_routes import drift_routes
 from keel.serving.http_errors import error_response
 from keel.serving.inference_front import InferenceFront
 from keel.serving.metrics_routes import metrics_routes
@@ -50,6 +52,18 @@ def guarded(endpoint: Endpoint) -> Endpoint:
     return handle
 
 
+async def _load(manager: ModelManager, refs: Sequence[str]) -> None:
+    await manager.start(refs)
+    # Everything allocated so far (libraries, models, schemas) lives as long as the
+    # process. Frozen, it is no longer traversed by every full collection, which
+    # otherwise stalls the loop for milliseconds under load (a p99 outlier).
+    gc.collect()
+    gc.freeze()
+    log.info(
+        "%d long-lived objects moved out of the garbage collector's way", gc.get_freeze_count()
+    )
+
+
 def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -> InferenceFront:
     """The keel server for the models ``refs`` name; they load in the background at start-up."""
     state = ServerState(manager=manager, settings=settings)
@@ -58,7 +72,7 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Loading runs beside the server so liveness answers at once and
         # readiness turns true only when every model is verified and warm.
-        loading = asyncio.create_task(manager.start(refs), name="keel-load-models")
+        loading = asyncio.create_task(_load(manager, refs), name="keel-load-models")
         try:
             yield
         finally:
@@ -68,7 +82,13 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
             await manager.close()
             log.info("models drained and closed")
 
-    routes = [*v2_routes(), *metrics_routes(), *repository_routes(), openapi_route()]
+    routes = [
+        *v2_routes(),
+        *drift_routes(),
+        *metrics_routes(),
+        *repository_routes(),
+        openapi_route(),
+    ]
     app = Starlette(
         routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes],
         lifespan=lifespan,

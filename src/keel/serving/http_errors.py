@@ -25,6 +25,7 @@ STATUS: tuple[tuple[type[errors.KeelError], int], ...] = (
     (errors.AmbiguousVersion, 400),
     (errors.Unauthorized, 401),
     (errors.ModelNotFound, 404),
+    (errors.NotMonitored, 404),
     (errors.PayloadTooLarge, 413),
     (errors.Overloaded, 503),
     (errors.NotReady, 503),

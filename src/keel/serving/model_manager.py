@@ -47,6 +47,11 @@ class Routes:
         return matches[0] if len(matches) == 1 else None
 
 
+# Batches reach the drift windows this often: late enough to observe many at once,
+# soon enough that a collapse shows on the next scrape.
+MONITOR_INTERVAL_S = 0.25
+
+
 class ModelManager:
     """Loads, verifies, warms, routes to, hot-swaps and retires model versions."""
 
@@ -58,6 +63,7 @@ class ModelManager:
         self._watched: list[ModelRef] = []
         self._swap_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
+        self._feeder: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
 
@@ -70,19 +76,27 @@ class ModelManager:
         for ref in parsed:
             await self._serve(ref)
         self._started = True
+        self._feeder = asyncio.create_task(self._feed_monitors(), name="keel-drift-feeder")
         self._watched = [r for r in parsed if not r.is_version]
         if self.settings.server.watch_interval_s > 0 and self._watched:
             self._watcher = asyncio.create_task(self._watch(), name="keel-alias-watcher")
 
     async def close(self) -> None:
         """Stop watching, then drain and free every version."""
-        tasks = [t for t in (self._watcher, *self._background) if t is not None]
+        tasks = [t for t in (self._watcher, self._feeder, *self._background) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         grace = self.settings.server.grace_period_s
-        versions = [v for routes in self.routes.values() for v in routes.versions.values()]
-        await asyncio.gather(*(retire_version(v, grace) for v in versions))
+        await asyncio.gather(*(retire_version(v, grace) for v in self.versions()))
+
+    async def _feed_monitors(self) -> None:
+        """Move every version's recorded batches into its drift window, a few times a second."""
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL_S)
+            for version in self.versions():
+                if version.monitor is not None:
+                    version.monitor.flush()
 
     # -- routing -----------------------------------------------------------------
 
@@ -101,6 +115,10 @@ class ModelManager:
 
     def names(self) -> list[str]:
         return sorted(self.routes)
+
+    def versions(self) -> list[ServedVersion]:
+        """Every version served now, by model name, ready or not."""
+        return [v for name in self.names() for v in self.routes[name].versions.values()]
 
     @property
     def ready(self) -> bool:
@@ -135,13 +153,7 @@ class ModelManager:
             if version is None:
                 version = ServedVersion(metadata)
                 self._add_version(ref, version)
-                await start_version(
-                    version,
-                    self.registry,
-                    self.settings.runtime,
-                    self.settings.batching,
-                    self.executor,
-                )
+                await start_version(version, self.registry, self.settings, self.executor)
             if ref.is_version or self.routes[ref.name].aliases.get(ref.selector) == label:
                 return version
             if not version.ready and not route_failed:

@@ -16,11 +16,13 @@ from keel.errors import GoldenMismatch, KeelError, NotReady
 from keel.golden import check_golden
 from keel.loading import LoadedModel, load_version
 from keel.monitoring.metrics import ServingMetrics
+from keel.monitoring.monitor import VersionMonitor
+from keel.monitoring.window import DriftWindow
 from keel.registry import ModelMetadata, Registry
 from keel.serving.batcher import Batcher
 from keel.serving.calls import VERSION_HEADER
 from keel.serving.tensor_contract import TensorContract, build_contract
-from keel.settings import BatchingSettings, RuntimeSettings
+from keel.settings import BatchingSettings, DriftSettings, RuntimeSettings, Settings
 from keel.signature import Signature, synthetic_records, to_arrays
 from keel.verification import environment_diff
 
@@ -75,6 +77,7 @@ class ServedVersion:
     golden_passed: bool | None = None
     # Critical packages (and Python) that differ from the training environment.
     environment_mismatches: int | None = None
+    monitor: VersionMonitor | None = None
 
     def __post_init__(self) -> None:
         signature = self.metadata.signature
@@ -164,17 +167,14 @@ def warm_up(loaded: LoadedModel, batch_rows: int) -> float:
 
 
 async def start_version(
-    version: ServedVersion,
-    registry: Registry,
-    runtime_settings: RuntimeSettings,
-    batching: BatchingSettings,
-    executor: Executor,
+    version: ServedVersion, registry: Registry, settings: Settings, executor: Executor
 ) -> None:
     """Prepare a version off the event loop, then give it a batcher; FAILED (with why) on error."""
     loop = asyncio.get_running_loop()
+    batching = settings.batching
     try:
         loaded, timings = await loop.run_in_executor(
-            executor, prepare, registry, version.metadata, runtime_settings, batching
+            executor, prepare, registry, version.metadata, settings.runtime, batching
         )
     except KeelError as exc:
         version.state = VersionState.FAILED
@@ -190,15 +190,28 @@ async def start_version(
     version.loaded = loaded
     version.timings = timings
     version.contract = build_contract(version.metadata.signature, loaded.runtime.inputs)
+    run = loaded.runtime.predict
+    monitor = _monitor_of(version.metadata, settings.drift)
     version.batcher = Batcher(
-        loaded.runtime.predict,
+        run if monitor is None else monitor.watch(run),
         batching,
         executor,
         name=version.metadata.ref,
         inline=timings.batch_call_s * 1e6 < batching.inline_below_us,
     )
-    await _warm_batcher(version.batcher, version.metadata.signature)
+    try:
+        await _warm_batcher(version.batcher, version.metadata.signature, batching)
+    except KeelError as exc:
+        version.state = VersionState.FAILED
+        version.failure = f"warm-up through the batcher failed: {exc}"
+        log.error("model %s is not ready: %s", version.metadata.ref, version.failure)
+        await version.batcher.close(timeout=settings.server.grace_period_s)
+        loaded.close()
+        return
     version.batcher.observer = version.metrics.batch_done
+    if monitor is not None:
+        monitor.enabled = True
+    version.monitor = monitor
     version.state = VersionState.READY
     log.info(
         "model %s ready in %.3f s (load+hashes %.3f s, golden %.3f s, warm-up %.3f s)",
@@ -210,7 +223,15 @@ async def start_version(
     )
 
 
-async def _warm_batcher(batcher: Batcher, signature: Signature) -> None:
+def _monitor_of(metadata: ModelMetadata, drift: DriftSettings) -> VersionMonitor | None:
+    """The drift monitor of a version, or None (logged) if it has no reference to compare with."""
+    if metadata.reference is None:
+        log.warning("model %s has no reference statistics: drift is not monitored", metadata.ref)
+        return None
+    return VersionMonitor(DriftWindow.for_model(metadata, drift), metadata.signature)
+
+
+async def _warm_batcher(batcher: Batcher, signature: Signature, batching: BatchingSettings) -> None:
     """Send single rows through the batcher the way requests will come.
 
     Warm-up in ``prepare`` ran the model on one worker thread; a fast model is
@@ -222,7 +243,9 @@ async def _warm_batcher(batcher: Batcher, signature: Signature) -> None:
     row = to_arrays(synthetic_records(signature, 1), signature)
     for _ in range(WARMUP_SINGLE_CALLS):
         await batcher.submit(row)
-    await asyncio.gather(*(batcher.submit(row) for _ in range(WARMUP_SINGLE_CALLS)))
+    # Side by side, to reach every inference thread; never more than the queue holds.
+    together = min(WARMUP_SINGLE_CALLS, batching.max_queue_size)
+    await asyncio.gather(*(batcher.submit(row) for _ in range(together)))
 
 
 def _environment_mismatches(metadata: ModelMetadata) -> int:

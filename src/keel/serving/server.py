@@ -53,6 +53,9 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # keel logs no client addresses, so rewriting them from X-Forwarded-For is
+        # work for nothing on every request.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.server.grace_period_s) or None,
         log_level="info",
     )

@@ -8,7 +8,15 @@ model inputs through one shared function, :func:`to_arrays`.
 """
 
 from keel.signature.arrays import to_arrays
-from keel.signature.feature import Encoding, Feature, FeatureDtype, MissingPolicy
+from keel.signature.feature import Encoding, Feature, FeatureDtype, MissingPolicy, StalePolicy
+from keel.signature.freshness import (
+    COMPUTED_AT_FIELD,
+    COMPUTED_AT_PARAMETER,
+    Freshness,
+    FreshnessResult,
+    freshness_of,
+    split_computed_at,
+)
 from keel.signature.model_input import ModelInput, TensorDtype
 from keel.signature.output import Output, OutputDtype, OutputKind
 from keel.signature.records import RecordValidator, record_validator
@@ -18,11 +26,15 @@ from keel.signature.synthetic import synthetic_records
 from keel.signature.values import FeatureValue
 
 __all__ = [
+    "COMPUTED_AT_FIELD",
+    "COMPUTED_AT_PARAMETER",
     "DEFAULT_INPUT",
     "Encoding",
     "Feature",
     "FeatureDtype",
     "FeatureValue",
+    "Freshness",
+    "FreshnessResult",
     "MissingPolicy",
     "ModelInput",
     "Output",
@@ -31,8 +43,11 @@ __all__ = [
     "RecordValidator",
     "Rule",
     "Signature",
+    "StalePolicy",
     "TensorDtype",
+    "freshness_of",
     "record_validator",
+    "split_computed_at",
     "synthetic_records",
     "to_arrays",
 ]

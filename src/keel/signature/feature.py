@@ -19,6 +19,12 @@ The missing-value rules, settled here once for every path into a model:
   NaN is also pandas' marker for a missing value, so a feature whose model tells
   NaN apart from "missing" could not be trained from DataFrames and served from
   JSON with the same result.
+
+Freshness: ``max_age_s`` says how old a feature's value may be when it reaches
+the model (seconds since it was computed, as the request says; see
+``keel.signature.freshness``), and ``on_stale`` what happens to an older one:
+``"reject"`` the record, or only ``"count"`` it. ``on_stale`` means nothing
+without ``max_age_s``, so ``"count"`` alone is refused rather than ignored.
 """
 
 from __future__ import annotations
@@ -26,13 +32,21 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from keel.signature.fields import FrozenSequence, Name
 
 FeatureDtype = Literal["float", "int", "bool", "categorical", "string"]
 MissingPolicy = Literal["reject", "indicator"]
 Encoding = Literal["onehot", "index"]
+StalePolicy = Literal["reject", "count"]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -59,8 +73,29 @@ class Feature(BaseModel):
     allow_nan: bool = False
     levels: FrozenSequence[str] | None = None
     encoding: Encoding | None = None
+    max_age_s: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        strict=True,
+        description="How old, in seconds since it was computed, a value may be when served.",
+    )
+    on_stale: StalePolicy = Field(
+        default="reject",
+        description="What a value older than max_age_s does: reject its record, or only count.",
+    )
     description: str = ""
     unit: str = ""
+
+    @model_serializer(mode="wrap")
+    def _freshness_only_when_declared(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A feature without max_age_s is written as it was before freshness existed, so
+        # metadata.json stays readable by keel versions whose Feature forbids unknown fields.
+        data = handler(self)
+        if self.max_age_s is None and isinstance(data, dict):
+            data.pop("max_age_s", None)
+            data.pop("on_stale", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -77,6 +112,11 @@ class Feature(BaseModel):
         if self.allow_nan and self.dtype != "float":
             raise ValueError(f"feature '{self.name}': allow_nan applies to float features only")
         self._check_missing()
+        if self.on_stale != "reject" and self.max_age_s is None:
+            raise ValueError(
+                f"feature '{self.name}': on_stale='{self.on_stale}' needs max_age_s "
+                "(there is no age to be stale against)"
+            )
         return self
 
     def _check_bounds(self) -> None:

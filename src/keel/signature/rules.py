@@ -19,6 +19,7 @@ Rule = Literal[
     "level",
     "unknown_field",
     "not_a_record",
+    "stale",
 ]
 """Stable names of the rules a request can break; clients may branch on them."""
 

@@ -1,0 +1,105 @@
+"""Feeding a served version's model calls into its drift window, off the request path.
+
+The batcher's run function is wrapped so that every batch's input and output
+tensors are queued (an append; the arrays are not copied: nothing writes to
+them after the call). A task on the event loop drains the queue a few times a
+second, concatenates what piled up and observes it in one go, so the window's
+per-call costs (splitting tensors into feature columns, binning, a bincount)
+are paid per interval rather than per request, and never by a request.
+
+If the monitor falls behind, batches beyond ``max_pending_rows`` are dropped
+(counted and logged) rather than queued without bound: monitoring must never
+be what runs a server out of memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from keel.monitoring.columns import feature_columns, output_columns
+from keel.monitoring.snapshot import DriftSnapshot
+from keel.monitoring.window import DriftWindow
+from keel.signature import Signature
+
+log = logging.getLogger("keel.monitoring")
+
+Tensors = dict[str, npt.NDArray[Any]]
+RunBatch = Callable[[Tensors], Tensors]
+
+
+class VersionMonitor:
+    """The drift window of one served version and the batches waiting to enter it."""
+
+    def __init__(
+        self, window: DriftWindow, signature: Signature, max_pending_rows: int = 100_000
+    ) -> None:
+        self.window = window
+        self.signature = signature
+        self.max_pending_rows = max_pending_rows
+        # Off until the version's warm-up traffic (synthetic rows) is through.
+        self.enabled = False
+        self.dropped_rows = 0
+        self._pending: deque[tuple[Mapping[str, npt.NDArray[Any]], Tensors]] = deque()
+        self._pending_rows = 0
+        # Batches finish on several inference threads; the lock is held for an append.
+        self._lock = threading.Lock()
+
+    def watch(self, run: RunBatch) -> RunBatch:
+        """``run``, recording each batch it runs once the monitor is enabled."""
+
+        def run_and_record(inputs: Tensors) -> Tensors:
+            outputs = run(inputs)
+            if self.enabled:
+                self.record(inputs, outputs)
+            return outputs
+
+        return run_and_record
+
+    def record(self, inputs: Mapping[str, npt.NDArray[Any]], outputs: Tensors) -> None:
+        """Queue one model call's tensors for the window; any thread."""
+        rows = len(next(iter(inputs.values())))
+        with self._lock:
+            if self._pending_rows + rows > self.max_pending_rows:
+                self.dropped_rows += rows
+                if self.dropped_rows == rows:
+                    log.warning(
+                        "drift monitor of %s %s is behind; rows are dropped, not queued",
+                        self.window.model,
+                        self.window.version,
+                    )
+                return
+            self._pending.append((inputs, outputs))
+            self._pending_rows += rows
+
+    def flush(self) -> int:
+        """Observe every queued batch in the window at once; the rows observed."""
+        with self._lock:
+            batches = list(self._pending)
+            self._pending.clear()
+            self._pending_rows = 0
+        if not batches:
+            return 0
+        inputs = _concatenate([b[0] for b in batches])
+        outputs = _concatenate([b[1] for b in batches])
+        self.window.observe(
+            feature_columns(inputs, self.signature), output_columns(outputs, self.signature)
+        )
+        return len(next(iter(inputs.values())))
+
+    def snapshot(self) -> DriftSnapshot:
+        """The window's verdict, with every queued batch in it."""
+        self.flush()
+        return self.window.snapshot()
+
+
+def _concatenate(parts: list[Mapping[str, npt.NDArray[Any]]]) -> Tensors:
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
