@@ -18,6 +18,7 @@ from keel.signature import Feature, Output, Signature, to_arrays
 
 MODEL_NAME = "breast-cancer"
 SEED = 0
+OPTIONAL = "smoothness_error"
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,24 @@ def load_frame() -> tuple[Any, np.ndarray, list[str]]:
 
 
 def build_signature(frame: Any, classes: list[str]) -> Signature:
-    """Every measurement is a non-negative float; the model outputs a label and probabilities."""
+    """Every measurement is a non-negative float; the model outputs a label and probabilities.
+
+    One measurement, ``OPTIONAL``, may be missing: the model then sees the
+    training mean in its place, and the server counts the null (a jump in that
+    count is what the null-rate alert watches for).
+    """
     features = [
         Feature(name=column, dtype="float", minimum=0.0, description="cell nucleus measurement")
+        if column != OPTIONAL
+        else Feature(
+            name=column,
+            dtype="float",
+            minimum=0.0,
+            nullable=True,
+            missing="indicator",
+            missing_indicator=float(frame[column].mean()),
+            description="cell nucleus measurement; when missing the model sees the mean",
+        )
         for column in frame.columns
     ]
     outputs = [
@@ -71,6 +87,16 @@ def build_signature(frame: Any, classes: list[str]) -> Signature:
         ),
     ]
     return Signature(features=features, outputs=outputs)
+
+
+def split(frame: Any, target: np.ndarray) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """The training and held-out splits every variant uses: train, held out, their targets."""
+    from sklearn.model_selection import train_test_split
+
+    parts: tuple[Any, Any, np.ndarray, np.ndarray] = tuple(
+        train_test_split(frame, target, test_size=0.25, random_state=SEED, stratify=target)
+    )
+    return parts
 
 
 def train(variant: Variant, x_train: np.ndarray, y_train: np.ndarray) -> Any:
@@ -104,12 +130,9 @@ def export_onnx(model: Any, width: int, path: Path) -> None:
 def publish_variant(variant: Variant, registry: Registry, source_dir: Path) -> ModelMetadata:
     """Train one variant on the training split and publish it with the validation split."""
     from sklearn.metrics import accuracy_score, roc_auc_score
-    from sklearn.model_selection import train_test_split
 
     frame, target, classes = load_frame()
-    train_frame, valid_frame, y_train, y_valid = train_test_split(
-        frame, target, test_size=0.25, random_state=SEED, stratify=target
-    )
+    train_frame, valid_frame, y_train, y_valid = split(frame, target)
     signature = build_signature(frame, classes)
     # Training goes through to_arrays, the function the server calls on requests.
     x_train = to_arrays(train_frame, signature)["input"]
@@ -128,7 +151,9 @@ def publish_variant(variant: Variant, registry: Registry, source_dir: Path) -> M
             name=MODEL_NAME,
             signature=signature,
             registry=registry,
-            reference=valid_frame,
+            # Drift is judged against what the model learned from; the held-out
+            # split stays what it is for: traffic the model has not seen.
+            reference=train_frame,
             alias=variant.alias,
             params={"algorithm": variant.algorithm, **variant.params, "seed": SEED},
             metrics=metrics,
