@@ -15,12 +15,8 @@ from support import OnnxModel, git
 @pytest.fixture(scope="session")
 def breast_cancer_model(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
     """Logistic regression on the breast-cancer data, exported to ONNX."""
-    from sklearn.model_selection import train_test_split
-
     frame, target, classes = breast_cancer.load_frame()
-    train_frame, valid_frame, y_train, _ = train_test_split(
-        frame, target, test_size=0.25, random_state=0, stratify=target
-    )
+    train_frame, valid_frame, y_train, _ = breast_cancer.split(frame, target)
     signature = breast_cancer.build_signature(frame, classes)
     model = breast_cancer.train(
         breast_cancer.VARIANTS[0], to_arrays(train_frame, signature)["input"], y_train

@@ -30,6 +30,7 @@ from keel.errors import (
     PayloadTooLarge,
     ProtocolError,
 )
+from keel.signature.freshness import FreshnessResult
 
 # Seconds. Fine below 10 ms, where a small model's whole request lives, so a p99
 # can be read there; coarse above, up to the default deadline and past it.
@@ -38,6 +39,11 @@ LATENCY_BUCKETS = (
     0.0065, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Seconds since a feature was computed: from a live lookup to a weekly batch job.
+AGE_BUCKETS = (
+    1, 5, 15, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
+    2 * 86400, 7 * 86400, 30 * 86400,
+)  # fmt: skip
 
 # The field label of a validation failure is a declared feature or input name, or
 # one of these: a client's unknown field names must never become series.
@@ -112,6 +118,8 @@ class ServingMetrics:
         self.inference = Histogram(LATENCY_BUCKETS)
         self.batch_size = Histogram(BATCH_SIZE_BUCKETS)
         self.in_flight = 0
+        self.feature_age: dict[str, Histogram] = {}
+        self.stale: Counter[str] = Counter()
 
     def answered(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -137,6 +145,15 @@ class ServingMetrics:
         self.inference.observe(run_seconds)
         for wait in queue_waits:
             self.queue_wait.observe(wait)
+
+    def freshness(self, result: FreshnessResult) -> None:
+        """Observe the ages of one request's features and count the stale ones."""
+        for feature, ages in result.ages.items():
+            histogram = self.feature_age.get(feature)
+            if histogram is None:
+                histogram = self.feature_age[feature] = Histogram(AGE_BUCKETS)
+            histogram.observe_many(ages)
+        self.stale.update(result.stale)
 
     def _field_label(self, failure: FieldError) -> str:
         if not failure.field:

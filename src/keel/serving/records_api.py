@@ -6,6 +6,7 @@ Served at ``/v1/models/{name}[/versions/{version}]/predict`` by ``inference_fron
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from keel.errors import FieldError, InvalidRequest, ProtocolError
 from keel.serving.calls import Call, Reply
 from keel.serving.context import ServerState, deadline_of
 from keel.serving.served_version import ServedVersion
-from keel.signature import to_arrays
+from keel.signature import freshness_of, split_computed_at, to_arrays
 
 
 async def predict(state: ServerState, version: ServedVersion, call: Call) -> Reply:
@@ -24,7 +25,13 @@ async def predict(state: ServerState, version: ServedVersion, call: Call) -> Rep
     deadline = deadline_of(call.headers, state)
     instances, request_id = _instances(call.body)
     signature = version.metadata.signature
-    arrays = to_arrays(instances, signature)
+    stale = _freshness_errors(version, instances)
+    try:
+        arrays = to_arrays(instances, signature)
+    except InvalidRequest as exc:
+        raise InvalidRequest(stale + exc.errors) from None
+    if stale:
+        raise InvalidRequest(stale)
     outputs = await batcher.submit(arrays, deadline)
     response: dict[str, Any] = {
         "model_name": version.name,
@@ -34,6 +41,17 @@ async def predict(state: ServerState, version: ServedVersion, call: Call) -> Rep
     if request_id is not None:
         response["id"] = request_id
     return Reply(200, orjson.dumps(response), headers=[version.label_header])
+
+
+def _freshness_errors(version: ServedVersion, instances: list[Any]) -> list[FieldError]:
+    """Take each record's ``@computed_at`` out, observe the ages, and return what is refused."""
+    freshness = freshness_of(version.metadata.signature)
+    if freshness is None:
+        # A record that carries the key anyway is refused by the validator as unknown_field.
+        return []
+    result = freshness.check(split_computed_at(instances), time.time())
+    version.metrics.freshness(result)
+    return result.errors
 
 
 def _instances(body: bytes) -> tuple[list[Any], str | None]:

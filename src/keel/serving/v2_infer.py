@@ -5,13 +5,16 @@ Served at ``/v2/models/{name}[/versions/{version}]/infer`` by ``inference_front`
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from keel.errors import NotReady, ProtocolError
+from keel.errors import InvalidRequest, NotReady, ProtocolError
 from keel.serving.calls import BINARY, Call, Reply
 from keel.serving.context import ServerState, deadline_of
 from keel.serving.protocols import InferRequest, encode_infer_response, parse_infer_request
 from keel.serving.served_version import ServedVersion
+from keel.signature import COMPUTED_AT_PARAMETER, freshness_of
 
 BINARY_HEADER = "inference-header-content-length"
 
@@ -26,6 +29,7 @@ async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply
     if contract is None:
         raise NotReady(f"{version.name} version {version.label} is not ready")
     contract.check(inputs)
+    _check_freshness(version, parsed)
     outputs = await batcher.submit(inputs, deadline)
     selected, binary = _select_outputs(parsed, outputs)
     payload, json_length = encode_infer_response(
@@ -39,6 +43,19 @@ async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply
         return Reply(200, payload, headers=[version.label_header])
     headers = [version.label_header, (BINARY_HEADER.encode(), str(json_length).encode())]
     return Reply(200, payload, content_type=BINARY, headers=headers)
+
+
+def _check_freshness(version: ServedVersion, parsed: InferRequest) -> None:
+    """Observe the ages in the ``computed_at`` parameter; refuse stale features by policy."""
+    freshness = freshness_of(version.metadata.signature)
+    computed_at = parsed.parameters.get(COMPUTED_AT_PARAMETER)
+    if freshness is None or computed_at is None:
+        return
+    rows = parsed.inputs[0].data.shape[0] if parsed.inputs else 0
+    result = freshness.check_request(computed_at, rows, time.time())
+    version.metrics.freshness(result)
+    if result.errors:
+        raise InvalidRequest(result.errors)
 
 
 def _json_length(call: Call) -> int | None:
