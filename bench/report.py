@@ -17,6 +17,7 @@ HTTP_ROWS = (
     ("keel records", "keel", "records `/v1/.../predict`"),
     ("keel v2-json", "keel", "v2 JSON tensors"),
     ("keel v2-binary", "keel", "v2 binary tensor data"),
+    ("keel-nodrift records", "keel, drift windows off", "records `/v1/.../predict`"),
 )
 
 

@@ -18,6 +18,8 @@ BATCHING_RATIO = 3.0
 LONE_P50_MARGIN_US = 1000.0
 HALF_SATURATION_P99_US = 10_000.0
 FIRST_REQUEST_RATIO = 2.0
+# Issue 4: monitoring may cost at most this share of throughput at saturation.
+MONITORING_OVERHEAD = 0.05
 # Memory: what the large model may add beyond its file size (allocator pages, ORT's
 # arena and its per-session structures), and how much load may add over idle before it
 # looks like a copy of the model.
@@ -45,6 +47,17 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 ratio is not None and ratio >= SATURATION_RATIO,
             )
         )
+    monitored = http["keel records"]["saturation"]
+    unmonitored = http["keel-nodrift records"]["saturation"]
+    kept = ratio_of_rounds(monitored, unmonitored)
+    verdicts.append(
+        Verdict(
+            f"monitoring overhead at saturation, {SMALL}, keel records: drift windows on "
+            f">= {1 - MONITORING_OVERHEAD:g}x off",
+            f"{kept}x ({monitored['throughput']:,.0f} vs {unmonitored['throughput']:,.0f} req/s)",
+            kept is not None and kept >= 1 - MONITORING_OVERHEAD,
+        )
+    )
     batching = results["wide_model_batching"]
     verdicts.append(
         Verdict(

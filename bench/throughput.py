@@ -29,7 +29,7 @@ from servers import (
 
 Progress = Callable[[str], None]
 # Servers measured for reference only: no open-loop run.
-WITHOUT_OPEN_LOOP = frozenset({"naive-def", "stack-bare", "stack-starlette"})
+WITHOUT_OPEN_LOOP = frozenset({"naive-def", "stack-bare", "stack-starlette", "keel-nodrift"})
 
 
 def ceiling(windows: Windows, logs: Path, progress: Progress) -> dict[str, Any]:
@@ -73,6 +73,12 @@ def compare(
             "keel",
             lambda log: start_keel(registry, [model.ref], log),
             [records, payloads.v2_json(model.metadata), payloads.v2_binary(model.metadata)],
+        ),
+        # keel with its drift windows off: what monitoring costs at saturation.
+        (
+            "keel-nodrift",
+            lambda log: start_keel(registry, [model.ref], log, {"KEEL_DRIFT__ENABLED": "false"}),
+            [records],
         ),
     ]
     if naive_sync:

@@ -160,6 +160,13 @@ class DriftSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Keep drift windows (drift, null-rate and collapse signals). Off saves their "
+            "cost, measured in docs/benchmarks.md; the request counters stay on."
+        ),
+    )
     window_rows: int = Field(
         default=5000,
         ge=1,

@@ -225,6 +225,8 @@ async def start_version(
 
 def _monitor_of(metadata: ModelMetadata, drift: DriftSettings) -> VersionMonitor | None:
     """The drift monitor of a version, or None (logged) if it has no reference to compare with."""
+    if not drift.enabled:
+        return None
     if metadata.reference is None:
         log.warning("model %s has no reference statistics: drift is not monitored", metadata.ref)
         return None
