@@ -84,7 +84,7 @@ class PrometheusServer:
         self._workdir = tempfile.TemporaryDirectory(prefix="keel-prometheus-")
         workdir = Path(self._workdir.name)
         config = workdir / "prometheus.yml"
-        # JSON is YAML: no YAML library needed to write Prometheus's configuration.
+        # JSON is YAML, so the config is written with the json module.
         config.write_text(json.dumps(self._config(), indent=2))
         self.port = free_port()
         with (workdir / "prometheus.log").open("wb") as log:

@@ -6,10 +6,12 @@ import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from keel_server import ADMIN_TOKEN, DEMO_REFS, ServerProcess, start_server
+from keel_server import ADMIN_TOKEN, DEMO_REFS, DRIFT_WINDOW, ServerProcess, start_server
 
+from keel.examples import breast_cancer
 from support import run_keel
 
 
@@ -45,3 +47,28 @@ def registry_copy(demo_registry: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "registry"
     shutil.copytree(demo_registry, copy)
     return copy
+
+
+@pytest.fixture(scope="module")
+def monitored_server(
+    demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``keel serve breast-cancer@production`` with drift windows small enough for a test."""
+    log = tmp_path_factory.mktemp("monitored") / "server.log"
+    drift = {f"KEEL_DRIFT__{key}": str(value) for key, value in DRIFT_WINDOW.items()}
+    running = start_server(
+        demo_registry, ("breast-cancer@production",), log,
+        KEEL_SERVER__WATCH_INTERVAL_S="0", **drift,
+    )  # fmt: skip
+    running.wait_ready()
+    yield running
+    assert running.stop() in (0, -signal.SIGTERM), log.read_text()
+
+
+@pytest.fixture(scope="module")
+def held_out() -> list[dict[str, Any]]:
+    """The breast-cancer held-out split's records: real rows the model never saw in training."""
+    frame, target, _ = breast_cancer.load_frame()
+    _, valid_frame, _, _ = breast_cancer.split(frame, target)
+    records: list[dict[str, Any]] = valid_frame.to_dict("records")
+    return records

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -80,3 +81,21 @@ def start_server(registry: Path, refs: tuple[str, ...], log: Path, **env: str) -
         env={**os.environ, **env},
     )  # fmt: skip
     return ServerProcess(process, f"http://127.0.0.1:{port}", log)
+
+
+# Drift windows small enough for a test to fill, replace and judge in seconds.
+DRIFT_WINDOW = {"WINDOW_ROWS": 1000, "BLOCK_ROWS": 250, "MIN_ROWS": 500, "COLLAPSE_ROWS": 200}
+
+
+def send_records(
+    server: ServerProcess,
+    records: list[dict[str, Any]],
+    model: str = "breast-cancer",
+    per_request: int = 20,
+) -> None:
+    """Send ``records`` in order to the records API, a few per request; each must be served."""
+    path = f"/v1/models/{model}/predict"
+    with server.client() as client:
+        for start in range(0, len(records), per_request):
+            response = client.post(path, json={"instances": records[start : start + per_request]})
+            assert response.status_code == 200, response.text

@@ -9,6 +9,7 @@ import urllib.request
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from keel.cli.context import JsonOption, console
@@ -38,7 +39,8 @@ def report(
     window = f"{snapshot.rows} rows in the window ({snapshot.observed} observed)"
     if snapshot.insufficient:
         window += f"; nothing is judged below {snapshot.min_rows} rows"
-    table = Table(title=f"Drift of {snapshot.model} {snapshot.version}: {window}")
+    # Names are data, not markup: "probabilities[benign]" must print as it is.
+    table = Table(title=escape(f"Drift of {snapshot.model} {snapshot.version}: {window}"))
     for heading in ("column", "status", "PSI", "noise", "test", "p-value", "null rate", "flags"):
         table.add_column(heading, justify="left" if heading in ("column", "flags") else "right")
     for column in worst_first(snapshot):
@@ -49,14 +51,14 @@ def report(
             flags.append("null spike")
         flags += column.reasons
         table.add_row(
-            f"{column.name} ({column.role})",
+            escape(f"{column.name} ({column.role})"),
             STATUS[column.status],
             _number(column.psi),
             _number(column.psi_noise),
             f"{column.test} {_number(column.statistic)}" if column.test else "-",
             _number(column.p_value, "{:.2g}"),
             f"{_number(column.null_rate, '{:.1%}')} (ref {column.reference_null_rate:.1%})",
-            "; ".join(flags),
+            escape("; ".join(flags)),
         )
     console.print(table)
 

@@ -1,0 +1,45 @@
+"""The metric families keel's /metrics promises; rules, dashboard and server are held to it."""
+
+from __future__ import annotations
+
+# The contract with keel's GET /metrics: every keel metric family, by the name a
+# histogram has before its _bucket/_sum/_count suffix.
+DECLARED_METRICS = frozenset(
+    {
+        # Golden signals
+        "keel_requests_total",
+        "keel_request_duration_seconds",
+        "keel_queue_duration_seconds",
+        "keel_inference_duration_seconds",
+        "keel_batch_size",
+        "keel_queue_depth",
+        "keel_in_flight_requests",
+        "keel_requests_rejected_total",
+        # Lifecycle
+        "keel_model_loaded",
+        "keel_model_ready",
+        "keel_model_load_duration_seconds",
+        "keel_model_warmup_duration_seconds",
+        "keel_golden_check_passed",
+        "keel_environment_mismatch",
+        "keel_process_resident_memory_bytes",
+        "keel_build_info",
+        # ML signals
+        "keel_prediction_value",
+        "keel_prediction_entropy",
+        "keel_feature_value",
+        "keel_feature_null_total",
+        "keel_feature_null_rate",
+        "keel_feature_null_rate_spike",
+        "keel_validation_failures_total",
+        "keel_feature_drift_psi",
+        "keel_feature_drift_statistic",
+        "keel_feature_drift_status",
+        "keel_prediction_drift_psi",
+        "keel_prediction_drift_status",
+        "keel_prediction_collapse",
+        "keel_drift_window_rows",
+        "keel_feature_age_seconds",
+        "keel_feature_stale_total",
+    }
+)
