@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from keel.registry import Registry
+from keel.serving.self_warmup import REQUESTS_PER_ROUTE
 
 MODEL = "breast-cancer"
 
@@ -96,3 +97,14 @@ def test_every_model_series_names_its_version(server: ServerProcess) -> None:
     assert modelled
     assert all(s.labels.get("model_version") for s in modelled)
     assert all(s.name.startswith("keel_") for s in samples)
+
+
+def test_every_route_was_warmed_over_http_before_ready_and_kept_out_of_drift(
+    server: ServerProcess,
+) -> None:
+    samples = _samples(server)
+    digits = {"model": "digits-mlp"}
+    for endpoint in ("records", "v2_infer"):
+        served = _value(samples, "keel_requests_total", **digits, endpoint=endpoint, status="200")
+        assert served >= REQUESTS_PER_ROUTE
+    assert _value(samples, "keel_drift_window_rows", **digits) == 0

@@ -26,6 +26,7 @@ from keel.serving.model_manager import ModelManager
 from keel.serving.openapi import openapi_route
 from keel.serving.repository_routes import repository_routes
 from keel.serving.request_body import ClientGone
+from keel.serving.self_warmup import warm_over_http
 from keel.serving.v2_routes import v2_routes
 from keel.settings import Settings
 
@@ -52,8 +53,10 @@ def guarded(endpoint: Endpoint) -> Endpoint:
     return handle
 
 
-async def _load(manager: ModelManager, refs: Sequence[str]) -> None:
-    await manager.start(refs)
+async def _load(state: ServerState, refs: Sequence[str]) -> None:
+    await state.manager.start(refs)
+    server = state.settings.server
+    await warm_over_http(state.manager, server.host, server.port)
     # Everything allocated so far (libraries, models, schemas) lives as long as the
     # process. Frozen, it is no longer traversed by every full collection, which
     # otherwise stalls the loop for milliseconds under load (a p99 outlier).
@@ -62,6 +65,7 @@ async def _load(manager: ModelManager, refs: Sequence[str]) -> None:
     log.info(
         "%d long-lived objects moved out of the garbage collector's way", gc.get_freeze_count()
     )
+    state.warmed = True
 
 
 def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -> InferenceFront:
@@ -72,7 +76,7 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Loading runs beside the server so liveness answers at once and
         # readiness turns true only when every model is verified and warm.
-        loading = asyncio.create_task(_load(manager, refs), name="keel-load-models")
+        loading = asyncio.create_task(_load(state, refs), name="keel-load-models")
         try:
             yield
         finally:

@@ -22,6 +22,8 @@ class ServerState:
     manager: ModelManager
     settings: Settings
     shutting_down: bool = False
+    # Set once the served versions have answered real requests over HTTP (self_warmup).
+    warmed: bool = False
 
 
 def state_of(request: Request) -> ServerState:

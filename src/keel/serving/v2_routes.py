@@ -32,7 +32,7 @@ async def live(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """Readiness: every served model's default version is loaded, verified and warm."""
     state = state_of(request)
-    is_ready = state.manager.ready and not state.shutting_down
+    is_ready = state.manager.ready and state.warmed and not state.shutting_down
     return _json({"ready": is_ready}, status=200 if is_ready else 503)
 
 

@@ -1,0 +1,124 @@
+"""Real requests through the server's own HTTP stack before it reports ready.
+
+Warm-up inside ``start_version`` runs the model and the batcher, but the first
+request over HTTP still ran code for the first time: uvicorn's parser and
+response path, keel's front, the handlers, orjson. Python 3.11 specialises
+bytecode only after it has run a few times, so that first request took over
+twice as long as the hundredth. Here each served version answers a few of its
+own golden records, over loopback, through both inference APIs, before
+``/v2/health/ready`` turns true. They count in the request metrics like any
+request, but stay out of the drift windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from keel.serving.model_manager import ModelManager
+from keel.serving.protocols import datatype_of
+from keel.serving.served_version import ServedVersion
+from keel.signature import to_arrays
+
+log = logging.getLogger("keel.serving")
+
+REQUESTS_PER_ROUTE = 16
+CONNECT_TIMEOUT_S = 10.0
+
+
+async def warm_over_http(manager: ModelManager, host: str, port: int) -> None:
+    """Send each ready version's golden records to its records and v2 routes, over HTTP."""
+    versions = [version for version in manager.versions() if version.ready]
+    requests = [request for version in versions for request in _requests(version)]
+    monitors = [v.monitor for v in versions if v.monitor is not None and v.monitor.enabled]
+    if not requests:
+        return
+    # The same few golden rows over and over are not traffic: keep them out of drift.
+    for monitor in monitors:
+        monitor.enabled = False
+    try:
+        await _send_all(requests, _loopback(host), port)
+    finally:
+        for monitor in monitors:
+            monitor.enabled = True
+
+
+async def _send_all(requests: list[tuple[str, bytes]], host: str, port: int) -> None:
+    try:
+        reader, writer = await _connect(host, port)
+    except OSError as exc:
+        log.warning("could not warm up over HTTP (%s); the first requests may be slower", exc)
+        return
+    try:
+        for _ in range(REQUESTS_PER_ROUTE):
+            for path, body in requests:
+                writer.write(_http_post(path, body))
+                await writer.drain()
+                status = await _read_response(reader)
+                if status != 200:
+                    log.warning("warm-up request to %s was answered %d", path, status)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        log.warning("warm-up over HTTP stopped early: %s", exc)
+    finally:
+        writer.close()
+
+
+def _requests(version: ServedVersion) -> list[tuple[str, bytes]]:
+    signature = version.metadata.signature
+    record: dict[str, Any] = dict(version.metadata.golden.inputs[0])
+    arrays = to_arrays([record], signature)
+    v2_inputs = [
+        {
+            "name": name,
+            "shape": list(array.shape),
+            "datatype": datatype_of(array.dtype),
+            "data": array.ravel().tolist(),
+        }
+        for name, array in arrays.items()
+    ]
+    base = f"/models/{version.name}/versions/{version.label}"
+    return [
+        (f"/v1{base}/predict", orjson.dumps({"instances": [record]})),
+        (f"/v2{base}/infer", orjson.dumps({"inputs": v2_inputs})),
+    ]
+
+
+def _loopback(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104 - mapping a wildcard bind to loopback
+
+
+async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect, retrying while uvicorn may still be binding its socket."""
+    deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S
+    while True:
+        try:
+            return await asyncio.open_connection(host, port)
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def _http_post(path: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """The status of one response; its body is read and dropped."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
