@@ -56,7 +56,7 @@ def _targets(results: dict[str, Any]) -> str:
         for v in results["targets"]
     ]
     table = _table([("target", "l"), ("measured", "l"), ("result", "l")], rows)
-    return "\n".join(["## Targets (issue 3)", "", *table])
+    return "\n".join(["## Targets (issues 3 and 4)", "", *table])
 
 
 def _machine(results: dict[str, Any]) -> str:
