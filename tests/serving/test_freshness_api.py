@@ -135,3 +135,13 @@ def test_v2_requests_carry_times_in_the_computed_at_parameter(
     assert refused.status_code == 422
     assert refused.json()["details"][0]["rule"] == "stale"
     assert served.status_code == 200, served.text
+
+
+def test_openapi_documents_the_computed_at_key_metrics_and_drift(server: ServerProcess) -> None:
+    with server.client() as client:
+        spec = client.get("/openapi.json").json()
+    body = spec["paths"][f"/v1/models/{MODEL}/predict"]["post"]["requestBody"]
+    record = body["content"]["application/json"]["schema"]["properties"]["instances"]["items"]
+    assert set(record["properties"]["@computed_at"]["properties"]) == set(LIMITS)
+    assert "/metrics" in spec["paths"]
+    assert f"/v2/models/{MODEL}/drift" in spec["paths"]

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 import keel
 from keel.serving.context import state_of
+from keel.signature import COMPUTED_AT_FIELD, Signature, freshness_of
 
 ERROR = {
     "type": "object",
@@ -118,6 +119,12 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
             }
         },
         "/v2": {"get": {"summary": "Server metadata", "responses": _ok("server metadata")}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "responses": {"200": {"description": "metrics", "content": {"text/plain": {}}}},
+            }
+        },
     }
     for name, records_schema in models.items():
         for versioned in (False, True):
@@ -135,6 +142,13 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     "summary": f"Is {name} ready",
                     "parameters": params,
                     "responses": {**_ok("ready"), "503": ERRORS["503"]},
+                }
+            }
+            paths[f"{base}/drift"] = {
+                "get": {
+                    "summary": f"Drift, null rates and collapse of {name}'s window (keel)",
+                    "parameters": params,
+                    "responses": {**_ok("drift snapshot"), "404": ERRORS["404"]},
                 }
             }
             paths[f"{base}/infer"] = {
@@ -213,8 +227,25 @@ async def openapi(request: Request) -> Response:
     models = {}
     for name in manager.names():
         version = manager.find(name)
-        models[name] = version.metadata.signature.records_json_schema()
+        signature = version.metadata.signature
+        models[name] = _with_computed_at(signature.records_json_schema(), signature)
     return Response(orjson.dumps(build_openapi(models)), media_type="application/json")
+
+
+def _with_computed_at(schema: dict[str, Any], signature: Signature) -> dict[str, Any]:
+    """Records may say when features with a ``max_age_s`` were computed."""
+    freshness = freshness_of(signature)
+    if freshness is None:
+        return schema
+    times = {"oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
+    computed_at = {
+        "type": "object",
+        "description": "When each feature was computed: Unix seconds or RFC 3339 with a zone.",
+        "properties": dict.fromkeys(freshness.declared, times),
+    }
+    items = schema["items"]
+    properties = {**items.get("properties", {}), COMPUTED_AT_FIELD: computed_at}
+    return {**schema, "items": {**items, "properties": properties}}
 
 
 def openapi_route() -> Route:
