@@ -102,6 +102,13 @@ class ServerSettings(BaseModel):
         ge=0,
         description="Threads running model calls, shared by all models (0 = one per core).",
     )
+    strict_env: bool = Field(
+        default=False,
+        description=(
+            "Refuse a version whose critical libraries (or Python minor version) differ "
+            "from its training environment, even if its golden check passes."
+        ),
+    )
 
 
 class DriftThresholds(BaseModel):

@@ -1,4 +1,4 @@
-"""``keel env diff``: the running environment against the one a model was trained in."""
+"""``keel env diff`` and ``keel env lock``: the environment a model was trained in."""
 
 from __future__ import annotations
 
@@ -9,11 +9,41 @@ import typer
 from rich.table import Table
 
 from keel.cli.context import JsonOption, RegistryOption, console, open_registry, settings_for
+from keel.environment import normalise
 from keel.verification import environment_diff
 
 app = typer.Typer(
-    help="Compare environments with the one recorded at publish.", no_args_is_help=True
+    help="Compare environments with the one recorded at publish, or recreate it.",
+    no_args_is_help=True,
 )
+
+
+@app.command("lock")
+def lock(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION, NAME@ALIAS or NAME@latest.")],
+    registry: RegistryOption = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            "-x",
+            help="Leave this distribution out (e.g. your training package, installed from "
+            "its checkout). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print the exact requirements of the training environment, pip-installable."""
+    meta = open_registry(settings_for(registry)).resolve(ref)
+    left_out = {normalise(name) for name in exclude or []}
+    recorded = meta.environment
+    if left_out:
+        kept = {n: v for n, v in recorded.packages.items() if n not in left_out}
+        recorded = recorded.model_copy(update={"packages": kept})
+    dirty = ", dirty work tree" if meta.source.git_dirty else ""
+    header = f"# {meta.ref}: trained from git {meta.source.git_sha}{dirty}\n"
+    # Plain print: rich would wrap long lines and read '[...]' as markup.
+    print(header + recorded.requirements_lock(), end="")
 
 
 @app.command("diff")

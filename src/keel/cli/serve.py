@@ -24,12 +24,23 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8080).")] = None,
+    strict_env: Annotated[
+        bool,
+        typer.Option(
+            "--strict-env",
+            help="Refuse a version whose critical libraries differ from its training environment.",
+        ),
+    ] = False,
 ) -> None:
     """Serve models over the Open Inference Protocol (v2) and the JSON records API."""
     from keel.serving.server import serve as run_server
 
     settings = settings_for(registry, config)
-    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    overrides: dict[str, object] = {
+        k: v for k, v in (("host", host), ("port", port)) if v is not None
+    }
+    if strict_env:
+        overrides["strict_env"] = True
     if overrides:
         settings = settings.model_copy(
             update={"server": settings.server.model_copy(update=overrides)}

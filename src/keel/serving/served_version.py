@@ -12,6 +12,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from keel.environment import EnvironmentDiff
 from keel.errors import GoldenMismatch, KeelError, NotReady
 from keel.golden import check_golden
 from keel.loading import LoadedModel, load_version
@@ -114,12 +115,16 @@ def prepare(
     metadata: ModelMetadata,
     runtime_settings: RuntimeSettings,
     batching: BatchingSettings,
+    environment: EnvironmentDiff | None = None,
 ) -> tuple[LoadedModel, ReadinessTimings]:
     """Load a version and prove it works; blocking, so it runs in a worker thread.
 
     Hashes are verified, the golden examples must reproduce within tolerance,
     and warm-up runs a full batch plus single rows generated from the
-    signature, so the first real request pays no initialisation tax.
+    signature, so the first real request pays no initialisation tax. A golden
+    failure names the critical libraries in ``environment`` that differ from
+    training: a dependency bump is the usual cause, and the operator should
+    see it in the same message.
     """
     started = time.perf_counter()
     loaded = load_version(registry, metadata, runtime_settings)
@@ -127,9 +132,16 @@ def prepare(
         loaded_at = time.perf_counter()
         report = check_golden(loaded.runtime, metadata.signature, metadata.golden)
         if not report.ok:
+            changed = critical_changes(environment) if environment is not None else []
+            cause = (
+                f"; the serving environment differs from training in: {', '.join(changed)}"
+                if changed
+                else ""
+            )
             raise GoldenMismatch(
                 f"{metadata.ref} does not reproduce its golden outputs: "
                 + "; ".join(report.failures())
+                + cause
             )
         golden_at = time.perf_counter()
         batch_call_s = warm_up(loaded, batching.max_batch_size)
@@ -172,9 +184,25 @@ async def start_version(
     """Prepare a version off the event loop, then give it a batcher; FAILED (with why) on error."""
     loop = asyncio.get_running_loop()
     batching = settings.batching
+    environment = await loop.run_in_executor(executor, _environment_of, version.metadata)
+    version.environment_mismatches = len(critical_changes(environment))
+    if settings.server.strict_env and environment.has_critical:
+        version.state = VersionState.FAILED
+        version.failure = (
+            f"{version.metadata.ref} is refused (server.strict_env): the serving environment "
+            f"differs from training in: {', '.join(critical_changes(environment))}"
+        )
+        log.critical("model %s is not ready: %s", version.metadata.ref, version.failure)
+        return
     try:
         loaded, timings = await loop.run_in_executor(
-            executor, prepare, registry, version.metadata, settings.runtime, batching
+            executor,
+            prepare,
+            registry,
+            version.metadata,
+            settings.runtime,
+            batching,
+            environment,
         )
     except KeelError as exc:
         version.state = VersionState.FAILED
@@ -184,9 +212,6 @@ async def start_version(
         log.error("model %s is not ready: %s", version.metadata.ref, exc)
         return
     version.golden_passed = True
-    version.environment_mismatches = await loop.run_in_executor(
-        executor, _environment_mismatches, version.metadata
-    )
     version.loaded = loaded
     version.timings = timings
     version.contract = build_contract(version.metadata.signature, loaded.runtime.inputs)
@@ -250,19 +275,26 @@ async def _warm_batcher(batcher: Batcher, signature: Signature, batching: Batchi
     await asyncio.gather(*(batcher.submit(row) for _ in range(together)))
 
 
-def _environment_mismatches(metadata: ModelMetadata) -> int:
-    """Count critical packages (and Python) that differ from training, and log them."""
+def critical_changes(diff: EnvironmentDiff) -> list[str]:
+    """Critical packages (and Python's minor version) that differ: ``name recorded -> current``."""
+    changed = [
+        f"{p.name} {p.recorded or 'absent'} -> {p.current or 'absent'}" for p in diff.critical
+    ]
+    if diff.python_differs:
+        changed.append(f"python {diff.python_recorded} -> {diff.python_current}")
+    return changed
+
+
+def _environment_of(metadata: ModelMetadata) -> EnvironmentDiff:
+    """The running environment against the training one, with critical differences logged."""
     diff = environment_diff(metadata)
     if diff.has_critical:
-        changed = [f"{p.name} {p.recorded} -> {p.current}" for p in diff.critical]
-        if diff.python_differs:
-            changed.append(f"python {diff.python_recorded} -> {diff.python_current}")
         log.warning(
             "model %s runs in a different environment than it was trained in: %s",
             metadata.ref,
-            ", ".join(changed),
+            ", ".join(critical_changes(diff)),
         )
-    return len(diff.critical) + int(diff.python_differs)
+    return diff
 
 
 async def retire_version(version: ServedVersion, grace_s: float) -> None:
