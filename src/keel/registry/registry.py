@@ -139,10 +139,7 @@ class Registry:
             raw = self.storage.read_bytes(f"{name}/{ALIASES_FILE}")
         except FileNotFoundError:
             return AliasBook()
-        try:
-            return AliasBook.model_validate_json(raw)
-        except ValidationError as exc:
-            raise RegistryError(f"{name}/{ALIASES_FILE} is invalid: {exc}") from exc
+        return _parse_alias_book(name, raw)
 
     # -- writing -----------------------------------------------------------------
 
@@ -158,8 +155,12 @@ class Registry:
         """Point ``alias`` at the version ``ref`` names (None removes it); recorded in history."""
         check_alias_name(alias)
         version = None if ref is None else self.resolve_version(parse_ref(f"{name}@{ref}"))
-        with self.storage.lock(f"{name}/.{ALIASES_FILE}.lock"):
-            book = self._alias_book(name)
+        made: list[AliasEvent] = []
+
+        def move(raw: bytes | None) -> bytes:
+            # Runs again if another writer changed the book first, so
+            # ``previous`` always names what this change really replaced.
+            book = AliasBook() if raw is None else _parse_alias_book(name, raw)
             event = AliasEvent(
                 alias=alias,
                 version=version,
@@ -169,10 +170,11 @@ class Registry:
                 reason=reason,
             )
             book.apply(event)
-            self.storage.write_bytes(
-                f"{name}/{ALIASES_FILE}", book.model_dump_json(indent=2).encode()
-            )
-        return event
+            made.append(event)
+            return book.model_dump_json(indent=2).encode()
+
+        self.storage.update(f"{name}/{ALIASES_FILE}", move)
+        return made[-1]
 
     def publish(
         self,
@@ -239,9 +241,13 @@ class Registry:
             self.storage.put_file(source_path, f"{pending.prefix}/{file_name}", progress)
             digests[file_name] = FileDigest(sha256=digest, size=size)
         meta = pending.metadata(digests)
-        self.storage.write_bytes(
-            f"{pending.prefix}/{METADATA_FILE}", meta.model_dump_json(indent=2).encode()
-        )
+        try:
+            # Written only if absent (If-None-Match on S3): a version is immutable.
+            self.storage.create_bytes(
+                f"{pending.prefix}/{METADATA_FILE}", meta.model_dump_json(indent=2).encode()
+            )
+        except FileExistsError:
+            raise RegistryError(f"{meta.ref} exists; published versions are immutable") from None
         return meta
 
     def _clear_stale_staging(self) -> None:
@@ -301,6 +307,13 @@ class _PendingVersion:
             files=dict(digests),
             **self.content.model_dump(),
         )
+
+
+def _parse_alias_book(name: str, raw: bytes) -> AliasBook:
+    try:
+        return AliasBook.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RegistryError(f"{name}/{ALIASES_FILE} is invalid: {exc}") from exc
 
 
 def _mismatch(
