@@ -83,6 +83,15 @@ class EnvironmentDiff:
     def has_critical(self) -> bool:
         return self.python_differs or bool(self.critical)
 
+    def critical_changes(self) -> list[str]:
+        """Critical packages (and Python's minor version) that differ, as ``name old -> new``."""
+        changed = [
+            f"{p.name} {p.recorded or 'absent'} -> {p.current or 'absent'}" for p in self.critical
+        ]
+        if self.python_differs:
+            changed.append(f"python {self.python_recorded} -> {self.python_current}")
+        return changed
+
 
 def diff_environments(
     recorded: TrainingEnvironment,

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keel.environment import EnvironmentDiff, capture_environment, diff_environments
+from keel.environment import (
+    EnvironmentDiff,
+    TrainingEnvironment,
+    capture_environment,
+    diff_environments,
+)
 from keel.errors import KeelError
 from keel.golden import GoldenReport, check_golden
 from keel.loading import load_version
@@ -33,10 +38,12 @@ class VerificationReport:
         return found
 
 
-def environment_diff(metadata: ModelMetadata) -> EnvironmentDiff:
-    """The running environment against the one recorded when ``metadata`` was published."""
+def environment_diff(
+    metadata: ModelMetadata, current: TrainingEnvironment | None = None
+) -> EnvironmentDiff:
+    """``current`` (by default, the running environment) against the one recorded at publish."""
     return diff_environments(
-        metadata.environment, capture_environment(), metadata.critical_packages
+        metadata.environment, current or capture_environment(), metadata.critical_packages
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +72,12 @@ def held_out() -> list[dict[str, Any]]:
     _, valid_frame, _, _ = breast_cancer.split(frame, target)
     records: list[dict[str, Any]] = valid_frame.to_dict("records")
     return records
+
+
+@pytest.fixture
+def stop_later() -> Iterator[Callable[[ServerProcess], None]]:
+    """Register a server a test starts itself; it is stopped when the test ends."""
+    servers: list[ServerProcess] = []
+    yield servers.append
+    for server in servers:
+        server.stop()

@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,22 +91,14 @@ def _start_with_flag(registry: Path, log: Path) -> ServerProcess:
     return ServerProcess(process, f"http://127.0.0.1:{port}", log)
 
 
-@pytest.fixture
-def servers() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
 def test_a_dependency_bump_that_changes_outputs_is_refused_naming_golden_and_library(
-    registry_copy: Path, tmp_path: Path, servers: list[ServerProcess]
+    registry_copy: Path, tmp_path: Path, stop_later: Callable[[ServerProcess], None]
 ) -> None:
     _record_other_numpy(registry_copy, REF, perturb_golden=True)
     server = start_server(
         registry_copy, (REF,), tmp_path / "log", KEEL_SERVER__WATCH_INTERVAL_S="0"
     )
-    servers.append(server)
+    stop_later(server)
     server.wait_live()
     changed = f"numpy {TRAINED_NUMPY} -> {_current_numpy()}"
     state = _settled_state(server)
@@ -129,7 +121,7 @@ def test_a_dependency_bump_that_changes_outputs_is_refused_naming_golden_and_lib
 
 @pytest.mark.parametrize("how", ["setting", "flag"])
 def test_strict_env_refuses_a_version_trained_with_another_numpy_even_if_golden_holds(
-    registry_copy: Path, tmp_path: Path, servers: list[ServerProcess], how: str
+    registry_copy: Path, tmp_path: Path, stop_later: Callable[[ServerProcess], None], how: str
 ) -> None:
     _record_other_numpy(registry_copy, REF, perturb_golden=False)
     log = tmp_path / "log"
@@ -140,7 +132,7 @@ def test_strict_env_refuses_a_version_trained_with_another_numpy_even_if_golden_
         )  # fmt: skip
     else:
         server = _start_with_flag(registry_copy, log)
-    servers.append(server)
+    stop_later(server)
     server.wait_live()
     changed = f"numpy {TRAINED_NUMPY} -> {_current_numpy()}"
     state = _settled_state(server)
@@ -158,13 +150,13 @@ def test_strict_env_refuses_a_version_trained_with_another_numpy_even_if_golden_
 
 
 def test_without_strict_env_the_version_serves_and_the_mismatch_is_a_metric(
-    registry_copy: Path, tmp_path: Path, servers: list[ServerProcess]
+    registry_copy: Path, tmp_path: Path, stop_later: Callable[[ServerProcess], None]
 ) -> None:
     label = _record_other_numpy(registry_copy, REF, perturb_golden=False)
     server = start_server(
         registry_copy, (REF,), tmp_path / "log", KEEL_SERVER__WATCH_INTERVAL_S="0"
     )
-    servers.append(server)
+    stop_later(server)
     server.wait_ready()
     with server.client() as client:
         answer = client.post(

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from keel_server import ADMIN_TOKEN, ServerProcess, start_server
 
 from keel.registry import Registry
@@ -51,14 +50,6 @@ def _admin_server(registry: Path, tmp_path: Path, stop_later: Any) -> ServerProc
     stop_later(server)
     server.wait_ready()
     return server
-
-
-@pytest.fixture
-def stop_later() -> Any:
-    servers: list[ServerProcess] = []
-    yield servers.append
-    for server in servers:
-        server.stop()
 
 
 def test_a_model_failing_its_golden_check_is_never_ready_and_says_why(

@@ -168,13 +168,17 @@ def test_drift_and_null_alerts_fire_on_drifted_traffic_and_not_on_held_out_traff
     assert ever_active(prometheus, untouched) == []
 
 
-def test_drift_report_lists_the_alerting_columns_first(
-    monitored_server: ServerProcess,
-    held_out: list[Record],
-    texture_std: float,
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.fixture(scope="module")
+def drifted_window(
+    monitored_server: ServerProcess, held_out: list[Record], texture_std: float
 ) -> None:
+    """A window of drifted rows, for the report tests to read."""
     send_records(monitored_server, drifted(held_out, texture_std, seed=SEED + 2))
+
+
+def test_drift_report_lists_the_alerting_columns_first(
+    monitored_server: ServerProcess, drifted_window: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rows = report_rows(drift_report(monitored_server, monkeypatch))
     assert len(rows) == 30 + 3  # every feature, and every output column
     # Worst first: both columns at ALERT lead; a raised flag (the null spike) ranks
@@ -187,12 +191,8 @@ def test_drift_report_lists_the_alerting_columns_first(
 
 
 def test_drift_report_names_every_column_in_the_windows_worst_first_order(
-    monitored_server: ServerProcess,
-    held_out: list[Record],
-    texture_std: float,
-    monkeypatch: pytest.MonkeyPatch,
+    monitored_server: ServerProcess, drifted_window: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    send_records(monitored_server, drifted(held_out, texture_std, seed=SEED + 2))
     rows = report_rows(drift_report(monitored_server, monkeypatch))
     with monitored_server.client() as client:
         window = DriftSnapshot.model_validate(client.get(f"/v2/models/{MODEL}/drift").json())
@@ -201,12 +201,8 @@ def test_drift_report_names_every_column_in_the_windows_worst_first_order(
 
 
 def test_drift_report_json_is_the_servers_window(
-    monitored_server: ServerProcess,
-    held_out: list[Record],
-    texture_std: float,
-    monkeypatch: pytest.MonkeyPatch,
+    monitored_server: ServerProcess, drifted_window: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    send_records(monitored_server, drifted(held_out, texture_std, seed=SEED + 2))
     report = json.loads(drift_report(monitored_server, monkeypatch, "--json"))
     with monitored_server.client() as client:
         window = client.get(f"/v2/models/{MODEL}/drift")

@@ -185,6 +185,16 @@ def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
     batch_size = HistogramMetricFamily(
         "keel_batch_size", "Rows in each model call.", labels=list(MODEL)
     )
+    ages = HistogramMetricFamily(
+        "keel_feature_age_seconds",
+        "Seconds since a feature with a max_age_s was computed, as requests said.",
+        labels=[*MODEL, "feature"],
+    )
+    stale = CounterMetricFamily(
+        "keel_feature_stale",
+        "Values older than their feature's max_age_s (refused or only counted, by policy).",
+        labels=[*MODEL, "feature"],
+    )
     for version in versions:
         labels = _labels(version)
         metrics = version.metrics
@@ -199,21 +209,9 @@ def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
         _add_histogram(queue, labels, metrics.queue_wait)
         _add_histogram(inference, labels, metrics.inference)
         _add_histogram(batch_size, labels, metrics.batch_size)
-    ages = HistogramMetricFamily(
-        "keel_feature_age_seconds",
-        "Seconds since a feature with a max_age_s was computed, as requests said.",
-        labels=[*MODEL, "feature"],
-    )
-    stale = CounterMetricFamily(
-        "keel_feature_stale",
-        "Values older than their feature's max_age_s (refused or only counted, by policy).",
-        labels=[*MODEL, "feature"],
-    )
-    for version in versions:
-        labels = _labels(version)
-        for feature, histogram in sorted(version.metrics.feature_age.items()):
+        for feature, histogram in sorted(metrics.feature_age.items()):
             _add_histogram(ages, [*labels, feature], histogram)
-        for feature, count in sorted(version.metrics.stale.items()):
+        for feature, count in sorted(metrics.stale.items()):
             stale.add_metric([*labels, feature], count)
     yield from (requests, latency, rejected, failures, queue, inference, batch_size, ages, stale)
     yield _gauge(

@@ -76,10 +76,6 @@ class Histogram:
             self.counts[slot] += count
         self.sum += float(finite.sum())
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, cumulative count)`` pairs ending with ``+Inf``, as the exposition format wants."""
         total = 0

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from keel.environment import EnvironmentDiff
+from keel.environment import EnvironmentDiff, TrainingEnvironment, capture_environment
 from keel.errors import GoldenMismatch, KeelError, NotReady
 from keel.golden import check_golden
 from keel.loading import LoadedModel, load_version
@@ -132,7 +132,7 @@ def prepare(
         loaded_at = time.perf_counter()
         report = check_golden(loaded.runtime, metadata.signature, metadata.golden)
         if not report.ok:
-            changed = critical_changes(environment) if environment is not None else []
+            changed = environment.critical_changes() if environment is not None else []
             cause = (
                 f"; the serving environment differs from training in: {', '.join(changed)}"
                 if changed
@@ -185,12 +185,12 @@ async def start_version(
     loop = asyncio.get_running_loop()
     batching = settings.batching
     environment = await loop.run_in_executor(executor, _environment_of, version.metadata)
-    version.environment_mismatches = len(critical_changes(environment))
+    version.environment_mismatches = len(environment.critical_changes())
     if settings.server.strict_env and environment.has_critical:
         version.state = VersionState.FAILED
         version.failure = (
             f"{version.metadata.ref} is refused (server.strict_env): the serving environment "
-            f"differs from training in: {', '.join(critical_changes(environment))}"
+            f"differs from training in: {', '.join(environment.critical_changes())}"
         )
         log.critical("model %s is not ready: %s", version.metadata.ref, version.failure)
         return
@@ -275,24 +275,21 @@ async def _warm_batcher(batcher: Batcher, signature: Signature, batching: Batchi
     await asyncio.gather(*(batcher.submit(row) for _ in range(together)))
 
 
-def critical_changes(diff: EnvironmentDiff) -> list[str]:
-    """Critical packages (and Python's minor version) that differ: ``name recorded -> current``."""
-    changed = [
-        f"{p.name} {p.recorded or 'absent'} -> {p.current or 'absent'}" for p in diff.critical
-    ]
-    if diff.python_differs:
-        changed.append(f"python {diff.python_recorded} -> {diff.python_current}")
-    return changed
+@functools.cache
+def _running_environment() -> TrainingEnvironment:
+    # A process's installed packages do not change while it runs: scanning them
+    # (about 70 ms) once, not once per version loaded.
+    return capture_environment()
 
 
 def _environment_of(metadata: ModelMetadata) -> EnvironmentDiff:
     """The running environment against the training one, with critical differences logged."""
-    diff = environment_diff(metadata)
+    diff = environment_diff(metadata, _running_environment())
     if diff.has_critical:
         log.warning(
             "model %s runs in a different environment than it was trained in: %s",
             metadata.ref,
-            ", ".join(critical_changes(diff)),
+            ", ".join(diff.critical_changes()),
         )
     return diff
 
