@@ -240,6 +240,173 @@ class DriftSettings(BaseModel):
         return self.models.get(model, self.thresholds)
 
 
+class PromotionCriteria(BaseModel):
+    """What shadow evidence ``keel promote`` needs before it moves ``production``.
+
+    The defaults ask for a day of real traffic: a candidate that only saw a quiet
+    hour has not met the night batch jobs or the morning peak.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_mirrored: int = Field(
+        default=1000, ge=0, description="Fewest requests the candidate must have answered."
+    )
+    min_hours: float = Field(
+        default=24.0, ge=0, description="Shortest time the mirrored requests must span, in hours."
+    )
+    max_error_rate: float = Field(
+        default=0.001, ge=0, le=1, description="Highest share of mirrored requests that failed."
+    )
+    max_timeout_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Highest share of mirrored requests that timed out."
+    )
+    max_drop_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description=(
+            "Highest share of sampled requests dropped because the shadow queue was full: "
+            "past it the evidence leaves out the busiest moments."
+        ),
+    )
+    min_agreement: float = Field(
+        default=0.98,
+        ge=0,
+        le=1,
+        description=(
+            "Lowest agreement with production: the share of rows with the same label "
+            "(classifiers), or with scores within score_tolerance (other outputs)."
+        ),
+    )
+    score_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        description="Largest absolute difference of two scores that still counts as agreeing.",
+    )
+    max_p99_ratio: float = Field(
+        default=1.5,
+        gt=0,
+        description="Highest candidate p99 latency as a multiple of production's p99.",
+    )
+
+
+class LogStoreSettings(BaseModel):
+    """The prediction log: where shadow comparisons are written, and how."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(
+        default="sqlite:///keel-predictions.sqlite",
+        description=(
+            "sqlite:///PATH (a file, WAL mode; relative to the working folder) or "
+            "postgresql://USER@HOST/DB for many replicas writing to one log."
+        ),
+    )
+    store_inputs: bool = Field(
+        default=True,
+        description=(
+            "Log each request's model inputs; off, only their SHA-256 is kept (for "
+            "inputs that must not be stored)."
+        ),
+    )
+    flush_interval_s: float = Field(
+        default=0.5, gt=0, description="How often buffered records are written, at most."
+    )
+    batch_records: int = Field(
+        default=500, ge=1, description="Records written in one transaction, at most."
+    )
+    max_pending: int = Field(
+        default=50_000,
+        ge=1,
+        description=(
+            "Records buffered while the store is slow or down; past it new records are "
+            "dropped (and counted), so a dead store never grows the server's memory."
+        ),
+    )
+    close_timeout_s: float = Field(
+        default=10.0, ge=0, description="On shutdown, how long buffered records may take to write."
+    )
+
+
+class ShadowTarget(BaseModel):
+    """One served model's candidate: a registry version in this process, or a remote v2 model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(description="The served (primary) model whose traffic is mirrored.")
+    candidate: str = Field(
+        default="", description="NAME@ALIAS or NAME@VERSION in the registry, run in-process."
+    )
+    url: str = Field(
+        default="",
+        description=(
+            "A remote Open Inference Protocol model: http://HOST:PORT/v2/models/NAME"
+            "[/versions/V]."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_candidate(self) -> ShadowTarget:
+        if bool(self.candidate) == bool(self.url):
+            raise ValueError(f"shadow of '{self.model}': give exactly one of candidate and url")
+        return self
+
+
+class ShadowSettings(BaseModel):
+    """Mirroring live traffic to candidates, which never touches the primary's answers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    targets: list[ShadowTarget] = Field(
+        default_factory=list, description="Candidates, one per served model at most."
+    )
+    sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="Share of primary requests mirrored to the candidate."
+    )
+    timeout_ms: float = Field(
+        default=100.0,
+        gt=0,
+        description="A candidate call still running after this is abandoned and logged as timeout.",
+    )
+    queue_size: int = Field(
+        default=256,
+        ge=1,
+        description="Mirrored requests waiting for the candidate; past it they are dropped.",
+    )
+    concurrency: int = Field(
+        default=2, ge=1, description="Candidate calls running at once, per candidate."
+    )
+    threads: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Threads running an in-process candidate's model, apart from the primary's: "
+            "a slow candidate can use no more of the machine than this."
+        ),
+    )
+    log_unmirrored_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Share of requests not mirrored (sampled out) still logged, primary only.",
+    )
+    log: LogStoreSettings = Field(default_factory=LogStoreSettings)
+    promotion: PromotionCriteria = Field(default_factory=PromotionCriteria)
+
+    @model_validator(mode="after")
+    def _one_per_model(self) -> ShadowSettings:
+        models = [t.model for t in self.targets]
+        repeated = sorted({m for m in models if models.count(m) > 1})
+        if repeated:
+            raise ValueError(f"one shadow candidate per model; repeated: {repeated}")
+        return self
+
+    def target_of(self, model: str) -> ShadowTarget | None:
+        """The candidate mirroring ``model``'s traffic, if any."""
+        return next((t for t in self.targets if t.model == model), None)
+
+
 class Settings(BaseSettings):
     """Everything keel can be told; environment variables use the ``KEEL_`` prefix."""
 
@@ -260,6 +427,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     models: list[str] = Field(
         default_factory=list,
         description="Models to serve (NAME@ALIAS or NAME@VERSION) beside the command line's.",
