@@ -109,3 +109,11 @@ class NotMonitored(KeelError):
 
 class ServerUnreachable(KeelError):
     """A running keel server could not be reached or gave an unusable answer."""
+
+
+class LogStoreUnavailable(KeelError):
+    """The prediction log cannot be written or read now (down, unreachable, disk full)."""
+
+
+class PromotionRefused(KeelError):
+    """The shadow evidence does not meet the promotion criteria."""

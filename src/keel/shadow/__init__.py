@@ -1,0 +1,1 @@
+"""Shadow mode: mirror live traffic to a candidate, compare, promote on evidence."""
