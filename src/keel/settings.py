@@ -341,8 +341,7 @@ class ShadowTarget(BaseModel):
     url: str = Field(
         default="",
         description=(
-            "A remote Open Inference Protocol model: http://HOST:PORT/v2/models/NAME"
-            "[/versions/V]."
+            "A remote Open Inference Protocol model: http://HOST:PORT/v2/models/NAME[/versions/V]."
         ),
     )
 

@@ -71,12 +71,18 @@ class ServerProcess:
             raise
 
 
-def start_server(registry: Path, refs: tuple[str, ...], log: Path, **env: str) -> ServerProcess:
-    """Start ``keel serve`` in a subprocess; environment variables configure it."""
+def start_server(
+    registry: Path,
+    refs: tuple[str, ...],
+    log: Path,
+    args: tuple[str, ...] = (),
+    **env: str,
+) -> ServerProcess:
+    """Start ``keel serve`` in a subprocess; ``args`` and environment variables configure it."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keel", "serve", *refs, "--registry", str(registry),
-         "--port", str(port)],
+         "--port", str(port), *args],
         stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **env},
     )  # fmt: skip

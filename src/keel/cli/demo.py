@@ -13,6 +13,7 @@ from rich.table import Table
 from keel.cli.context import RegistryOption, console, open_registry, settings_for
 from keel.errors import KeelError
 from keel.registry import ModelMetadata, Registry
+from keel.settings import Settings, ShadowTarget
 from keel.verification import verify
 
 
@@ -63,11 +64,30 @@ def demo(
     from keel.serving.server import serve
 
     refs = [f"{model}@{alias}" for model, alias, _ in _examples()]
+    settings = _with_demo_shadow(settings)
     console.print(
         f"serving {', '.join(refs)} on http://{settings.server.host}:{settings.server.port} "
         "(Open Inference Protocol under /v2, JSON records under /v1; Ctrl+C stops)"
     )
+    for target in settings.shadow.targets:
+        console.print(
+            f"{target.model}@production's traffic is mirrored to {target.candidate} in shadow, "
+            f"logged to {settings.shadow.log.url}: see `keel shadow report {target.model}`"
+        )
     serve(refs, settings, store)
+
+
+def _with_demo_shadow(settings: Settings) -> Settings:
+    """The demo runs breast-cancer's candidate in shadow, unless shadow targets are configured."""
+    from keel.examples import breast_cancer
+
+    if settings.shadow.targets:
+        return settings
+    target = ShadowTarget(
+        model=breast_cancer.MODEL_NAME, candidate=f"{breast_cancer.MODEL_NAME}@candidate"
+    )
+    shadow = settings.shadow.model_copy(update={"targets": [target]})
+    return settings.model_copy(update={"shadow": shadow})
 
 
 def _examples() -> list[tuple[str, str, Callable[[Registry], ModelMetadata]]]:

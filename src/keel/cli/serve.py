@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from keel.cli.context import RegistryOption, open_registry, settings_for
 from keel.errors import KeelError
+from keel.logstore.opening import check_log_store_url
 from keel.registry import parse_ref
+from keel.settings import Settings, ShadowSettings, ShadowTarget
 
 
 def serve(
@@ -24,6 +27,34 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default 8080).")] = None,
+    shadow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--shadow",
+            help="Mirror a served model's traffic to this registry version, run in-process "
+            "(NAME@ALIAS or NAME@VERSION; NAME is the served model). Repeat for more models.",
+            show_default=False,
+        ),
+    ] = None,
+    shadow_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--shadow-url",
+            help="Mirror traffic to a remote Open Inference Protocol model: "
+            "[MODEL=]http://HOST:PORT/v2/models/NAME[/versions/V] (MODEL= may be left out "
+            "when one model is served).",
+            show_default=False,
+        ),
+    ] = None,
+    log_store: Annotated[
+        str | None,
+        typer.Option(
+            "--log-store",
+            help="Prediction log of the shadow comparisons: sqlite:///PATH (default "
+            "sqlite:///keel-predictions.sqlite) or postgresql://USER@HOST/DB.",
+            show_default=False,
+        ),
+    ] = None,
     strict_env: Annotated[
         bool,
         typer.Option(
@@ -48,6 +79,48 @@ def serve(
     models = [*settings.models, *(refs or [])]
     if not models:
         raise KeelError("name at least one model to serve, e.g. keel serve churn@production")
-    for ref in models:
-        parse_ref(ref)
+    served = sorted({parse_ref(ref).name for ref in models})
+    settings = with_shadow(settings, served, shadow or [], shadow_url or [], log_store)
     run_server(models, settings, open_registry(settings))
+
+
+def with_shadow(
+    settings: Settings,
+    served: list[str],
+    candidates: list[str],
+    urls: list[str],
+    log_store: str | None,
+) -> Settings:
+    """``settings`` with the command line's shadow candidates and log store added."""
+    targets = list(settings.shadow.targets)
+    for ref in candidates:
+        targets.append(ShadowTarget(model=parse_ref(ref).name, candidate=ref))
+    for given in urls:
+        model, _, url = given.partition("=") if "=" in given.split("://")[0] else ("", "", given)
+        if not model:
+            if len(served) != 1:
+                raise KeelError(
+                    f"--shadow-url {given}: several models are served ({', '.join(served)}); "
+                    "say which one with MODEL=URL"
+                )
+            model = served[0]
+        targets.append(ShadowTarget(model=model, url=url))
+    for target in targets:
+        if target.model not in served:
+            raise KeelError(
+                f"shadow candidate for '{target.model}': that model is not served "
+                f"(served: {', '.join(served)})"
+            )
+    update: dict[str, object] = {}
+    if targets:
+        update["targets"] = targets
+    if log_store is not None:
+        check_log_store_url(log_store)
+        update["log"] = settings.shadow.log.model_copy(update={"url": log_store})
+    if not update:
+        return settings
+    try:
+        shadow = ShadowSettings.model_validate({**settings.shadow.model_dump(), **update})
+    except ValidationError as exc:
+        raise KeelError(f"shadow settings are invalid: {exc}") from None
+    return settings.model_copy(update={"shadow": shadow})

@@ -11,7 +11,6 @@ a series.
 from __future__ import annotations
 
 import itertools
-import os
 import platform
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata as importlib_metadata
@@ -28,12 +27,15 @@ from prometheus_client.registry import Collector
 
 import keel
 from keel.monitoring.metrics import Histogram
+from keel.monitoring.process import resident_bytes
 from keel.monitoring.snapshot import DriftSnapshot
 from keel.reference import NumericStats
 from keel.serving.served_version import ServedVersion, VersionState
+from keel.shadow.exposition import shadow_families
 
 if TYPE_CHECKING:
     from keel.serving.model_manager import ModelManager
+    from keel.shadow.shadowing import Shadowing
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MODEL = ("model", "model_version")
@@ -43,8 +45,9 @@ RETIRED = VersionState.RETIRED
 class KeelCollector(Collector):
     """Collects every keel metric family from the model manager at scrape time."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, shadowing: Shadowing | None = None) -> None:
         self.manager = manager
+        self.shadowing = shadowing
 
     def collect(self) -> Iterator[Metric]:
         versions = self.manager.versions()
@@ -54,12 +57,14 @@ class KeelCollector(Collector):
         monitored = [v for v in versions if v.monitor is not None and v.ready]
         yield from _drift([(v, v.monitor.snapshot()) for v in monitored if v.monitor])
         yield from _distributions(monitored)
+        if self.shadowing is not None:
+            yield from shadow_families(self.shadowing)
 
 
-def metrics_text(manager: ModelManager) -> bytes:
+def metrics_text(manager: ModelManager, shadowing: Shadowing | None = None) -> bytes:
     """The Prometheus text exposition of every keel metric."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(KeelCollector(manager))
+    registry.register(KeelCollector(manager, shadowing))
     return generate_latest(registry)
 
 
@@ -78,7 +83,7 @@ def _process() -> Iterator[Metric]:
     memory = GaugeMetricFamily(
         "keel_process_resident_memory_bytes", "Resident memory of the keel process."
     )
-    memory.add_metric([], _resident_bytes())
+    memory.add_metric([], float(resident_bytes()))
     yield memory
 
 
@@ -95,13 +100,6 @@ def _build_versions() -> tuple[str, str, str, str]:
         version_of("onnxruntime"),
         version_of("numpy"),
     )
-
-
-def _resident_bytes() -> float:
-    # statm's second field is resident pages; reading it costs microseconds, unlike psutil.
-    with open("/proc/self/statm", encoding="ascii") as statm:
-        resident_pages = int(statm.read().split()[1])
-    return float(resident_pages * os.sysconf("SC_PAGE_SIZE"))
 
 
 def _gauge(

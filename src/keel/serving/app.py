@@ -27,6 +27,7 @@ from keel.serving.openapi import openapi_route
 from keel.serving.repository_routes import repository_routes
 from keel.serving.request_body import ClientGone
 from keel.serving.self_warmup import warm_over_http
+from keel.serving.shadow_routes import shadow_routes
 from keel.serving.v2_routes import v2_routes
 from keel.settings import Settings
 
@@ -66,6 +67,8 @@ async def _load(state: ServerState, refs: Sequence[str]) -> None:
         "%d long-lived objects moved out of the garbage collector's way", gc.get_freeze_count()
     )
     state.warmed = True
+    # Candidates load after the primaries are ready: a shadow never delays readiness.
+    await state.shadowing.start(state.manager)
 
 
 def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -> InferenceFront:
@@ -84,11 +87,14 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await manager.close()
+            # After the primaries have drained, so every answered request was offered.
+            await state.shadowing.close()
             log.info("models drained and closed")
 
     routes = [
         *v2_routes(),
         *drift_routes(),
+        *shadow_routes(),
         *metrics_routes(),
         *repository_routes(),
         openapi_route(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -13,6 +13,7 @@ from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER
 from keel.serving.model_manager import ModelManager
 from keel.serving.served_version import ServedVersion
 from keel.settings import Settings
+from keel.shadow.shadowing import Shadowing
 
 
 @dataclass
@@ -21,9 +22,13 @@ class ServerState:
 
     manager: ModelManager
     settings: Settings
+    shadowing: Shadowing = field(init=False)
     shutting_down: bool = False
     # Set once the served versions have answered real requests over HTTP (self_warmup).
     warmed: bool = False
+
+    def __post_init__(self) -> None:
+        self.shadowing = Shadowing(self.settings, self.manager.registry)
 
 
 def state_of(request: Request) -> ServerState:

@@ -12,7 +12,8 @@ from keel.serving.context import state_of
 
 async def metrics(request: Request) -> Response:
     """Every keel metric in the Prometheus text format."""
-    body = metrics_text(state_of(request).manager)
+    state = state_of(request)
+    body = metrics_text(state.manager, state.shadowing)
     return Response(body, headers={"content-type": CONTENT_TYPE})
 
 

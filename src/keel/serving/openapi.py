@@ -32,11 +32,13 @@ ERROR = {
         },
     },
 }
+# Where the protocol lets a key be absent, keel reads a JSON null the same way, so the
+# schemas allow it: a schema stricter than the server would call valid requests invalid.
 TENSOR = {
     "type": "object",
     "required": ["name", "datatype", "shape"],
     "properties": {
-        "name": {"type": "string"},
+        "name": {"type": "string", "minLength": 1},
         "datatype": {
             "type": "string",
             "enum": [
@@ -56,8 +58,16 @@ TENSOR = {
             ],
         },
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "parameters": {"type": "object"},
-        "data": {"type": "array"},
+        "parameters": {"type": ["object", "null"]},
+        "data": {"type": ["array", "null"]},
+    },
+}
+REQUESTED_OUTPUT = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "parameters": {"type": ["object", "null"]},
     },
 }
 ERRORS = {
@@ -92,20 +102,12 @@ def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any
     return {"200": {"description": description, "content": content}}
 
 
-def _path(name: str, versioned: bool) -> list[dict[str, Any]]:
-    params = [
-        {
-            "name": "name",
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "enum": [name]},
-        }
-    ]
-    if versioned:
-        params.append(
-            {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
-        )
-    return params
+def _path_parameters(versioned: bool) -> list[dict[str, Any]]:
+    # The model name is written into each path, not templated: every model has its own
+    # records schema, so it is no parameter a client could vary.
+    if not versioned:
+        return []
+    return [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
 def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -129,7 +131,7 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for name, records_schema in models.items():
         for versioned in (False, True):
             base = f"/v2/models/{name}" + ("/versions/{version}" if versioned else "")
-            params = [*_path(name, versioned), VERSION_PARAMETER]
+            params = [*_path_parameters(versioned), VERSION_PARAMETER]
             paths[base] = {
                 "get": {
                     "summary": f"Metadata of {name}",
@@ -141,7 +143,7 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "get": {
                     "summary": f"Is {name} ready",
                     "parameters": params,
-                    "responses": {**_ok("ready"), "503": ERRORS["503"]},
+                    "responses": {**_ok("ready"), "404": ERRORS["404"], "503": ERRORS["503"]},
                 }
             }
             paths[f"{base}/drift"] = {
@@ -163,10 +165,13 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                     "type": "object",
                                     "required": ["inputs"],
                                     "properties": {
-                                        "id": {"type": "string"},
-                                        "parameters": {"type": "object"},
+                                        "id": {"type": ["string", "null"]},
+                                        "parameters": {"type": ["object", "null"]},
                                         "inputs": {"type": "array", "items": TENSOR, "minItems": 1},
-                                        "outputs": {"type": "array", "items": {"type": "object"}},
+                                        "outputs": {
+                                            "type": ["array", "null"],
+                                            "items": REQUESTED_OUTPUT,
+                                        },
                                     },
                                 }
                             }
@@ -191,7 +196,7 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                     "required": ["instances"],
                                     "additionalProperties": False,
                                     "properties": {
-                                        "id": {"type": "string"},
+                                        "id": {"type": ["string", "null"]},
                                         "instances": {**records_schema, "minItems": 1},
                                     },
                                 }

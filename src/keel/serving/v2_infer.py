@@ -21,6 +21,7 @@ BINARY_HEADER = "inference-header-content-length"
 
 async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Run one inference request through the batcher; answer in the encoding it asked for."""
+    started = time.perf_counter()
     batcher = version.require_batcher()
     deadline = deadline_of(call.headers, state)
     parsed = parse_infer_request(call.body, _json_length(call))
@@ -31,6 +32,9 @@ async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply
     contract.check(inputs)
     _check_freshness(version, parsed)
     outputs = await batcher.submit(inputs, deadline)
+    mirror = state.shadowing.mirrors.get(version.name)
+    if mirror is not None:
+        mirror.offer(version, inputs, outputs, started, parsed.id)
     selected, binary = _select_outputs(parsed, outputs)
     payload, json_length = encode_infer_response(
         model_name=version.name,

@@ -1,0 +1,249 @@
+"""Shadow candidates: what mirrored requests are sent to, in this process or on another server.
+
+A candidate answers model inputs (the tensors the primary ran on) with outputs,
+or raises. It is never on the primary's path: its failures are the mirror's to
+count, and it gets its own threads and connections so that it cannot take the
+primary's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import orjson
+
+from keel.errors import KeelError, ProtocolError
+from keel.logstore import CandidateInfo
+from keel.logstore.records import Tensors
+from keel.monitoring.process import resident_bytes
+from keel.registry import Registry
+from keel.serving.protocols.datatypes import datatype_of, dtype_of
+from keel.serving.served_version import ServedVersion, retire_version, start_version
+from keel.settings import Settings, ShadowSettings, ShadowTarget
+
+log = logging.getLogger("keel.shadow")
+
+
+class CandidateFailed(KeelError):
+    """The candidate answered with an error (not a timeout)."""
+
+
+class Candidate(Protocol):
+    """Where one model's mirrored requests go."""
+
+    kind: str
+    source: str
+
+    @property
+    def version(self) -> str | None:
+        """The candidate's version label, once known."""
+        ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def start(self) -> CandidateInfo | None:
+        """Load or reach the candidate; its facts for the log, or None if it is not usable."""
+        ...
+
+    async def predict(self, inputs: Tensors, timeout_s: float) -> dict[str, np.ndarray]:
+        """The candidate's outputs; raises on error, TimeoutError past ``timeout_s``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def server_name() -> str:
+    """Which server (host and process) a log record or candidate came from."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class LocalCandidate:
+    """A registry version loaded in this process, with its own batcher and threads.
+
+    It goes through every check a primary does (hashes, golden examples,
+    warm-up). Its model is always called on its own worker threads, never on the
+    event loop, however fast it is: the loop belongs to the primary.
+    """
+
+    kind = "in-process"
+
+    def __init__(
+        self, ref: str, registry: Registry, settings: Settings, shadow: ShadowSettings
+    ) -> None:
+        self.source = ref
+        self._registry = registry
+        batching = settings.batching.model_copy(update={"inline_below_us": 0.0})
+        self._settings = settings.model_copy(update={"batching": batching})
+        self._executor = ThreadPoolExecutor(
+            max_workers=shadow.threads, thread_name_prefix="keel-shadow"
+        )
+        self.served: ServedVersion | None = None
+
+    @property
+    def version(self) -> str | None:
+        return None if self.served is None else self.served.label
+
+    @property
+    def ready(self) -> bool:
+        return self.served is not None and self.served.ready
+
+    async def start(self) -> CandidateInfo | None:
+        loop = asyncio.get_running_loop()
+        before = resident_bytes()
+        metadata = await loop.run_in_executor(self._executor, self._registry.resolve, self.source)
+        self.served = ServedVersion(metadata)
+        await start_version(self.served, self._registry, self._settings, self._executor)
+        if not self.served.ready:
+            log.error(
+                "shadow candidate %s is not used: %s", metadata.ref, self.served.failure or "?"
+            )
+            return None
+        return CandidateInfo(
+            model=metadata.name,
+            candidate_version=self.served.label,
+            kind=self.kind,
+            started_at=time.time(),
+            # What loading, checking and warming the candidate added to this process.
+            rss_bytes=max(resident_bytes() - before, 0),
+            source=self.source,
+            host=server_name(),
+        )
+
+    async def predict(self, inputs: Tensors, timeout_s: float) -> dict[str, np.ndarray]:
+        assert self.served is not None
+        batcher = self.served.require_batcher()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        # The batcher's deadline withdraws a request still queued; wait_for also
+        # covers one whose model call hangs.
+        return await asyncio.wait_for(batcher.submit(dict(inputs), deadline), timeout_s)
+
+    async def close(self) -> None:
+        if self.served is not None:
+            await retire_version(self.served, grace_s=1.0)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class RemoteCandidate:
+    """A model on another Open Inference Protocol server, called with v2 JSON ``infer``.
+
+    ``url`` is the model's base URL, ``http://HOST:PORT/v2/models/NAME`` with an
+    optional ``/versions/V``. Connections are pooled and capped at the mirror's
+    concurrency, so a slow server cannot make keel open more and more of them.
+    """
+
+    kind = "remote"
+
+    def __init__(self, url: str, shadow: ShadowSettings) -> None:
+        self.source = url.rstrip("/")
+        parts = urlsplit(self.source)
+        segments = parts.path.strip("/").split("/")
+        if parts.scheme not in ("http", "https") or len(segments) not in (3, 5):
+            raise KeelError(
+                f"shadow URL {url!r} must look like http://HOST:PORT/v2/models/NAME"
+                "[/versions/VERSION]"
+            )
+        if segments[:2] != ["v2", "models"] or (len(segments) == 5 and segments[3] != "versions"):
+            raise KeelError(
+                f"shadow URL {url!r} must look like http://HOST:PORT/v2/models/NAME"
+                "[/versions/VERSION]"
+            )
+        self._pinned = segments[4] if len(segments) == 5 else None
+        self._seen: str | None = self._pinned
+        limits = httpx.Limits(
+            max_connections=shadow.concurrency, max_keepalive_connections=shadow.concurrency
+        )
+        # Each call is bounded by the mirror's timeout (asyncio.wait_for); this only
+        # bounds the metadata request at start.
+        self._client = httpx.AsyncClient(limits=limits, timeout=10.0)
+
+    @property
+    def version(self) -> str | None:
+        return self._seen
+
+    @property
+    def ready(self) -> bool:
+        # A remote candidate is tried on every mirrored request: one that is down
+        # now is logged as failing, and is used again as soon as it answers.
+        return True
+
+    async def start(self) -> CandidateInfo | None:
+        try:
+            answer = await self._client.get(self.source, timeout=5.0)
+            if answer.status_code == 200:
+                versions = answer.json().get("versions") or []
+                if self._pinned is None and len(versions) == 1:
+                    self._seen = str(versions[0])
+            else:
+                log.warning("shadow candidate %s answered %d", self.source, answer.status_code)
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("shadow candidate %s is not reachable yet: %s", self.source, exc)
+        return CandidateInfo(
+            model=self.source.rsplit("/models/", 1)[1].split("/")[0],
+            candidate_version=self._seen or "",
+            kind=self.kind,
+            started_at=time.time(),
+            source=self.source,
+            host=server_name(),
+        )
+
+    async def predict(self, inputs: Tensors, timeout_s: float) -> dict[str, np.ndarray]:
+        body = orjson.dumps({"inputs": [_json_tensor(n, a) for n, a in inputs.items()]})
+        try:
+            answer = await asyncio.wait_for(
+                self._client.post(
+                    f"{self.source}/infer",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                ),
+                timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise CandidateFailed(f"{type(exc).__name__}: {exc}") from None
+        if answer.status_code != 200:
+            raise CandidateFailed(f"HTTP {answer.status_code}: {answer.text[:300]}")
+        try:
+            payload = orjson.loads(answer.content)
+            version = payload.get("model_version")
+            if version:
+                self._seen = str(version)
+            return {o["name"]: _tensor_of(o) for o in payload["outputs"]}
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ProtocolError) as exc:
+            raise CandidateFailed(f"unreadable infer response: {exc}") from None
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _json_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
+    data = array.reshape(-1)
+    return {
+        "name": name,
+        "shape": list(array.shape),
+        "datatype": datatype_of(array.dtype),
+        "data": data.astype(str).tolist() if data.dtype.kind in "OUS" else data.tolist(),
+    }
+
+
+def _tensor_of(output: dict[str, Any]) -> np.ndarray:
+    dtype = dtype_of(str(output["datatype"]))
+    shape = [int(d) for d in output["shape"]]
+    return np.asarray(output["data"], dtype=dtype).reshape(shape)
+
+
+def candidate_for(
+    target: ShadowTarget, registry: Registry, settings: Settings
+) -> LocalCandidate | RemoteCandidate:
+    """The candidate a shadow target names."""
+    if target.url:
+        return RemoteCandidate(target.url, settings.shadow)
+    return LocalCandidate(target.candidate, registry, settings, settings.shadow)

@@ -1,0 +1,110 @@
+"""The shadow mirrors and the prediction log as Prometheus metric families, built at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from keel.shadow.shadowing import Shadowing
+
+CANDIDATE = ("model", "candidate_version")
+
+
+def shadow_families(shadowing: Shadowing) -> Iterator[Metric]:
+    """Mirrored requests by outcome, candidate latency, live agreement, and the log's health."""
+    mirrors = list(shadowing.mirrors.values())
+    if not mirrors:
+        return
+    requests = CounterMetricFamily(
+        "keel_shadow_requests",
+        "Primary requests offered to the shadow candidate, by what became of them "
+        "(ok, error, timeout, dropped, unmirrored).",
+        labels=["model", "model_version", "candidate_version", "status"],
+    )
+    ready = GaugeMetricFamily(
+        "keel_shadow_candidate_ready",
+        "1 while the shadow candidate takes mirrored requests.",
+        labels=list(CANDIDATE),
+    )
+    queued = GaugeMetricFamily(
+        "keel_shadow_queue_depth",
+        "Mirrored requests waiting for the candidate.",
+        labels=list(CANDIDATE),
+    )
+    latency = HistogramMetricFamily(
+        "keel_shadow_candidate_duration_seconds",
+        "Seconds the candidate took to answer a mirrored request (answered ones).",
+        labels=list(CANDIDATE),
+    )
+    compared = CounterMetricFamily(
+        "keel_shadow_rows_compared",
+        "Rows the candidate answered and keel compared with the primary's answer.",
+        labels=list(CANDIDATE),
+    )
+    agreeing = CounterMetricFamily(
+        "keel_shadow_rows_agreeing",
+        "Compared rows where the candidate agreed with the primary (same label, or scores "
+        "within the promotion tolerance).",
+        labels=list(CANDIDATE),
+    )
+    agreement = GaugeMetricFamily(
+        "keel_shadow_agreement",
+        "Share of the last 1000 compared rows where the candidate agreed with the primary.",
+        labels=list(CANDIDATE),
+    )
+    difference = GaugeMetricFamily(
+        "keel_shadow_mean_abs_difference",
+        "Mean absolute difference of a float output over the last 1000 compared rows.",
+        labels=[*CANDIDATE, "output"],
+    )
+    for mirror in mirrors:
+        version = mirror.candidate.version or ""
+        labels = [mirror.model, version]
+        for (primary, candidate, status), count in mirror.counts.items():
+            requests.add_metric([mirror.model, primary, candidate, status.value], count)
+        ready.add_metric(labels, float(mirror.candidate.ready))
+        queued.add_metric(labels, mirror.queued)
+        histogram = mirror.candidate_latency
+        latency.add_metric(labels, buckets=histogram.cumulative(), sum_value=histogram.sum)
+        compared.add_metric(labels, mirror.live.rows_compared)
+        agreeing.add_metric(labels, mirror.live.rows_agreeing)
+        live = mirror.live.agreement()
+        if live is not None:
+            agreement.add_metric(labels, live)
+        for output, value in mirror.live.mean_differences().items():
+            difference.add_metric([*labels, output], value)
+    yield from (requests, ready, queued, latency, compared, agreeing, agreement, difference)
+    if shadowing.log is not None:
+        yield from _log_families(shadowing)
+
+
+def _log_families(shadowing: Shadowing) -> Iterator[Metric]:
+    prediction_log = shadowing.log
+    assert prediction_log is not None
+    written = CounterMetricFamily(
+        "keel_prediction_log_written", "Records written to the prediction log."
+    )
+    written.add_metric([], prediction_log.written)
+    dropped = CounterMetricFamily(
+        "keel_prediction_log_dropped",
+        "Records never written: buffer full (queue_full), the store failed (store_error), "
+        "or the log had closed (closed).",
+        labels=["reason"],
+    )
+    for reason in ("queue_full", "store_error", "closed"):
+        dropped.add_metric([reason], prediction_log.dropped.get(reason, 0))
+    pending = GaugeMetricFamily(
+        "keel_prediction_log_pending", "Records buffered, waiting to be written."
+    )
+    pending.add_metric([], prediction_log.pending)
+    up = GaugeMetricFamily(
+        "keel_prediction_log_up", "1 while the prediction log's last write succeeded."
+    )
+    up.add_metric([], float(prediction_log.healthy))
+    yield from (written, dropped, pending, up)

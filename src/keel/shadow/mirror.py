@@ -1,0 +1,265 @@
+"""Mirroring one model's live traffic to its shadow candidate, after the primary has answered.
+
+The request path only offers a job: one random draw, and a queue append that
+never waits (a full queue drops the job and counts it). Candidate calls run in
+a few worker tasks under a timeout, and every outcome becomes one record in the
+prediction log. Nothing here can raise into, or wait on, a primary request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import Counter, defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from keel.logstore import CandidateStatus, PredictionRecord
+from keel.logstore.records import Tensors
+from keel.logstore.writer import PredictionLog
+from keel.monitoring.metrics import LATENCY_BUCKETS, Histogram
+from keel.serving.served_version import ServedVersion
+from keel.settings import ShadowSettings
+from keel.shadow.candidates import Candidate
+from keel.signature.output import Output
+
+log = logging.getLogger("keel.shadow")
+
+# Rows behind the live agreement and difference gauges: recent enough to move
+# within minutes of a change, many enough not to flicker.
+LIVE_ROWS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    primary: ServedVersion
+    inputs: Tensors
+    outputs: Tensors
+    primary_ms: float
+    request_id: str | None
+    at: float
+
+
+class LiveComparison:
+    """Agreement and mean absolute differences over the last ``LIVE_ROWS`` compared rows.
+
+    Agreement follows the report's rule: the first label output's labels are
+    equal, or (for models without one) every float output is within
+    ``tolerance`` of the primary's.
+    """
+
+    def __init__(self, tolerance: float) -> None:
+        self.tolerance = tolerance
+        self.rows_compared = 0
+        self.rows_agreeing = 0
+        self._recent: deque[tuple[int, int, dict[str, float]]] = deque()
+        self._recent_rows = 0
+
+    def add(self, outputs: Sequence[Output], primary: Tensors, candidate: Tensors) -> None:
+        rows = 0
+        agreeing: np.ndarray | None = None
+        differences: dict[str, float] = {}
+        label_seen = False
+        for output in outputs:
+            if output.name not in primary or output.name not in candidate:
+                continue
+            ours = np.asarray(primary[output.name])
+            theirs = np.asarray(candidate[output.name])
+            if ours.shape != theirs.shape:
+                # A candidate with another output shape disagrees on every row.
+                rows = max(rows, len(ours))
+                agreeing = np.zeros(len(ours), dtype=bool)
+                continue
+            rows = max(rows, len(ours))
+            if output.kind == "label":
+                same = (ours == theirs).reshape(len(ours), -1).all(axis=1)
+                if not label_seen:
+                    agreeing, label_seen = same, True
+            else:
+                gaps = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+                gaps = gaps.reshape(len(ours), -1)
+                differences[output.name] = float(gaps.sum() / max(gaps.shape[1], 1))
+                if not label_seen:
+                    close = np.asarray((gaps <= self.tolerance).all(axis=1), dtype=bool)
+                    agreeing = close if agreeing is None else np.logical_and(agreeing, close)
+        if rows == 0 or agreeing is None:
+            return
+        agree = int(agreeing.sum())
+        self.rows_compared += rows
+        self.rows_agreeing += agree
+        self._recent.append((rows, agree, differences))
+        self._recent_rows += rows
+        while self._recent_rows - self._recent[0][0] >= LIVE_ROWS:
+            self._recent_rows -= self._recent.popleft()[0]
+
+    def agreement(self) -> float | None:
+        """Share of the recent compared rows that agree; None before any."""
+        if not self._recent_rows:
+            return None
+        return sum(a for _, a, _ in self._recent) / self._recent_rows
+
+    def mean_differences(self) -> dict[str, float]:
+        """Mean absolute difference per float output over the recent rows."""
+        totals: dict[str, float] = defaultdict(float)
+        rows: dict[str, int] = defaultdict(int)
+        for count, _, differences in self._recent:
+            for name, total in differences.items():
+                totals[name] += total
+                rows[name] += count
+        return {name: totals[name] / rows[name] for name in totals if rows[name]}
+
+
+class ShadowMirror:
+    """Sends a sample of one model's answered requests to its candidate, and logs both."""
+
+    def __init__(
+        self,
+        model: str,
+        candidate: Candidate,
+        settings: ShadowSettings,
+        prediction_log: PredictionLog,
+    ) -> None:
+        self.model = model
+        self.candidate = candidate
+        self.settings = settings
+        self.log = prediction_log
+        self.timeout_s = settings.timeout_ms / 1000.0
+        # (primary version, candidate version, status) -> requests, for /metrics.
+        self.counts: Counter[tuple[str, str, CandidateStatus]] = Counter()
+        self.live = LiveComparison(settings.promotion.score_tolerance)
+        self.candidate_latency = Histogram(LATENCY_BUCKETS)
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=settings.queue_size)
+        self._workers: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._random = random.Random()  # noqa: S311 - sampling, not security
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"keel-shadow-{self.model}-{i}")
+            for i in range(self.settings.concurrency)
+        ]
+
+    # -- the request path ---------------------------------------------------------
+
+    def offer(
+        self,
+        primary: ServedVersion,
+        inputs: Tensors,
+        outputs: Tensors,
+        started: float,
+        request_id: str | None,
+    ) -> None:
+        """Called by a handler once the primary's outputs exist; returns at once, never raises."""
+        now = time.perf_counter()
+        mirrored = self._random.random() < self.settings.sample_rate
+        if self._closing or not self.candidate.ready or primary.label == self.candidate.version:
+            mirrored = False
+        if not mirrored:
+            if self._random.random() < self.settings.log_unmirrored_rate:
+                job = _Job(primary, inputs, outputs, (now - started) * 1e3, request_id, time.time())
+                self._record(job, CandidateStatus.UNMIRRORED)
+            return
+        job = _Job(primary, inputs, outputs, (now - started) * 1e3, request_id, time.time())
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            self._record(job, CandidateStatus.DROPPED, error="shadow queue full")
+
+    # -- the candidate side -------------------------------------------------------
+
+    async def _work(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._closing:
+            job = await self._queue.get()
+            self._busy.add(me)
+            try:
+                await self._mirror(job)
+            finally:
+                self._busy.discard(me)
+
+    async def _mirror(self, job: _Job) -> None:
+        started = time.perf_counter()
+        try:
+            answer = await self.candidate.predict(job.inputs, self.timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._record(
+                job,
+                CandidateStatus.TIMEOUT,
+                elapsed_ms=(time.perf_counter() - started) * 1e3,
+                error=f"no answer within {self.settings.timeout_ms:g} ms",
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever the candidate does is only counted
+            self._record(
+                job,
+                CandidateStatus.ERROR,
+                elapsed_ms=(time.perf_counter() - started) * 1e3,
+                error=f"{type(exc).__name__}: {exc}"[:1000],
+            )
+            return
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        self.candidate_latency.observe(elapsed_ms / 1e3)
+        self.live.add(job.primary.metadata.signature.outputs, job.outputs, answer)
+        self._record(job, CandidateStatus.OK, elapsed_ms=elapsed_ms, output=answer)
+
+    def _record(
+        self,
+        job: _Job,
+        status: CandidateStatus,
+        elapsed_ms: float | None = None,
+        output: Tensors | None = None,
+        error: str | None = None,
+    ) -> None:
+        candidate_version = self.candidate.version
+        self.counts[(job.primary.label, candidate_version or "", status)] += 1
+        rows = len(next(iter(job.outputs.values()))) if job.outputs else 0
+        self.log.add(
+            PredictionRecord(
+                at=job.at,
+                request_id=job.request_id or uuid.uuid4().hex,
+                model=self.model,
+                primary_version=job.primary.label,
+                candidate_version=candidate_version,
+                rows=rows,
+                status=status,
+                primary_ms=job.primary_ms,
+                primary_output=job.outputs,
+                inputs=job.inputs,
+                candidate_ms=elapsed_ms,
+                candidate_output=output,
+                error=error,
+            )
+        )
+
+    # -- shutdown -------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop mirroring: queued jobs are logged as dropped, running ones end by their timeout."""
+        self._closing = True
+        while not self._queue.empty():
+            self._record(self._queue.get_nowait(), CandidateStatus.DROPPED, error="server stopping")
+        idle = [t for t in self._workers if t not in self._busy]
+        for task in idle:
+            task.cancel()
+        if not self._workers:
+            await self.candidate.close()
+            return
+        # A running candidate call ends by its timeout; the worker then sees _closing.
+        _, stuck = await asyncio.wait(self._workers, timeout=self.timeout_s + 1.0)
+        for task in stuck:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await self.candidate.close()

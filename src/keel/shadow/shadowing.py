@@ -1,0 +1,82 @@
+"""Every served model's shadow candidate and the prediction log they share: start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from keel.errors import KeelError
+from keel.logstore.opening import open_log_store
+from keel.logstore.writer import PredictionLog
+from keel.registry import Registry
+from keel.settings import Settings
+from keel.shadow.candidates import candidate_for
+from keel.shadow.mirror import ShadowMirror
+
+if TYPE_CHECKING:
+    from keel.serving.model_manager import ModelManager
+
+log = logging.getLogger("keel.shadow")
+
+
+class Shadowing:
+    """The mirrors of the models that have a shadow candidate, by model name.
+
+    ``mirrors`` is empty until the candidates have started, and stays empty when
+    no shadow is configured: then no log store is opened at all.
+    """
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.mirrors: dict[str, ShadowMirror] = {}
+        self.log: PredictionLog | None = None
+
+    async def start(self, manager: ModelManager) -> None:
+        """Open the log and start each candidate; a candidate that cannot start is logged, unused.
+
+        Runs once the primaries are ready, so a candidate never delays readiness.
+        """
+        shadow = self.settings.shadow
+        if not shadow.targets:
+            return
+        loop = asyncio.get_running_loop()
+        store = await loop.run_in_executor(None, open_log_store, shadow.log.url)
+        self.log = PredictionLog(store, shadow.log)
+        await self.log.start()
+        for target in shadow.targets:
+            if target.model not in manager.routes:
+                log.error(
+                    "shadow candidate for %s is not used: %s is not served here",
+                    target.model,
+                    target.model,
+                )
+                continue
+            try:
+                candidate = candidate_for(target, self.registry, self.settings)
+                info = await candidate.start()
+            except KeelError as exc:
+                log.error("shadow candidate for %s is not used: %s", target.model, exc)
+                continue
+            if info is None:
+                await candidate.close()
+                continue
+            self.log.add_candidate(info)
+            mirror = ShadowMirror(target.model, candidate, shadow, self.log)
+            mirror.start()
+            self.mirrors[target.model] = mirror
+            log.info(
+                "mirroring %.0f%% of %s's requests to %s (%s, version %s)",
+                shadow.sample_rate * 100,
+                target.model,
+                candidate.source,
+                candidate.kind,
+                candidate.version or "not known yet",
+            )
+
+    async def close(self) -> None:
+        """Stop mirroring, then write every accepted record before the log closes."""
+        await asyncio.gather(*(mirror.close() for mirror in self.mirrors.values()))
+        if self.log is not None:
+            await self.log.close()
