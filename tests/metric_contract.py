@@ -43,3 +43,25 @@ DECLARED_METRICS = frozenset(
         "keel_feature_stale_total",
     }
 )
+
+# What /metrics adds when a shadow candidate is configured: the mirrors' families, and
+# the prediction log's while a log is open. Named as in DECLARED_METRICS.
+SHADOW_METRICS = frozenset(
+    {
+        # Mirrored requests and the candidate
+        "keel_shadow_requests_total",
+        "keel_shadow_candidate_ready",
+        "keel_shadow_queue_depth",
+        "keel_shadow_candidate_duration_seconds",
+        # Live comparison with the primary
+        "keel_shadow_rows_compared_total",
+        "keel_shadow_rows_agreeing_total",
+        "keel_shadow_agreement",
+        "keel_shadow_mean_abs_difference",
+        # Prediction log
+        "keel_prediction_log_written_total",
+        "keel_prediction_log_dropped_total",
+        "keel_prediction_log_pending",
+        "keel_prediction_log_up",
+    }
+)

@@ -15,9 +15,10 @@ PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 RULE_TESTS = sorted(PROMETHEUS_DIR.glob("*.test.yml"))
 
-# keel's drift window already integrates over time, and the golden check and the
-# environment comparison are facts about the loaded version: these alerts must fire
-# at the first evaluation that sees them.
+# keel's drift window already integrates over time, the shadow agreement alert
+# averages 30 minutes of rows, and the golden check and the environment comparison
+# are facts about the loaded version: these alerts must fire at the first evaluation
+# that sees them.
 IMMEDIATE_ALERTS = {
     "KeelFeatureDrift",
     "KeelFeatureDriftWarning",
@@ -27,6 +28,7 @@ IMMEDIATE_ALERTS = {
     "KeelFeatureNullRateSpike",
     "KeelGoldenCheckFailed",
     "KeelEnvironmentMismatch",
+    "KeelShadowDisagreement",
 }
 
 

@@ -15,6 +15,8 @@ from prometheus_server import PrometheusServer
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboard.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# The series the $model_version and $candidate_version variables are listed from.
+VERSION_SOURCES = ("keel_model_ready", "keel_shadow_candidate_ready")
 
 
 def dashboard() -> dict[str, Any]:
@@ -58,15 +60,27 @@ def test_every_query_panel_uses_the_datasource_variable() -> None:
             assert target["datasource"] == DATASOURCE, panel["title"]
 
 
-def test_rows_group_golden_signals_lifecycle_and_ml_signals() -> None:
+def test_shadow_candidate_version_is_a_template_variable() -> None:
+    found = variables()["candidate_version"]
+    assert found["query"]["query"] == (
+        'label_values(keel_shadow_candidate_ready{model=~"$model"}, candidate_version)'
+    )
+    assert found["includeAll"]
+    assert found["allValue"] == ".*"
+
+
+def test_rows_group_golden_signals_lifecycle_ml_signals_and_shadow() -> None:
     rows = [panel["title"] for panel in dashboard()["panels"] if panel["type"] == "row"]
-    assert rows == ["Golden signals", "Lifecycle", "ML signals"]
+    assert rows == ["Golden signals", "Lifecycle", "ML signals", "Shadow"]
 
 
 def test_panels_that_filter_by_model_filter_by_version_too() -> None:
+    # Shadow series name the candidate's version, not the primary's; the version
+    # variables themselves are listed per model.
     for query in dashboard_queries(DASHBOARD):
         if "$model" in query.replace("$model_version", ""):
-            assert "$model_version" in query or query.startswith("keel_model_ready"), query
+            versioned = "$model_version" in query or "$candidate_version" in query
+            assert versioned or query.startswith(VERSION_SOURCES), query
 
 
 @pytest.fixture(scope="module")

@@ -108,6 +108,20 @@ def test_healthy_series_raise_no_alert(prometheus: PrometheusServer) -> None:
     assert active == {("KeelPredictionCollapse", "label"), ("KeelGoldenCheckFailed", None)}
 
 
+def alert_subjects(name: str, query: str) -> list[str]:
+    """The labels an alert's annotations must name: what it is about."""
+    if name == "KeelDown" or "keel_prediction_log_" in query:
+        return ["instance"]  # the process, not a model
+    if "keel_shadow_" in query:
+        return ["model", "candidate_version"]
+    subjects = ["model", "model_version"]
+    if "keel_feature_" in query:
+        subjects.append("feature")
+    if "keel_prediction_" in query:
+        subjects.append("output")
+    return subjects
+
+
 def test_every_alert_has_a_severity_and_names_what_it_is_about(
     prometheus: PrometheusServer,
 ) -> None:
@@ -120,13 +134,8 @@ def test_every_alert_has_a_severity_and_names_what_it_is_about(
     assert alerting
     for rule in alerting:
         assert rule["labels"].get("severity") in ("critical", "warning"), rule["name"]
-        subjects = ["instance"] if rule["name"] == "KeelDown" else ["model", "model_version"]
-        if "keel_feature_" in rule["query"]:
-            subjects.append("feature")
-        if "keel_prediction_" in rule["query"]:
-            subjects.append("output")
         for annotation in ("summary", "description"):
-            for label in subjects:
+            for label in alert_subjects(rule["name"], rule["query"]):
                 assert f"$labels.{label}" in rule["annotations"][annotation], (
                     rule["name"],
                     annotation,
