@@ -9,6 +9,7 @@ import pytest
 from keel.examples import breast_cancer
 from keel.registry import Registry
 from keel.signature import to_arrays
+from postgres_server import postgres_server, postgres_url  # noqa: F401 - shared fixtures
 from support import OnnxModel, git
 
 
