@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 import orjson
 
@@ -29,6 +28,7 @@ from keel.registry import Registry
 from keel.serving.protocols.datatypes import datatype_of, dtype_of
 from keel.serving.served_version import ServedVersion, retire_version, start_version
 from keel.settings import Settings, ShadowSettings, ShadowTarget
+from keel.shadow.http_client import CandidateHTTPError, HTTPPool
 
 log = logging.getLogger("keel.shadow")
 
@@ -137,8 +137,8 @@ class RemoteCandidate:
     """A model on another Open Inference Protocol server, called with v2 JSON ``infer``.
 
     ``url`` is the model's base URL, ``http://HOST:PORT/v2/models/NAME`` with an
-    optional ``/versions/V``. Connections are pooled and capped at the mirror's
-    concurrency, so a slow server cannot make keel open more and more of them.
+    optional ``/versions/V``. Connections are kept alive, at most the mirror's
+    concurrency of them (one per call in flight).
     """
 
     kind = "remote"
@@ -159,12 +159,8 @@ class RemoteCandidate:
             )
         self._pinned = segments[4] if len(segments) == 5 else None
         self._seen: str | None = self._pinned
-        limits = httpx.Limits(
-            max_connections=shadow.concurrency, max_keepalive_connections=shadow.concurrency
-        )
-        # Each call is bounded by the mirror's timeout (asyncio.wait_for); this only
-        # bounds the metadata request at start.
-        self._client = httpx.AsyncClient(limits=limits, timeout=10.0)
+        self._path = parts.path.rstrip("/")
+        self._pool = HTTPPool(self.source, shadow.concurrency)
 
     @property
     def version(self) -> str | None:
@@ -178,14 +174,14 @@ class RemoteCandidate:
 
     async def start(self) -> CandidateInfo | None:
         try:
-            answer = await self._client.get(self.source, timeout=5.0)
-            if answer.status_code == 200:
-                versions = answer.json().get("versions") or []
+            status, body = await asyncio.wait_for(self._pool.request("GET", self._path), 5.0)
+            if status == 200:
+                versions = orjson.loads(body).get("versions") or []
                 if self._pinned is None and len(versions) == 1:
                     self._seen = str(versions[0])
             else:
-                log.warning("shadow candidate %s answered %d", self.source, answer.status_code)
-        except (httpx.HTTPError, ValueError) as exc:
+                log.warning("shadow candidate %s answered %d", self.source, status)
+        except (CandidateHTTPError, TimeoutError, orjson.JSONDecodeError, AttributeError) as exc:
             log.warning("shadow candidate %s is not reachable yet: %s", self.source, exc)
         return CandidateInfo(
             model=self.source.rsplit("/models/", 1)[1].split("/")[0],
@@ -197,22 +193,21 @@ class RemoteCandidate:
         )
 
     async def predict(self, inputs: Tensors, timeout_s: float) -> dict[str, np.ndarray]:
-        body = orjson.dumps({"inputs": [_json_tensor(n, a) for n, a in inputs.items()]})
+        body = orjson.dumps(
+            {"inputs": [_json_tensor(n, a) for n, a in inputs.items()]},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
         try:
-            answer = await asyncio.wait_for(
-                self._client.post(
-                    f"{self.source}/infer",
-                    content=body,
-                    headers={"content-type": "application/json"},
-                ),
-                timeout_s,
+            status, answer = await asyncio.wait_for(
+                self._pool.request("POST", f"{self._path}/infer", body), timeout_s
             )
-        except httpx.HTTPError as exc:
-            raise CandidateFailed(f"{type(exc).__name__}: {exc}") from None
-        if answer.status_code != 200:
-            raise CandidateFailed(f"HTTP {answer.status_code}: {answer.text[:300]}")
+        except CandidateHTTPError as exc:
+            raise CandidateFailed(str(exc)) from None
+        if status != 200:
+            text = answer[:300].decode("utf-8", errors="replace")
+            raise CandidateFailed(f"HTTP {status}: {text}")
         try:
-            payload = orjson.loads(answer.content)
+            payload = orjson.loads(answer)
             version = payload.get("model_version")
             if version:
                 self._seen = str(version)
@@ -221,16 +216,19 @@ class RemoteCandidate:
             raise CandidateFailed(f"unreadable infer response: {exc}") from None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        self._pool.close()
 
 
 def _json_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
-    data = array.reshape(-1)
+    data = np.ascontiguousarray(array).reshape(-1)
     return {
         "name": name,
         "shape": list(array.shape),
         "datatype": datatype_of(array.dtype),
-        "data": data.astype(str).tolist() if data.dtype.kind in "OUS" else data.tolist(),
+        # orjson writes native numeric arrays from their buffer; strings go as a list.
+        "data": data.astype(str).tolist()
+        if data.dtype.kind in "OUS" or not data.dtype.isnative
+        else data,
     }
 
 
