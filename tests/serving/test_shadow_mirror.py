@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 from fault_proxy import CLOSE, DELAY, ERROR, FORWARD, HANG, FaultProxy, fault_proxy
 from keel_server import ServerProcess, start_server
+from test_metric_contract import exported_families
 
 from keel.logstore import CandidateStatus, PredictionRecord
 from keel.logstore.opening import open_log_store
+from metric_contract import DECLARED_METRICS, SHADOW_METRICS
 
 MODEL = "breast-cancer"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -145,6 +147,9 @@ def test_in_process_candidate_sees_every_request_and_both_answers_are_logged(
         f'model_version="{reference["production_version"]}",status="ok"}} {mirrored}.0'
     ) in metrics
     assert f'keel_shadow_rows_compared_total{{candidate_version="{candidate}"' in metrics
+    # The shadow families are exactly those the alert rules and dashboard are held to.
+    exported = {n for n in exported_families(metrics) if n.startswith("keel_")}
+    assert exported == DECLARED_METRICS | SHADOW_METRICS
 
     # SIGTERM flushes the log: every mirrored request is in it afterwards.
     assert shadowed.stop() in (0, -signal.SIGTERM)
