@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from keel import errors
-from keel.cli import alias, demo, drift, env, models, publish, serve, verify
+from keel.cli import alias, demo, drift, env, models, promote, publish, serve, shadow, verify
 from keel.cli.context import err_console
 
 app = typer.Typer(
@@ -23,10 +23,12 @@ app.add_typer(models.app, name="models")
 app.add_typer(alias.app, name="alias")
 app.add_typer(env.app, name="env")
 app.add_typer(drift.app, name="drift")
+app.add_typer(shadow.app, name="shadow")
 app.command("publish")(publish.publish)
 app.command("verify")(verify.verify)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.command("promote")(promote.promote)
 
 _state = {"debug": False}
 
@@ -42,6 +44,7 @@ EXIT_CODES: tuple[tuple[type[errors.KeelError], int], ...] = (
     (errors.AmbiguousVersion, 7),
     (errors.NotMonitored, 7),
     (errors.ServerUnreachable, 8),
+    (errors.PromotionRefused, 9),
 )
 INTERNAL_ERROR = 70
 
