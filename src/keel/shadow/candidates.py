@@ -164,7 +164,9 @@ class RemoteCandidate:
 
     @property
     def version(self) -> str | None:
-        return self._seen
+        # Until the server has said which version it runs, records name it by URL,
+        # so that the report can still tell this candidate's records apart.
+        return self._seen or self.source
 
     @property
     def ready(self) -> bool:
