@@ -29,7 +29,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 
-# Prometheus and promtool (Debian packages) for the alert-rule and scrape tests.
+# Debian packages the tests run for real: prometheus (and promtool), postgresql, chromium.
 system-deps:
 	scripts/install-system-deps
 
