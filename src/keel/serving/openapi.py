@@ -146,6 +146,13 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     "responses": {**_ok("ready"), "404": ERRORS["404"], "503": ERRORS["503"]},
                 }
             }
+            if not versioned:
+                paths[f"{base}/shadow"] = {
+                    "get": {
+                        "summary": f"{name}'s shadow candidate: counts and live agreement (keel)",
+                        "responses": {**_ok("shadow state"), "404": ERRORS["404"]},
+                    }
+                }
             paths[f"{base}/drift"] = {
                 "get": {
                     "summary": f"Drift, null rates and collapse of {name}'s window (keel)",
