@@ -33,6 +33,7 @@ def render(results: dict[str, Any], results_path: str) -> str:
         _batching(results),
         _startup(results),
         _memory(results),
+        _shadow(results),
         _noise(results),
     ]
     return "\n\n".join(s.strip("\n") for s in sections) + "\n"
@@ -56,7 +57,7 @@ def _targets(results: dict[str, Any]) -> str:
         for v in results["targets"]
     ]
     table = _table([("target", "l"), ("measured", "l"), ("result", "l")], rows)
-    return "\n".join(["## Targets (issues 3 and 4)", "", *table])
+    return "\n".join(["## Targets (issues 3 to 5)", "", *table])
 
 
 def _machine(results: dict[str, Any]) -> str:
@@ -97,6 +98,7 @@ make setup                               # the locked environment in .venv
 .venv/bin/python bench/loadgen.py URL --body-file body.json -c 64 --rate 2000     # open loop
 .venv/bin/python bench/naive_server.py --model model.onnx --features features.json --port 8081
 taskset -c 0 .venv/bin/python bench/inprocess.py --registry DIR breast-cancer@production
+.venv/bin/python bench/shadow_isolation.py --registry DIR          # shadow mode alone
 ```"""
 
 
@@ -417,12 +419,63 @@ def _noise(results: dict[str, Any]) -> str:
     )
 
 
+def _shadow(results: dict[str, Any]) -> str:
+    shadow = results.get("shadow")
+    if shadow is None:
+        return ""
+    rows = []
+    for name, entry in shadow["configs"].items():
+        counts: dict[str, int] = {}
+        for run in entry["shadow_requests"]:
+            for status, count in run.items():
+                counts[status] = counts.get(status, 0) + count
+        latency = entry["latency_us"]
+        rows.append(
+            [
+                name,
+                f"{latency['p50']:,.0f}",
+                f"{latency['p99']:,.0f}",
+                f"{entry['p99_ratio_to_no_shadow']}x",
+                ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "—",
+                f"{entry['server_cpu']:.0%}",
+                f"{entry['peak_rss'] / MIB:.0f}",
+            ]
+        )
+    columns = [
+        ("configuration", "l"),
+        ("p50 µs", "r"),
+        ("p99 µs", "r"),
+        ("p99 / no shadow", "r"),
+        ("candidate outcomes (all rounds)", "l"),
+        ("server CPU", "r"),
+        ("peak RSS MiB", "r"),
+    ]
+    return "\n".join(
+        [
+            "## Shadow mode",
+            "",
+            f"keel serving {SMALL} in an open loop at {shadow['rate']:,.0f} req/s (single-row",
+            "records), with no shadow and with each kind of candidate, every request mirrored",
+            "(`sample_rate` 1). The remote candidates (`bench/slow_candidate.py`, on the load",
+            "core) answer after 10x the primary's own lone p50 ("
+            f"{shadow['primary_lone_p50_us']:,.0f} µs, so {shadow['slow_delay_ms']} ms) or never;",
+            "the in-process one is the real gradient-boosting candidate, on one thread of its own",
+            "on the server's core. Default shadow settings: timeout 100 ms, 2 calls at once,",
+            "a queue of 256. Every outcome is logged to SQLite.",
+            "",
+            *_table(columns, rows),
+        ]
+    )
+
+
 def _all_summaries(results: dict[str, Any]) -> list[dict[str, Any]]:
     found = []
     for entry in results["small_model_http"].values():
         found += [entry[k] for k in ("saturation", "lone", "open") if k in entry]
     found += [results["wide_model_batching"][k] for k in ("on", "off", "lone")]
     found += [results["loadgen_ceiling"][k] for k in ("saturation", "lone")]
+    if "shadow" in results:
+        found += list(results["shadow"]["configs"].values())
     return found
 
 

@@ -1,4 +1,4 @@
-"""Every benchmark of issue 3 in one run: bench/results/<date>.json and docs/benchmarks.md.
+"""Every benchmark of issues 3 to 5 in one run: bench/results/<date>.json and docs/benchmarks.md.
 
     .venv/bin/python bench/run.py           # the full run, about ten minutes
     .venv/bin/python bench/run.py --quick   # one short round of everything, about two
@@ -24,6 +24,7 @@ from typing import Any
 import batching
 import machine
 import report
+import shadow_isolation
 import startup
 import targets
 import throughput
@@ -114,6 +115,8 @@ def run_all(registry: Path | None, scratch: Path, windows: Windows, quick: bool)
     results["wide_model_batching"] = batching.compare(registry, wide, windows, logs, _say)
     _say("start-up and memory…")
     results["startup"] = startup.measure_startup(registry, [small, wide], windows, logs, _say)
+    _say("shadow mode: the primary's latency with bad candidates…")
+    results["shadow"] = shadow_isolation.compare(registry, windows, logs, _say)
     return results
 
 

@@ -20,6 +20,9 @@ HALF_SATURATION_P99_US = 10_000.0
 FIRST_REQUEST_RATIO = 2.0
 # Issue 4: monitoring may cost at most this share of throughput at saturation.
 MONITORING_OVERHEAD = 0.05
+# Issue 5: the primary's p99 at a fixed rate with a bad candidate, against no shadow.
+SHADOW_P99_MARGIN = 0.10
+SHADOW_CONFIGS = ("slow candidate (10x)", "hanging candidate")
 # Memory: what the large model may add beyond its file size (allocator pages, ORT's
 # arena and its per-session structures), and how much load may add over idle before it
 # looks like a copy of the model.
@@ -90,6 +93,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     verdicts.extend(_memory(results))
+    verdicts.extend(_shadow(results))
     startup = results["startup"]
     for path, row in startup["first_vs_hundredth"].items():
         verdicts.append(
@@ -136,3 +140,27 @@ def _memory(results: dict[str, Any]) -> list[Verdict]:
             m["load_added"] < m["large_model_size"],
         ),
     ]
+
+
+def _shadow(results: dict[str, Any]) -> list[Verdict]:
+    shadow = results.get("shadow")
+    if shadow is None:
+        return []
+    verdicts = []
+    base = shadow["configs"]["no shadow"]["latency_us"]["p99"]
+    for name in SHADOW_CONFIGS:
+        entry = shadow["configs"][name]
+        ratio = entry["p99_ratio_to_no_shadow"]
+        verdicts.append(
+            Verdict(
+                f"shadow, {SMALL} at {shadow['rate']:,.0f} req/s: primary p99 with a {name} "
+                f"within {SHADOW_P99_MARGIN:.0%} of no shadow",
+                f"{ratio}x ({entry['latency_us']['p99']:,.0f} vs {base:,.0f} µs; median of "
+                "per-round ratios)",
+                ratio is not None
+                and ratio <= 1 + SHADOW_P99_MARGIN
+                and entry["unanswered"] == 0
+                and entry["errors"] == 0,
+            )
+        )
+    return verdicts

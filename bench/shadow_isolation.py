@@ -12,7 +12,7 @@ rounds are reported. The remote candidates (``slow_candidate.py``) run on the
 load core and cost next to nothing: what is measured is keel's cost of
 mirroring to them.
 
-    .venv/bin/python bench/shadow.py --registry REGISTRY [--quick]
+    .venv/bin/python bench/shadow_isolation.py --registry REGISTRY [--quick]
 """
 
 from __future__ import annotations
