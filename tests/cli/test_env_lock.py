@@ -50,8 +50,29 @@ def test_lock_prints_every_recorded_package_pinned_under_a_python_header(
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"# {meta.ref}: trained from git {meta.source.git_sha}")
     assert lines[1].startswith(f"# python {meta.environment.python} ")
-    assert _pins(result.stdout) == meta.environment.packages
-    assert "numpy" in meta.environment.packages
+    from_index = {
+        n: v
+        for n, v in meta.environment.packages.items()
+        if n not in meta.environment.direct_installs
+    }
+    assert _pins(result.stdout) == from_index
+    assert "numpy" in from_index
+
+
+def test_lock_names_a_distribution_from_a_local_checkout_in_a_comment_not_a_pin(
+    published: tuple[Path, ModelMetadata],
+) -> None:
+    """keel runs here from its checkout (an editable install): no index has that ``keel``."""
+    registry, meta = published
+    checkout = Path(__file__).resolve().parents[2]
+    assert meta.environment.direct_installs["keel"].url == checkout.as_uri()
+    result = run_keel("env", "lock", meta.ref, "--registry", str(registry))
+    assert result.returncode == 0, result.stderr
+    version = meta.environment.packages["keel"]
+    assert (
+        f"# keel=={version} was installed from {checkout.as_uri()} (editable), "
+        "not a package index: install it from its source"
+    ) in result.stdout.splitlines()
 
 
 def test_lock_leaves_out_excluded_distributions_by_canonical_name(
@@ -67,6 +88,7 @@ def test_lock_leaves_out_excluded_distributions_by_canonical_name(
         n: v for n, v in meta.environment.packages.items() if n not in {"keel", "scikit-learn"}
     }
     assert _pins(result.stdout) == expected
+    assert not [line for line in result.stdout.splitlines() if line.startswith("# keel==")]
 
 
 def test_lock_of_an_unknown_version_exits_7_in_one_line(tmp_path: Path) -> None:

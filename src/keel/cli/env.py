@@ -33,13 +33,13 @@ def lock(
         ),
     ] = None,
 ) -> None:
-    """Print the exact requirements of the training environment, pip-installable."""
+    """Print the exact requirements of the training environment, pip-installable.
+
+    A distribution installed from a local checkout or file rather than an index
+    is a comment naming where it came from: install that one from its source.
+    """
     meta = open_registry(settings_for(registry)).resolve(ref)
-    left_out = {normalise(name) for name in exclude or []}
-    recorded = meta.environment
-    if left_out:
-        kept = {n: v for n, v in recorded.packages.items() if n not in left_out}
-        recorded = recorded.model_copy(update={"packages": kept})
+    recorded = meta.environment.without({normalise(name) for name in exclude or []})
     dirty = ", dirty work tree" if meta.source.git_dirty else ""
     header = f"# {meta.ref}: trained from git {meta.source.git_sha}{dirty}\n"
     # Plain print: rich would wrap long lines and read '[...]' as markup.
