@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from keel.errors import KeelError, ModelNotFound
-from keel.registry import ModelRef, Registry, parse_ref
+from keel.errors import KeelError, ModelNotFound, RegistryError
+from keel.registry import ModelMetadata, ModelRef, Registry, parse_ref
 from keel.registry.names import DEFAULT_ALIAS
 from keel.serving.served_version import (
     ServedVersion,
@@ -50,6 +50,10 @@ class Routes:
 # Batches reach the drift windows this often: late enough to observe many at once,
 # soon enough that a collapse shows on the next scrape.
 MONITOR_INTERVAL_S = 0.25
+# A model that cannot be resolved at start (registry unreachable, not published yet)
+# is tried again after these many seconds, doubling up to the last.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
 
 
 class ModelManager:
@@ -65,25 +69,56 @@ class ModelManager:
         self._watcher: asyncio.Task[None] | None = None
         self._feeder: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._retrier: asyncio.Task[None] | None = None
+        # Named at start but not resolved yet: the server is not ready while any is left.
+        self._pending: list[ModelRef] = []
         self._started = False
 
     # -- start and stop ----------------------------------------------------------
 
     async def start(self, refs: Iterable[str]) -> None:
-        """Load every referenced version; they become ready one by one as they pass checks."""
+        """Load every referenced version; they become ready one by one as they pass checks.
+
+        A reference that cannot be resolved (the registry is unreachable, or the
+        model is not published yet) does not stop the others: it is tried again
+        in the background, with backoff, and the server is not ready until it loads.
+        """
         parsed = [parse_ref(r) for r in refs]
-        # One at a time: loading is CPU-bound and the machine's cores are shared.
-        for ref in parsed:
-            await self._serve(ref)
+        self._pending = list(parsed)
+        await self._load_pending()
         self._started = True
         self._feeder = asyncio.create_task(self._feed_monitors(), name="keel-drift-feeder")
         self._watched = [r for r in parsed if not r.is_version]
         if self.settings.server.watch_interval_s > 0 and self._watched:
             self._watcher = asyncio.create_task(self._watch(), name="keel-alias-watcher")
+        if self._pending:
+            self._retrier = asyncio.create_task(self._retry_pending(), name="keel-load-retry")
+
+    async def _load_pending(self) -> None:
+        # One at a time: loading is CPU-bound and the machine's cores are shared.
+        for ref in list(self._pending):
+            try:
+                await self._serve(ref)
+            except KeelError as exc:
+                log.error("cannot serve %s yet: %s; retrying", ref, exc)
+                continue
+            self._pending.remove(ref)
+
+    async def _retry_pending(self) -> None:
+        delay = RETRY_FIRST_S
+        while self._pending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+            await self._load_pending()
+        log.info("every model named at start is now served")
 
     async def close(self) -> None:
         """Stop watching, then drain and free every version."""
-        tasks = [t for t in (self._watcher, self._feeder, *self._background) if t is not None]
+        tasks = [
+            t
+            for t in (self._watcher, self._feeder, self._retrier, *self._background)
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -128,7 +163,12 @@ class ModelManager:
         already loaded do not make the server ready.
         """
         defaults = [routes.find(None) for routes in self.routes.values()]
-        return self._started and bool(defaults) and all(v is not None and v.ready for v in defaults)
+        return (
+            self._started
+            and not self._pending
+            and bool(defaults)
+            and all(v is not None and v.ready for v in defaults)
+        )
 
     # -- loading and swapping ----------------------------------------------------
 
@@ -146,7 +186,7 @@ class ModelManager:
         """
         loop = asyncio.get_running_loop()
         async with self._swap_lock:
-            metadata = await loop.run_in_executor(self.executor, self.registry.resolve, ref)
+            metadata = await loop.run_in_executor(self.executor, self._resolve, ref)
             label = version_label(metadata.version)
             current = self.routes.get(ref.name)
             version = current.versions.get(label) if current else None
@@ -169,6 +209,18 @@ class ModelManager:
             log.info("%s now answers with %s", ref, label)
             self._retire_if_unused(ref.name, old_label)
             return version
+
+    def _resolve(self, ref: ModelRef) -> ModelMetadata:
+        try:
+            return self.registry.resolve(ref)
+        except KeelError:
+            raise
+        except Exception as exc:
+            # An object store's client raises its own errors (no credentials, no route,
+            # a 5xx); to the server they all mean the registry cannot be read now.
+            raise RegistryError(
+                f"registry {self.registry.url} could not be read: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _add_version(self, ref: ModelRef, version: ServedVersion) -> None:
         current = self.routes.get(ref.name)

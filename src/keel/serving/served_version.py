@@ -211,6 +211,13 @@ async def start_version(
             version.golden_passed = False
         log.error("model %s is not ready: %s", version.metadata.ref, exc)
         return
+    except Exception as exc:
+        # Not keel's own refusal: a store that failed mid-download, a runtime that
+        # crashed. The version is refused all the same, and the server lives on.
+        version.state = VersionState.FAILED
+        version.failure = f"loading failed: {type(exc).__name__}: {exc}"
+        log.exception("model %s is not ready", version.metadata.ref)
+        return
     version.golden_passed = True
     version.loaded = loaded
     version.timings = timings
