@@ -8,6 +8,7 @@ arrays read back as NaN (so an infinity comes back as NaN).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ _NATIVE_KINDS = frozenset("biuf")
 def encode_tensors(tensors: Tensors) -> str:
     """The JSON text of ``tensors``; raises ``TypeError`` for values JSON cannot hold."""
     document = {
-        name: {"dtype": str(array.dtype), "shape": list(array.shape), "data": _data(array)}
+        name: {"dtype": _dtype_name(array.dtype), "shape": list(array.shape), "data": _data(array)}
         for name, array in tensors.items()
     }
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default).decode()
@@ -37,6 +38,13 @@ def decode_tensors(text: str) -> dict[str, npt.NDArray[Any]]:
         name: np.array(tensor["data"], dtype=np.dtype(tensor["dtype"])).reshape(tensor["shape"])
         for name, tensor in document.items()
     }
+
+
+@functools.cache
+def _dtype_name(dtype: np.dtype[Any]) -> str:
+    # str(dtype) takes several microseconds in numpy 2, as long as the rest of a
+    # small tensor's encoding; a process meets only a handful of dtypes.
+    return str(dtype)
 
 
 def _data(array: npt.NDArray[Any]) -> object:
