@@ -10,6 +10,8 @@ import pytest
 
 from keel.errors import FieldError, InvalidRequest
 from keel.signature import Signature, record_validator
+from keel.signature.records import MAX_REPORTED_ERRORS
+from keel.signature.values import FLOAT32_MAX
 
 
 def _errors(signature: Signature, records: object) -> list[FieldError]:
@@ -144,6 +146,36 @@ def test_every_violation_of_every_record_is_reported_at_once(
         (2, "extra", "unknown_field"),
         (3, "", "not_a_record"),
     }
+
+
+def test_reporting_stops_at_the_cap_in_record_order(
+    credit: Signature, applicant: dict[str, Any]
+) -> None:
+    """A huge request of bad records costs a bounded answer, not one error per value."""
+    bad = {**applicant, "age": "old", "owner": 1, "region": "west"}
+    errors = _errors(credit, [bad] * 10_000)
+    assert len(errors) == MAX_REPORTED_ERRORS
+    assert [e.index for e in errors] == sorted(e.index for e in errors)
+    assert errors[0].index == 0
+
+
+def test_the_json_schema_states_the_float32_and_int64_ranges_the_checker_enforces(
+    credit: Signature,
+) -> None:
+    fields = credit.records_json_schema()["items"]["properties"]
+    assert (fields["age"]["minimum"], fields["age"]["maximum"]) == (18, 120)
+    # income goes into a float32 tensor with no maximum of its own; ratio has no bounds.
+    assert (fields["income"]["minimum"], fields["income"]["maximum"]) == (0, FLOAT32_MAX)
+    assert (fields["ratio"]["minimum"], fields["ratio"]["maximum"]) == (-FLOAT32_MAX, FLOAT32_MAX)
+    wide = Signature.model_validate(
+        {
+            "features": [{"name": "n", "dtype": "int"}],
+            "inputs": [{"name": "x", "dtype": "int64", "features": ["n"]}],
+            "outputs": [{"name": "y", "dtype": "float32", "shape": [None], "kind": "score"}],
+        }
+    )
+    n = wide.records_json_schema()["items"]["properties"]["n"]
+    assert (n["minimum"], n["maximum"]) == (-(2**63), 2**63 - 1)
 
 
 def test_messages_are_keels_own_and_say_what_was_wrong(

@@ -147,12 +147,14 @@ def _check_metadata(path: Path, entry: object) -> dict[str, str]:
     if not isinstance(entry, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in entry.items()
     ):
-        raise UnsafeArtifact(f"{path}: safetensors '{METADATA_KEY}' must map strings to strings")
+        raise UnsafeArtifact(
+            f"{path}: safetensors header: '{METADATA_KEY}' must map strings to strings"
+        )
     return dict(entry)
 
 
 def _check_tensor(path: Path, name: str, entry: object, data_size: int) -> SafetensorsTensor:
-    where = f"{path}: tensor '{name}'"
+    where = f"{path}: safetensors header: tensor '{name}'"
     if not isinstance(entry, dict):
         raise UnsafeArtifact(f"{where} is described by {type(entry).__name__}, not an object")
     if set(entry) != _ENTRY_KEYS:
@@ -208,6 +210,6 @@ def _check_no_overlap(path: Path, tensors: Iterable[SafetensorsTensor]) -> None:
     for previous, current in pairwise(ordered):
         if current.begin < previous.end:
             raise UnsafeArtifact(
-                f"{path}: tensors '{previous.name}' [{previous.begin}, {previous.end}] and "
-                f"'{current.name}' [{current.begin}, {current.end}] overlap"
+                f"{path}: safetensors header: tensors '{previous.name}' [{previous.begin}, "
+                f"{previous.end}] and '{current.name}' [{current.begin}, {current.end}] overlap"
             )

@@ -9,7 +9,11 @@ from pathlib import Path
 
 from keel.errors import RuntimeFailure, UnsafeArtifact
 from keel.runtimes.pickles import describe_pickle
-from keel.runtimes.safetensors_header import LENGTH_BYTES, MAX_HEADER_BYTES
+from keel.runtimes.safetensors_header import (
+    LENGTH_BYTES,
+    MAX_HEADER_BYTES,
+    check_safetensors_header,
+)
 
 ONNX = "onnx"
 SAFETENSORS = "safetensors"
@@ -52,7 +56,8 @@ def sniff_format(path: Path) -> str:
     Raises UnsafeArtifact for a pickle (plain, compressed the joblib way, zipped the
     torch way, or inside a numpy file) and for anything not recognisably ONNX or
     safetensors. Only a file already refused is looked into further: a zip archive's
-    member list and the first bytes of its members, to say whether it holds a pickle.
+    member list and the first bytes of its members, to say whether it holds a pickle,
+    and the header length of a file laid out like safetensors, to say why it is wrong.
     """
     prefix, size = _read_prefix(path)
     # The two accepted formats are recognised first and strictly: a safetensors header
@@ -67,6 +72,10 @@ def sniff_format(path: Path) -> str:
             f"{path} is {disguise}. Loading a pickle can execute arbitrary code, so keel "
             f"refuses it without loading it. {_EXPORT_ADVICE}"
         )
+    if prefix[LENGTH_BYTES : LENGTH_BYTES + 1] == b"{":
+        # Laid out like safetensors, but its header length is out of bounds: the header
+        # check says which bound, which is more use than "unrecognised".
+        check_safetensors_header(path)
     raise UnsafeArtifact(
         f"unrecognised model format: {path} is neither an ONNX model nor a safetensors "
         f"file (first bytes {prefix[:8].hex(' ')}). {_EXPORT_ADVICE}"

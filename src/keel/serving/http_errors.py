@@ -75,5 +75,25 @@ def error_response(exc: Exception) -> Response:
     )
 
 
-def _json(status: int, body: object, headers: list[tuple[bytes, bytes]] | None = None) -> Reply:
-    return Reply(status, orjson.dumps(body), headers=headers or [])
+def _json(
+    status: int, body: dict[str, object], headers: list[tuple[bytes, bytes]] | None = None
+) -> Reply:
+    try:
+        encoded = orjson.dumps(body)
+    except TypeError:
+        # A message may quote what the client sent, and Python's json (which the records
+        # API falls back on for NaN) lets lone surrogates through; UTF-8 has no spelling
+        # for them. The refusal must still go out.
+        encoded = orjson.dumps(_printable(body))
+    return Reply(status, encoded, headers=headers or [])
+
+
+def _printable(value: object) -> object:
+    """``value`` with every string made encodable, lone surrogates written as escapes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {str(_printable(k)): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value

@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from keel.errors import FieldError, InvalidRequest
-from keel.signature.feature import Feature
+from keel.signature.feature import INT64_MAX, INT64_MIN, Feature
 from keel.signature.rules import (
     REQUIRED_MESSAGE,
     UNKNOWN_FIELD_MESSAGE,
@@ -31,12 +31,16 @@ from keel.signature.rules import (
     RuleViolation,
     kind_of,
 )
-from keel.signature.values import FeatureValue, value_checker
+from keel.signature.values import FLOAT32_MAX, FeatureValue, value_checker
 
 if TYPE_CHECKING:
     from keel.signature.signature import Signature
 
 _OWN_RULES: frozenset[str] = frozenset(get_args(Rule))
+
+MAX_REPORTED_ERRORS = 100
+"""Most violations one validation reports: measured, 20,000 records of 30 NaN fields made a
+76 MB error answer and 13 s of work on the server's event loop without a cap."""
 
 # Pydantic error types that describe the shape of a request, by the keel rule they break.
 _SHAPE_RULES: dict[str, Rule] = {
@@ -68,7 +72,9 @@ class RecordValidator:
     def validate(self, records: object) -> list[dict[str, FeatureValue]]:
         """Check records; return them with every feature present (None where missing).
 
-        Raises ``InvalidRequest`` naming every violation of every record.
+        Raises ``InvalidRequest`` naming the violations in record order, the first
+        ``MAX_REPORTED_ERRORS`` of them: checking stops there, so a large request of
+        bad records costs neither a long validation nor a huge error answer.
         """
         if not isinstance(records, list | tuple):
             message = f"expected a list of records, got {kind_of(records)}"
@@ -80,6 +86,8 @@ class RecordValidator:
                 checked = self._record.model_validate(record)
             except ValidationError as error:
                 errors.extend(_field_error(index, item) for item in error.errors())
+                if len(errors) >= MAX_REPORTED_ERRORS:
+                    raise InvalidRequest(errors[:MAX_REPORTED_ERRORS]) from None
             else:
                 validated.append(checked.model_dump(by_alias=True))
         if errors:
@@ -108,19 +116,31 @@ def _field_of(feature: Feature, float32: bool) -> tuple[Any, Any]:
     """Return the (annotation, FieldInfo) pair that validates one feature's value."""
     check = BeforeValidator(_checker(feature, float32))
     checked: Any = Annotated[_schema_type(feature), check]
-    bounds = {
-        key: value
-        for key, value in (("minimum", feature.minimum), ("maximum", feature.maximum))
-        if value is not None
-    }
     about: dict[str, Any] = {
         "alias": feature.name,
         "description": feature.description or None,
-        "json_schema_extra": bounds or None,
+        "json_schema_extra": _schema_bounds(feature, float32) or None,
     }
     if feature.nullable:
         return checked | None, Field(default=None, **about)
     return checked, Field(**about)
+
+
+def _schema_bounds(feature: Feature, float32: bool) -> dict[str, float | int]:
+    """The bounds the value checker enforces, as JSON Schema states them.
+
+    Beyond the declared ones: an int must fit 64 bits, and a float going into a float32
+    tensor must fit float32; a schema without them would call refused values valid.
+    """
+    low: float | int | None = feature.minimum
+    high: float | int | None = feature.maximum
+    if feature.dtype == "int":
+        low = INT64_MIN if low is None else max(low, INT64_MIN)
+        high = INT64_MAX if high is None else min(high, INT64_MAX)
+    elif feature.dtype == "float" and float32:
+        low = -FLOAT32_MAX if low is None else max(low, -FLOAT32_MAX)
+        high = FLOAT32_MAX if high is None else min(high, FLOAT32_MAX)
+    return {key: value for key, value in (("minimum", low), ("maximum", high)) if value is not None}
 
 
 def _schema_type(feature: Feature) -> Any:
