@@ -33,11 +33,9 @@ def affine_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
-@pytest.fixture
-def model_path(tmp_path: Path) -> Path:
-    """An affine model in its own folder, its initializers in external file 'weights.bin'."""
-    folder = tmp_path / "model"
-    folder.mkdir()
+def save_with_external_data(folder: Path) -> Path:
+    """Save the affine model as ``folder/model.onnx``, its initializers in ``weights.bin``."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
     onnx.save_model(
         affine_model(),
@@ -48,6 +46,12 @@ def model_path(tmp_path: Path) -> Path:
         size_threshold=0,
     )
     return path
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    """An affine model in its own folder, its initializers in external file 'weights.bin'."""
+    return save_with_external_data(tmp_path / "model")
 
 
 @pytest.fixture

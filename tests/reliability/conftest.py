@@ -1,0 +1,66 @@
+"""Fixtures of the reliability suite: the demo models in a registry, and the figures it measures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from figures import (
+    DEFAULT_FUZZ_EXAMPLES,
+    FUZZ_EXAMPLES_VARIABLE,
+    RESULTS_VARIABLE,
+    Figures,
+)
+
+from support import GIT, run_keel
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def fuzz_examples() -> int:
+    """Examples per property-based test: a CI-sized default, more for the documented full run."""
+    return int(os.environ.get(FUZZ_EXAMPLES_VARIABLE, DEFAULT_FUZZ_EXAMPLES))
+
+
+@pytest.fixture(scope="session")
+def figures(fuzz_examples: int) -> Iterator[Figures]:
+    """The session's figures, written where ``KEEL_RELIABILITY_RESULTS`` says (if it is set)."""
+    measured = Figures()
+    started = time.monotonic()
+    yield measured
+    target = os.environ.get(RESULTS_VARIABLE)
+    if target is None:
+        return
+    measured.run.update(
+        fuzz_examples=fuzz_examples,
+        finished_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        duration_s=round(time.monotonic() - started, 1),
+        keel_commit=_commit(),
+    )
+    measured.write(Path(target))
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding the example models, published once for the whole session."""
+    registry = tmp_path_factory.mktemp("reliability-demo") / "registry"
+    result = run_keel("demo", "--no-serve", "--registry", str(registry))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return registry
+
+
+def _commit() -> str:
+    result = subprocess.run(
+        [GIT, "rev-parse", "--short", "HEAD"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() or "unknown"
