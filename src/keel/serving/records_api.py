@@ -101,9 +101,18 @@ def _lenient_json(body: bytes, error: orjson.JSONDecodeError) -> Any:
     already refused the body, so the hot path keeps orjson's speed.
     """
     try:
-        return json.loads(body)
+        payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(f"the body is not valid JSON: {error}") from None
+    try:
+        # Python's parser also accepts lone surrogates (\ud800), which no UTF-8
+        # answer can hold; orjson, which writes the answers, refuses them.
+        orjson.dumps(payload)
+    except TypeError:
+        raise ProtocolError(
+            "the body is not valid JSON: a string holds a lone surrogate (\\ud800-\\udfff)"
+        ) from None
+    return payload
 
 
 def _rows(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
