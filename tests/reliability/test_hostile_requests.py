@@ -229,11 +229,11 @@ def test_a_flood_of_violations_gets_a_bounded_answer_quickly(
 
 @pytest.mark.usefixtures("still_serving")
 @pytest.mark.parametrize("where", ["top level", "record"])
-def test_a_lone_surrogate_in_a_field_name_gets_a_422_not_a_crash(
+def test_a_lone_surrogate_in_a_field_name_is_refused_not_a_crash(
     client: httpx.Client, served: list[ServedModel], figures: Figures, where: str
 ) -> None:
-    """Python's json (the records API's fallback for NaN) lets a lone surrogate through into
-    the error message; the error answer used to fail to encode and the connection got 500."""
+    """Python's json (the records API's fallback for NaN) lets a lone surrogate through; the
+    error answer naming it used to fail to encode (500). Now the body itself is refused."""
     model = served[0]
     record: dict[str, Any] = model.record()
     document: dict[str, Any] = {"instances": [record]}
@@ -242,17 +242,12 @@ def test_a_lone_surrogate_in_a_field_name_gets_a_422_not_a_crash(
         "records: lone surrogates in field names",
         model.predict_path,
         json_body(document),
-        mentions=("unknown", "unicode"),
-        statuses=frozenset({422}),
+        mentions=("surrogate",),
+        statuses=frozenset({400}),
     )
     send(client, request, figures)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: records_api._lenient_json accepts lone surrogates that orjson refuses, and "
-    "the id is echoed into a response orjson cannot encode (500); see docs/reliability.md",
-)
 def test_a_lone_surrogate_in_a_records_id_is_refused(
     client: httpx.Client, served: list[ServedModel]
 ) -> None:
@@ -262,11 +257,6 @@ def test_a_lone_surrogate_in_a_records_id_is_refused(
     assert 400 <= response.status_code < 500, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the batcher answers 503 + Retry-After to a request with more rows than its "
-    "queue holds, which no retry can fix; see docs/reliability.md",
-)
 def test_a_request_with_more_rows_than_the_queue_holds_is_refused_as_too_large(
     client: httpx.Client, served: list[ServedModel]
 ) -> None:

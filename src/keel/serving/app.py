@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keel.serving.context import ServerState
@@ -52,6 +52,17 @@ def guarded(endpoint: Endpoint) -> Endpoint:
             return error_response(exc)
 
     return handle
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    message = (
+        f"no such endpoint: {request.method} {request.url.path}"
+        if status == 404
+        else f"{request.method} is not allowed on {request.url.path}"
+    )
+    headers = getattr(exc, "headers", None) or {}
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def _load(state: ServerState, refs: Sequence[str]) -> None:
@@ -102,6 +113,9 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
     app = Starlette(
         routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes],
         lifespan=lifespan,
+        # A path no route matches, or a method a route does not take, gets the same
+        # JSON error body as every other refusal, not Starlette's plain text.
+        exception_handlers={404: _routing_error, 405: _routing_error},
     )
     app.state.keel = state
     return InferenceFront(app, state)
