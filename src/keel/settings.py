@@ -102,6 +102,16 @@ class ServerSettings(BaseModel):
         ge=0,
         description="Threads running model calls, shared by all models (0 = one per core).",
     )
+    switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "Longest the event loop waits for the interpreter lock while another thread "
+            "(the prediction-log writer, a model's batch assembly) runs Python code: "
+            "sys.setswitchinterval. Python's 5 ms default shows in the p99 of a small "
+            "model's requests whenever such a thread is busy."
+        ),
+    )
     strict_env: bool = Field(
         default=False,
         description=(

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from keel.background import lower_this_thread
 from keel.errors import LogStoreUnavailable
 from keel.logstore.records import CandidateInfo, PredictionRecord
 from keel.logstore.store import LogStore
@@ -59,7 +60,10 @@ class PredictionLog:
         self._flusher: asyncio.Task[None] | None = None
         # One thread: batches reach the store in order, and a slow store holds up
         # only the log, never the default executor the model or file I/O may use.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-log-writer")
+        # At the lowest priority: writing the log must not take the CPU from requests.
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="keel-log-writer", initializer=lower_this_thread
+        )
 
     @property
     def pending(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
@@ -39,6 +40,7 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    sys.setswitchinterval(settings.server.switch_interval_ms / 1000.0)
     # The cores this process may run on, not the machine's: taskset and cgroups
     # pinning leave fewer.
     threads = settings.server.inference_threads or len(os.sched_getaffinity(0)) or 1

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import orjson
 
+from keel.background import lower_this_thread
 from keel.errors import KeelError, ProtocolError
 from keel.logstore import CandidateInfo
 from keel.logstore.records import Tensors
@@ -84,8 +85,11 @@ class LocalCandidate:
         self._registry = registry
         batching = settings.batching.model_copy(update={"inline_below_us": 0.0})
         self._settings = settings.model_copy(update={"batching": batching})
+        # At the lowest priority: the candidate's model runs in time the primary leaves.
         self._executor = ThreadPoolExecutor(
-            max_workers=shadow.threads, thread_name_prefix="keel-shadow"
+            max_workers=shadow.threads,
+            thread_name_prefix="keel-shadow",
+            initializer=lower_this_thread,
         )
         self.served: ServedVersion | None = None
 
