@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from keel.errors import DeadlineExceeded, NotReady, Overloaded, RuntimeFailure
+from keel.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge, RuntimeFailure
 from keel.serving.batcher import Batcher, Tensors
 from keel.settings import BatchingSettings
 
@@ -183,9 +183,9 @@ def test_full_queue_sheds_at_once_counts_and_keeps_serving(
         with pytest.raises(Overloaded) as shed:
             await batcher.submit({"x": rows(1)})
         assert shed.value.retry_after_s >= 1
-        with pytest.raises(Overloaded, match="never fit"):
+        with pytest.raises(PayloadTooLarge, match="at most 8 can be queued"):
             await batcher.submit({"x": rows(9)})
-        assert batcher.requests_shed == 2
+        assert batcher.requests_shed == 1
         assert batcher.queued_rows == 8
 
         model.gate.set()
@@ -255,26 +255,40 @@ def test_deadline_already_passed_is_refused_without_running(
     assert model.batches == []
 
 
-def test_exception_in_run_reaches_every_caller_of_the_batch_and_next_batch_succeeds(
+def test_a_model_error_reaches_the_request_that_caused_it_and_no_batch_mate(
     model: LinearModel, executor: ThreadPoolExecutor
 ) -> None:
-    model.fail_next = ValueError("weights are corrupt")
+    def refusing_negative_ids(inputs: Tensors) -> Tensors:
+        if (inputs["x"][:, 0] < 0).any():
+            raise ValueError("id out of range")
+        return model(inputs)
+
+    batches = [{"x": rows(1, seed) * (-1 if seed == 2 else 1)} for seed in range(5)]
 
     async def scenario() -> None:
-        batcher = batcher_for(model, executor)
+        batcher = Batcher(refusing_negative_ids, BatchingSettings(), executor, name="test")
+        model.fail_next = ValueError("weights are corrupt")
+        with pytest.raises(RuntimeFailure, match="weights are corrupt") as failed:
+            await batcher.submit({"x": rows(1)})
+        assert isinstance(failed.value.__cause__, ValueError)
         outcomes = await asyncio.gather(
-            *(batcher.submit({"x": rows(1, seed)}) for seed in range(5)), return_exceptions=True
+            *(batcher.submit(inputs) for inputs in batches), return_exceptions=True
         )
-        for outcome in outcomes:
-            assert isinstance(outcome, RuntimeFailure)
-            assert "weights are corrupt" in str(outcome)
-            assert isinstance(outcome.__cause__, ValueError)
-        assert batcher.batches_failed == 1
+        for seed, outcome in enumerate(outcomes):
+            if seed == 2:
+                assert isinstance(outcome, RuntimeFailure)
+                assert "id out of range" in str(outcome)
+                assert isinstance(outcome.__cause__, ValueError)
+            else:
+                assert not isinstance(outcome, BaseException)
+                np.testing.assert_allclose(outcome["y"], rows(1, seed) @ WEIGHTS)
+        assert batcher.batches_failed == 2
         result = await batcher.submit({"x": rows(1)})
         np.testing.assert_allclose(result["y"], rows(1) @ WEIGHTS)
 
     run(scenario)
-    assert model.batch_sizes == [5, 1]
+    # The batch of five failed and was run again in halves; the bad request ran alone.
+    assert model.batch_sizes == [1, 2, 2, 1]
 
 
 def test_outputs_that_cannot_be_split_fail_every_caller(executor: ThreadPoolExecutor) -> None:

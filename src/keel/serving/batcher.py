@@ -21,6 +21,11 @@ Concatenating, running and splitting happen in the executor, except for models s
 fast that the hand-off to a thread would cost more than the call (``inline``): those
 run on the loop, which they hold for less time than parsing a request body takes.
 
+A batch the model fails on is run again in halves, down to the requests that fail on
+their own: one request's rows (an id past a lookup table) must not fail the requests
+that happened to share its batch. A batch with one bad request costs about two
+batches' work and ``2 log2(n)`` extra calls; only the requests that fail alone fail.
+
 Per request the loop does a shape check, one future and one deque append; the
 dispatcher and the executor callback work per batch. Deadlines and cancellation
 withdraw a queued request lazily (a flag, and the queue is compacted when dead
@@ -42,7 +47,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from keel.errors import DeadlineExceeded, KeelError, NotReady, Overloaded, RuntimeFailure
+from keel.errors import (
+    DeadlineExceeded,
+    KeelError,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RuntimeFailure,
+)
 from keel.settings import BatchingSettings
 
 log = logging.getLogger("keel.serving")
@@ -54,7 +66,9 @@ BatchObserver = Callable[[int, list[float], float], None]
 """Told of every finished batch on the loop: rows, each request's queue wait, run seconds."""
 
 InputKey = tuple[tuple[str, tuple[int, ...], np.dtype[Any]], ...]
-Outcome = concurrent.futures.Future[list[Tensors]]
+# Per request of a batch: its rows of every output, or the error its rows alone caused.
+Answers = list[Tensors | Exception]
+Outcome = concurrent.futures.Future[Answers]
 
 # Withdrawn requests stay in the queue until the dispatcher reaches them; past this
 # many (and half the queue) the queue is rebuilt so a stuck model cannot make it grow.
@@ -160,9 +174,15 @@ class Batcher:
         loop = self._loop or self._start()
         if deadline is not None and deadline <= loop.time():
             raise DeadlineExceeded(f"{self._label}: the deadline passed before the request queued")
+        if rows > self._max_queued:
+            # No retry can make this fit: it is the request, not the load.
+            raise PayloadTooLarge(
+                f"{self._label}: {rows} rows in one request; at most {self._max_queued} can be "
+                "queued (batching.max_queue_size): split the request"
+            )
         if self._queued_rows + rows > self._max_queued:
             self.requests_shed += 1
-            raise Overloaded(self._overload_message(rows), retry_after_s=self._retry_after(rows))
+            raise Overloaded(self._overload_message(), retry_after_s=self._retry_after(rows))
         if rows > self._max_rows:
             return await self._submit_chunks(loop, inputs, rows, key, deadline)
         request = _Request(inputs, rows, key, loop.create_future(), loop.time())
@@ -373,10 +393,17 @@ class Batcher:
             self.batches_failed += 1
             self._fail(batch, error)
         else:
-            for request, outputs in zip(batch, future.result(), strict=True):
+            answers = future.result()
+            if any(isinstance(answer, Exception) for answer in answers):
+                self.batches_failed += 1
+            for request, answer in zip(batch, answers, strict=True):
                 # Done already when the caller left or its deadline passed: rows discarded.
-                if not request.future.done():
-                    request.future.set_result(outputs)
+                if request.future.done():
+                    continue
+                if isinstance(answer, Exception):
+                    request.future.set_exception(self._caller_error(answer))
+                else:
+                    request.future.set_result(answer)
         if self._waiting is _Wait.SLOT or (self._waiting is _Wait.FILL and not self._running):
             self._wake()
         self._check_drained()
@@ -425,12 +452,7 @@ class Batcher:
                 DeadlineExceeded(f"{self._label}: the deadline passed before the prediction")
             )
 
-    def _overload_message(self, rows: int) -> str:
-        if rows > self._max_queued:
-            return (
-                f"{self._label}: a request of {rows} rows can never fit the queue of "
-                f"{self._max_queued} rows; send smaller requests"
-            )
+    def _overload_message(self) -> str:
         return f"{self._label} is at capacity ({self._queued_rows} rows queued); retry later"
 
     def _retry_after(self, rows: int) -> float:
@@ -460,8 +482,25 @@ def _describe(inputs: Tensors) -> tuple[int, InputKey]:
     return rows, tuple(key)
 
 
-def _run_batch(run: RunBatch, parts: list[Tensors], counts: list[int]) -> list[Tensors]:
-    """Merge the parts, run the model once and split its outputs back; runs in a thread."""
+def _run_batch(run: RunBatch, parts: list[Tensors], counts: list[int]) -> Answers:
+    """Run the parts as one batch; if the model fails, each half again, down to single parts.
+
+    Runs in a thread (or inline). Returns each part's outputs, or the error that part
+    caused when run alone.
+    """
+    try:
+        return list(_run_together(run, parts, counts))
+    except Exception as error:  # noqa: BLE001 - the error goes to the part that caused it
+        if len(parts) == 1:
+            return [error]
+    half = len(parts) // 2
+    return _run_batch(run, parts[:half], counts[:half]) + _run_batch(
+        run, parts[half:], counts[half:]
+    )
+
+
+def _run_together(run: RunBatch, parts: list[Tensors], counts: list[int]) -> list[Tensors]:
+    """Merge the parts, run the model once and split its outputs back."""
     total = sum(counts)
     if len(parts) == 1:
         inputs = parts[0]
