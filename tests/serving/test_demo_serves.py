@@ -29,7 +29,10 @@ def test_demo_serves_the_example_models(demo_registry: Path, tmp_path: Path) -> 
             )
             # The demo mirrors breast-cancer's traffic to its candidate in shadow.
             deadline = time.monotonic() + 60
-            while not client.get("/v2/models/breast-cancer/shadow").json()["candidate"]["ready"]:
+            while True:
+                shadow = client.get("/v2/models/breast-cancer/shadow")
+                if shadow.status_code == 200 and shadow.json()["candidate"]["ready"]:
+                    break
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.1)
     finally:

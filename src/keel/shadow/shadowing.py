@@ -55,17 +55,22 @@ class Shadowing:
                 continue
             try:
                 candidate = candidate_for(target, self.registry, self.settings)
+            except KeelError as exc:
+                log.error("shadow candidate for %s is not used: %s", target.model, exc)
+                continue
+            # Listed before it starts, so GET .../shadow shows a candidate still loading
+            # (or one that failed its checks) as not ready; nothing is mirrored to it then.
+            mirror = ShadowMirror(target.model, candidate, shadow, self.log)
+            self.mirrors[target.model] = mirror
+            try:
                 info = await candidate.start()
             except KeelError as exc:
                 log.error("shadow candidate for %s is not used: %s", target.model, exc)
                 continue
             if info is None:
-                await candidate.close()
                 continue
             self.log.add_candidate(info)
-            mirror = ShadowMirror(target.model, candidate, shadow, self.log)
             mirror.start()
-            self.mirrors[target.model] = mirror
             log.info(
                 "mirroring %.0f%% of %s's requests to %s (%s, version %s)",
                 shadow.sample_rate * 100,
