@@ -1,4 +1,4 @@
-"""Fixtures of the reliability suite: the demo models in a registry, and the figures it measures."""
+"""Fixtures of the reliability suite: the models it serves, and the figures it measures."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from built_models import publish_store_lookup, publish_wide_mlp
 from figures import (
     DEFAULT_FUZZ_EXAMPLES,
+    DEFAULT_OVERLOAD_SECONDS,
     FUZZ_EXAMPLES_VARIABLE,
+    OVERLOAD_SECONDS_VARIABLE,
     RESULTS_VARIABLE,
     Figures,
 )
@@ -29,7 +32,13 @@ def fuzz_examples() -> int:
 
 
 @pytest.fixture(scope="session")
-def figures(fuzz_examples: int) -> Iterator[Figures]:
+def overload_seconds() -> float:
+    """How long the overload tests hold three times capacity: CI's default, or the full run's."""
+    return float(os.environ.get(OVERLOAD_SECONDS_VARIABLE, DEFAULT_OVERLOAD_SECONDS))
+
+
+@pytest.fixture(scope="session")
+def figures(fuzz_examples: int, overload_seconds: float) -> Iterator[Figures]:
     """The session's figures, written where ``KEEL_RELIABILITY_RESULTS`` says (if it is set)."""
     measured = Figures()
     started = time.monotonic()
@@ -39,6 +48,7 @@ def figures(fuzz_examples: int) -> Iterator[Figures]:
         return
     measured.run.update(
         fuzz_examples=fuzz_examples,
+        overload_seconds=overload_seconds,
         finished_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         duration_s=round(time.monotonic() - started, 1),
         keel_commit=_commit(),
@@ -53,6 +63,22 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_keel("demo", "--no-serve", "--registry", str(registry))
     assert result.returncode == 0, result.stdout + result.stderr
     return registry
+
+
+@pytest.fixture(scope="session")
+def wide_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding ``wide-mlp@production``, a model whose cost is its own compute."""
+    scratch = tmp_path_factory.mktemp("wide-mlp")
+    publish_wide_mlp(scratch / "registry", scratch)
+    return scratch / "registry"
+
+
+@pytest.fixture(scope="session")
+def lookup_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding ``store-lookup@production``, which fails at run time on unknown ids."""
+    scratch = tmp_path_factory.mktemp("store-lookup")
+    publish_store_lookup(scratch / "registry", scratch)
+    return scratch / "registry"
 
 
 def _commit() -> str:

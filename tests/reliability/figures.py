@@ -18,6 +18,10 @@ FUZZ_EXAMPLES_VARIABLE = "KEEL_FUZZ_EXAMPLES"
 # Enough to meet every mutation of every strategy in CI on a shared two-core machine;
 # the documented full run raises it (see docs/reliability.md).
 DEFAULT_FUZZ_EXAMPLES = 60
+OVERLOAD_SECONDS_VARIABLE = "KEEL_OVERLOAD_SECONDS"
+# Long enough for the queue to fill and shed many times over; the documented full run
+# holds the overload for a minute.
+DEFAULT_OVERLOAD_SECONDS = 3.0
 
 Counts = dict[str, int]
 

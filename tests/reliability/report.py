@@ -71,9 +71,87 @@ def hostile_models(cases: Cases) -> list[str]:
     return lines
 
 
+# One row per measure, one column per case: each case is a different kind of model.
+OVERLOAD_ROWS = (
+    ("seconds", "held for (s)"),
+    ("capacity_rps", "capacity: 200s/s of a 4-connection closed loop"),
+    ("offered_rps", "offered (req/s, open loop)"),
+    ("offered", "requests offered"),
+    ("accepted", "accepted (200)"),
+    ("shed", "shed (503)"),
+    ("shed_without_retry_after", "503 without Retry-After"),
+    ("other_statuses", "any other answer"),
+    ("unanswered", "sent, never answered"),
+    ("unsent", "due, never sent (clients' backlog)"),
+    ("accepted_p99_us", "p99 of the 200s (ms, from when due)"),
+    ("shed_p99_us", "p99 of the 503s (ms, from when due)"),
+    ("peak_connections", "client connections at the peak"),
+    ("rss_before_mib", "resident memory before (MiB)"),
+    ("rss_peak_mib", "resident memory at the peak (MiB)"),
+    ("lone_before_us", "a lone request before, p50 (ms)"),
+    ("lone_after_us", "a lone request after, p50 (ms)"),
+)
+
+
+def overload(cases: Cases) -> list[str]:
+    names = sorted(cases)
+    lines = ["| | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    for key, title in OVERLOAD_ROWS:
+        cells = [_overload_cell(key, cases[name].get(key)) for name in names]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _overload_cell(key: str, value: int | None) -> str:
+    if value is None:
+        return "–"
+    if key.endswith("_us"):
+        return f"{value / 1000:,.1f}"
+    return f"{value:,}"
+
+
+def faults(cases: Cases) -> list[str]:
+    lines = [
+        "| Fault | Requests | Failed | Also measured |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for case in sorted(cases):
+        counts = cases[case]
+        extra = ", ".join(
+            f"{name.replace('_', ' ')}: {value:,}"
+            for name, value in counts.items()
+            if name not in ("requests", "failed")
+        )
+        lines.append(
+            f"| {case} | {counts.get('requests', 0):,} | {counts.get('failed', 0):,} | {extra} |"
+        )
+    return lines
+
+
+def access(cases: Cases) -> list[str]:
+    columns = ("tried", "refused", "let_in", "leaks")
+    lines = [
+        "| Case | Requests | Refused | Let in | Answers quoting a path or a stack trace |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for case in sorted(cases):
+        counts = cases[case]
+        lines.append(f"| {case} | " + " | ".join(str(counts.get(c, 0)) for c in columns) + " |")
+    return lines
+
+
 SECTIONS: dict[str, Callable[[Cases], list[str]]] = {
     "hostile_requests": hostile_requests,
     "hostile_models": hostile_models,
+    "overload": overload,
+    "faults": faults,
+    "access": access,
+}
+# The setting that sets a section's length, and the run fact that records it.
+LENGTHS = {
+    "hostile_requests": ("KEEL_FUZZ_EXAMPLES", "fuzz_examples"),
+    "hostile_models": ("KEEL_FUZZ_EXAMPLES", "fuzz_examples"),
+    "overload": ("KEEL_OVERLOAD_SECONDS", "overload_seconds"),
 }
 
 
@@ -84,9 +162,13 @@ def render(results: Mapping[str, Any], document: str) -> str:
         if table is None:
             continue
         marker = section.replace("_", "-")
+        length = ""
+        if section in LENGTHS:
+            variable, fact = LENGTHS[section]
+            length = f" with `{variable}={run[fact]:g}`"
         measured = (
-            f"Measured {run['finished_at']} on keel {run['keel_commit']} with "
-            f"`KEEL_FUZZ_EXAMPLES={run['fuzz_examples']}` (the session took {run['duration_s']} s)."
+            f"Measured {run['finished_at']} on keel {run['keel_commit']}{length} "
+            f"(the session took {run['duration_s']} s)."
         )
         body = "\n".join([measured, "", *table(cases)])
         begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"

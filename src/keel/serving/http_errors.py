@@ -2,13 +2,16 @@
 
 Bodies follow the Open Inference Protocol's error shape, ``{"error": message}``,
 with the per-field violations added under ``details`` for validation errors.
-No response ever carries a stack trace or a file system path.
+No response ever carries a stack trace or a file system path: keel's messages are
+written for the operator's terminal and log, where a path helps, so the answer keeps
+only a path's last part (``model.onnx is a pickle``) and the log keeps the whole.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 
 import orjson
 from starlette.responses import Response
@@ -33,6 +36,16 @@ STATUS: tuple[tuple[type[errors.KeelError], int], ...] = (
 )
 
 
+# An absolute path, or a file:// URL; not the path part of any other URL (s3://b/k,
+# http://host/p), nor a version like sha/timestamp.
+_ABSOLUTE_PATH = re.compile(r"(?:\bfile://|(?<![\w.~:/\\-]))/(?:[^\s/'\"`]+/)*([^\s/'\"`]+)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with every absolute file system path cut to its last part."""
+    return _ABSOLUTE_PATH.sub(r"\1", message)
+
+
 def status_of(exc: errors.KeelError) -> int:
     for kind, status in STATUS:
         if isinstance(exc, kind):
@@ -46,7 +59,7 @@ def error_reply(exc: Exception) -> Reply:
         log.exception("unexpected error while handling a request")
         return _json(500, {"error": "internal error; the server logged the details"})
     status = status_of(exc)
-    body: dict[str, object] = {"error": str(exc)}
+    body: dict[str, object] = {"error": without_paths(str(exc))}
     headers: list[tuple[bytes, bytes]] = []
     if isinstance(exc, errors.InvalidRequest):
         body["details"] = [
