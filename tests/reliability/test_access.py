@@ -296,11 +296,6 @@ def test_no_answer_quotes_a_path_or_a_stack_trace(
     assert not [s for s in statuses if s >= 500 and s != 503], statuses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /v2/models/{name} shows a failed version's reason as the loader wrote it, "
-    "path and all; the fix (http_errors.without_paths on it) belongs in serving/v2_routes.py",
-)
 def test_a_refused_versions_metadata_quotes_no_path(guarded: GuardedServer) -> None:
     failure = guarded.client.get(f"/v2/models/{REFUSED}").json()["keel"]["failure"]
     assert "is a pickle" in failure

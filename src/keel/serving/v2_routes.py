@@ -13,6 +13,7 @@ from starlette.routing import Route
 import keel
 from keel.serving.calls import VERSION_HEADER
 from keel.serving.context import ServerState, state_of, target_version
+from keel.serving.http_errors import without_paths
 from keel.serving.protocols import datatype_of
 from keel.serving.served_version import ServedVersion
 
@@ -70,7 +71,8 @@ def metadata_of(version: ServedVersion, state: ServerState) -> dict[str, Any]:
             "registry_version": meta.version,
             "aliases": sorted(version.aliases),
             "state": version.state.value,
-            "failure": version.failure,
+            # The log keeps the full reason; an answer names no path on the server.
+            "failure": None if version.failure is None else without_paths(version.failure),
             "time_to_ready_s": version.timings.total_s if version.timings else None,
             "git_sha": meta.source.git_sha,
             "created_at": meta.created_at.isoformat(),
