@@ -31,4 +31,7 @@ def test_in_distribution_windows_alert_at_most_one_time_in_a_hundred() -> None:
             assert row["collapsed_rate"] == 0.0, row
     # Resampling the reference itself leaves only the window's own noise: not even a warning.
     assert all(row["feature_warn_rate"] == 0.0 for row in report["windows"]["reference"])
-    assert report["cost"]["observe_64_rows_us"] > report["cost"]["observe_1_rows_us"] > 0
+    # The costs are reported for docs/benchmarks.md; comparing two timings here would be a
+    # timed unit test, which a noisy shared machine fails now and then.
+    assert report["cost"]["observe_64_rows_us"] > 0
+    assert report["cost"]["observe_1_rows_us"] > 0
