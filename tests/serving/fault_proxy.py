@@ -37,8 +37,7 @@ class FaultProxy:
         self.mode, self.delay_s = mode, delay_s
 
 
-def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
-    client = httpx.Client(base_url=proxy.upstream, timeout=30)
+def _handler(proxy: FaultProxy, client: httpx.Client) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -90,7 +89,8 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
     """A running proxy to ``upstream``; stopped (hanging requests released) on exit."""
     proxy = FaultProxy(upstream)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
+    client = httpx.Client(base_url=upstream, timeout=30)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy, client))
     server.daemon_threads = True
     proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -101,3 +101,6 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
         proxy.released.set()
         server.shutdown()
         server.server_close()
+        # Its keep-alive sockets would otherwise be collected inside a later test,
+        # whose unraisable-exception check fails on the ResourceWarning.
+        client.close()
