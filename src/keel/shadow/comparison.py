@@ -84,6 +84,45 @@ class ScoreComparison:
         return max(known) if known else None
 
 
+def rows_equal(primary: npt.NDArray[Any], candidate: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Per row, whether every element of a label output is the same on both sides."""
+    rows = primary.shape[0]
+    return np.asarray((primary == candidate).reshape(rows, -1).all(axis=1), dtype=np.bool_)
+
+
+def element_differences(
+    primary: npt.NDArray[Any], candidate: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
+    """``|primary - candidate|`` per row and element (rows x width), as the report counts it.
+
+    The same NaN (or infinity) on both sides is agreement; NaN against a number is
+    the worst disagreement there is (infinite). Values near the float limit may
+    overflow into infinite differences: a statistic that ends up not finite is
+    reported as None.
+    """
+    rows = primary.shape[0]
+    p = np.asarray(primary, dtype=np.float64).reshape(rows, -1)
+    c = np.asarray(candidate, dtype=np.float64).reshape(rows, -1)
+    same = (p == c) | (np.isnan(p) & np.isnan(c))
+    with np.errstate(over="ignore", invalid="ignore"):
+        difference = np.where(same, 0.0, np.abs(p - c))
+        return np.where(np.isnan(difference), np.inf, difference)
+
+
+def rows_agree(
+    labels_equal: Sequence[npt.NDArray[np.bool_]], scores_close: Sequence[npt.NDArray[np.bool_]]
+) -> npt.NDArray[np.bool_] | None:
+    """Per row, whether the models agree; None when no output could be compared.
+
+    Rows agree on the first label output where there is one (a classifier's answer
+    is its label), else when every float output is within the tolerance. The
+    report and the live gauges both judge by this rule.
+    """
+    if labels_equal:
+        return labels_equal[0]
+    return np.logical_and.reduce(scores_close) if scores_close else None
+
+
 def compared_as(dtype: np.dtype[Any], declared_kind: str | None = None) -> ComparedAs:
     """Compare labels by equality and everything float by distance.
 
@@ -100,8 +139,7 @@ def compare_labels(
 ) -> LabelComparison:
     """Agreement per row, the confusion matrix primary x candidate, and PSI over the labels."""
     primary, candidate = _comparable_labels(primary, candidate)
-    rows = primary.shape[0]
-    agreeing = (primary == candidate).reshape(rows, -1).all(axis=1)
+    agreeing = rows_equal(primary, candidate)
     values, codes = np.unique(
         np.concatenate([primary.ravel(), candidate.ravel()]), return_inverse=True
     )
@@ -136,13 +174,8 @@ def compare_scores(
     p = np.asarray(primary, dtype=np.float64).reshape(rows, -1)
     c = np.asarray(candidate, dtype=np.float64).reshape(rows, -1)
     finite = np.isfinite(p) & np.isfinite(c)
-    # The same NaN (or infinity) on both sides is agreement; NaN against a number is
-    # the worst disagreement there is. Values near the float limit may overflow into
-    # infinite differences: a statistic that ends up not finite is reported as None.
-    same = (p == c) | (np.isnan(p) & np.isnan(c))
+    difference = element_differences(p, c)
     with np.errstate(over="ignore", invalid="ignore"):
-        difference = np.where(same, 0.0, np.abs(p - c))
-        difference = np.where(np.isnan(difference), np.inf, difference)
         row_difference = difference.max(axis=1) if p.shape[1] else np.zeros(rows)
         finite_differences = difference[finite]
         return ScoreComparison(

@@ -19,6 +19,7 @@ from keel.shadow.comparison import (
     compare_scores,
     compared_as,
     label_names,
+    rows_agree,
 )
 from keel.shadow.jsonable import iso_time, jsonable
 from keel.signature import Output
@@ -151,17 +152,12 @@ def compare_outputs(
 
 
 def agreeing_rows(outputs: Sequence[ComparedOutput]) -> npt.NDArray[np.bool_] | None:
-    """Per compared row, whether the models agree; None when no output could be compared.
-
-    Rows agree on the first label output where there is one (a classifier's answer
-    is its label), else when every float output is within the tolerance.
-    """
+    """Per compared row, whether the models agree (``rows_agree``); None if nothing compared."""
     compared = [o.comparison for o in outputs if o.comparison is not None]
-    labels = [c for c in compared if isinstance(c, LabelComparison)]
-    if labels:
-        return labels[0].agreeing
-    scores = [c.within_tolerance for c in compared if isinstance(c, ScoreComparison)]
-    return np.logical_and.reduce(scores) if scores else None
+    return rows_agree(
+        [c.agreeing for c in compared if isinstance(c, LabelComparison)],
+        [c.within_tolerance for c in compared if isinstance(c, ScoreComparison)],
+    )
 
 
 def disagreements(

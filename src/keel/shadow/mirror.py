@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from keel.logstore import CandidateStatus, PredictionRecord
 from keel.logstore.records import Tensors
@@ -27,6 +28,7 @@ from keel.monitoring.metrics import LATENCY_BUCKETS, Histogram
 from keel.serving.served_version import ServedVersion
 from keel.settings import ShadowSettings
 from keel.shadow.candidates import Candidate
+from keel.shadow.comparison import compared_as, element_differences, rows_agree, rows_equal
 from keel.signature.output import Output
 
 log = logging.getLogger("keel.shadow")
@@ -49,45 +51,40 @@ class _Job:
 class LiveComparison:
     """Agreement and mean absolute differences over the last ``LIVE_ROWS`` compared rows.
 
-    Agreement follows the report's rule: the first label output's labels are
-    equal, or (for models without one) every float output is within
-    ``tolerance`` of the primary's.
+    Rows are judged by the report's rule (``comparison.rows_agree``) on the same
+    per-row primitives, so the live gauges and ``keel shadow report`` agree.
     """
 
     def __init__(self, tolerance: float) -> None:
         self.tolerance = tolerance
         self.rows_compared = 0
         self.rows_agreeing = 0
-        self._recent: deque[tuple[int, int, dict[str, float]]] = deque()
+        # Per batch: rows, agreeing rows, and per float output (sum, count) of its
+        # finite absolute differences.
+        self._recent: deque[tuple[int, int, dict[str, tuple[float, int]]]] = deque()
         self._recent_rows = 0
 
     def add(self, outputs: Sequence[Output], primary: Tensors, candidate: Tensors) -> None:
+        labels: list[npt.NDArray[np.bool_]] = []
+        close: list[npt.NDArray[np.bool_]] = []
+        differences: dict[str, tuple[float, int]] = {}
         rows = 0
-        agreeing: np.ndarray | None = None
-        differences: dict[str, float] = {}
-        label_seen = False
         for output in outputs:
-            if output.name not in primary or output.name not in candidate:
+            ours, theirs = primary.get(output.name), candidate.get(output.name)
+            if ours is None or theirs is None:
                 continue
-            ours = np.asarray(primary[output.name])
-            theirs = np.asarray(candidate[output.name])
+            rows = len(ours)
             if ours.shape != theirs.shape:
                 # A candidate with another output shape disagrees on every row.
-                rows = max(rows, len(ours))
-                agreeing = np.zeros(len(ours), dtype=bool)
-                continue
-            rows = max(rows, len(ours))
-            if output.kind == "label":
-                same = (ours == theirs).reshape(len(ours), -1).all(axis=1)
-                if not label_seen:
-                    agreeing, label_seen = same, True
+                labels.insert(0, np.zeros(rows, dtype=np.bool_))
+            elif compared_as(ours.dtype, output.kind) == "label":
+                labels.append(rows_equal(ours, theirs))
             else:
-                gaps = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
-                gaps = gaps.reshape(len(ours), -1)
-                differences[output.name] = float(gaps.sum() / max(gaps.shape[1], 1))
-                if not label_seen:
-                    close = np.asarray((gaps <= self.tolerance).all(axis=1), dtype=bool)
-                    agreeing = close if agreeing is None else np.logical_and(agreeing, close)
+                gaps = element_differences(ours, theirs)
+                finite = gaps[np.isfinite(gaps)]
+                differences[output.name] = (float(finite.sum()), int(finite.size))
+                close.append(gaps.max(axis=1, initial=0.0) <= self.tolerance)
+        agreeing = rows_agree(labels, close)
         if rows == 0 or agreeing is None:
             return
         agree = int(agreeing.sum())
@@ -107,12 +104,12 @@ class LiveComparison:
     def mean_differences(self) -> dict[str, float]:
         """Mean absolute difference per float output over the recent rows."""
         totals: dict[str, float] = defaultdict(float)
-        rows: dict[str, int] = defaultdict(int)
-        for count, _, differences in self._recent:
-            for name, total in differences.items():
+        counts: dict[str, int] = defaultdict(int)
+        for _, _, differences in self._recent:
+            for name, (total, count) in differences.items():
                 totals[name] += total
-                rows[name] += count
-        return {name: totals[name] / rows[name] for name in totals if rows[name]}
+                counts[name] += count
+        return {name: totals[name] / counts[name] for name in totals if counts[name]}
 
 
 class ShadowMirror:
