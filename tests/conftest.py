@@ -10,7 +10,7 @@ from keel.examples import breast_cancer
 from keel.registry import Registry
 from keel.signature import to_arrays
 from postgres_server import postgres_server, postgres_url  # noqa: F401 - shared fixtures
-from support import OnnxModel, git
+from support import OnnxModel, git, run_keel
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +25,18 @@ def breast_cancer_model(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     breast_cancer.export_onnx(model, len(signature.features), path)
     return OnnxModel(path, signature, valid_frame)
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding the example models (``keel demo``), published once for the session.
+
+    Shared read-only: a test that changes a registry copies it first.
+    """
+    registry = tmp_path_factory.mktemp("demo") / "registry"
+    result = run_keel("demo", "--no-serve", "--registry", str(registry))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return registry
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from shadow.shadow_traffic import (
     ModelPair,
     breast_cancer_pair,
     label_of,
-    publish_breast_cancer,
     run_traffic,
     write_log,
 )
@@ -38,11 +37,8 @@ def _one_in_fifty_fails(i: int) -> CandidateStatus:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelPair]:
-    registry = tmp_path_factory.mktemp("promote") / "registry"
-    store = Registry(registry)
-    publish_breast_cancer(store)
-    return registry, breast_cancer_pair(store)
+def published(demo_registry: Path) -> tuple[Path, ModelPair]:
+    return demo_registry, breast_cancer_pair(Registry(demo_registry))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from shadow.shadow_traffic import (
     START,
     ModelPair,
     breast_cancer_pair,
-    publish_breast_cancer,
     run_traffic,
     write_log,
 )
@@ -43,10 +42,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cancer(folder: Path) -> ModelPair:
-    registry = Registry(folder / "registry")
-    publish_breast_cancer(registry)
-    return breast_cancer_pair(registry)
+def cancer(demo_registry: Path) -> ModelPair:
+    return breast_cancer_pair(Registry(demo_registry))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +58,7 @@ def log_url(folder: Path, cancer: ModelPair, records: list[PredictionRecord]) ->
     return write_log(folder / "predictions.sqlite", records, [started])
 
 
-def _report(log_url: str, folder: Path, *extra: str) -> tuple[int, str, str]:
+def _report(log_url: str, registry: Path, *extra: str) -> tuple[int, str, str]:
     result = run_keel(
         "shadow",
         "report",
@@ -69,16 +66,16 @@ def _report(log_url: str, folder: Path, *extra: str) -> tuple[int, str, str]:
         "--log-store",
         log_url,
         "--registry",
-        str(folder / "registry"),
+        str(registry),
         *extra,
     )
     return result.returncode, result.stdout, result.stderr
 
 
 def test_report_prints_the_figures_and_the_verdict(
-    log_url: str, folder: Path, cancer: ModelPair, records: list[PredictionRecord]
+    log_url: str, demo_registry: Path, cancer: ModelPair, records: list[PredictionRecord]
 ) -> None:
-    code, out, err = _report(log_url, folder)
+    code, out, err = _report(log_url, demo_registry)
     assert code == 0, err
     assert "Shadow report of breast-cancer" in out
     assert percent(build_report(records, outputs=cancer.outputs).agreement) in out
@@ -89,9 +86,9 @@ def test_report_prints_the_figures_and_the_verdict(
 
 
 def test_json_is_the_report_of_the_logged_records(
-    log_url: str, folder: Path, cancer: ModelPair, records: list[PredictionRecord]
+    log_url: str, demo_registry: Path, cancer: ModelPair, records: list[PredictionRecord]
 ) -> None:
-    code, out, err = _report(log_url, folder, "--json", "--top", "3")
+    code, out, err = _report(log_url, demo_registry, "--json", "--top", "3")
     assert code == 0, err
     document = json.loads(out)
     expected = build_report(records, outputs=cancer.outputs, top=3).to_dict()
@@ -109,9 +106,11 @@ def test_json_is_the_report_of_the_logged_records(
     ]
 
 
-def test_html_is_written_beside_the_table(log_url: str, folder: Path, tmp_path: Path) -> None:
+def test_html_is_written_beside_the_table(
+    log_url: str, demo_registry: Path, tmp_path: Path
+) -> None:
     page = tmp_path / "shadow.html"
-    code, out, err = _report(log_url, folder, "--html", str(page))
+    code, out, err = _report(log_url, demo_registry, "--html", str(page))
     assert code == 0, err
     assert "Shadow report of breast-cancer" in out
     html = page.read_text(encoding="utf-8")
@@ -120,9 +119,15 @@ def test_html_is_written_beside_the_table(log_url: str, folder: Path, tmp_path: 
     assert "Promotion verdict" in html
 
 
-def test_since_and_until_select_a_window(log_url: str, folder: Path) -> None:
+def test_since_and_until_select_a_window(log_url: str, demo_registry: Path) -> None:
     code, out, err = _report(
-        log_url, folder, "--json", "--since", "2025-03-01T01:00:00Z", "--until", "2025-03-01T02:00"
+        log_url,
+        demo_registry,
+        "--json",
+        "--since",
+        "2025-03-01T01:00:00Z",
+        "--until",
+        "2025-03-01T02:00",
     )
     assert code == 0, err
     document = json.loads(out)
@@ -131,33 +136,33 @@ def test_since_and_until_select_a_window(log_url: str, folder: Path) -> None:
     assert document["to"] == "2025-03-01T01:59:00.000Z"
 
 
-def test_a_window_with_no_records_is_a_clear_error(log_url: str, folder: Path) -> None:
-    code, _, err = _report(log_url, folder, "--since", "24h")
+def test_a_window_with_no_records_is_a_clear_error(log_url: str, demo_registry: Path) -> None:
+    code, _, err = _report(log_url, demo_registry, "--since", "24h")
     assert code == 1
     assert "no records of model 'breast-cancer'" in err
 
 
 def test_a_time_that_is_neither_iso_nor_a_duration_is_a_usage_error(
-    log_url: str, folder: Path
+    log_url: str, demo_registry: Path
 ) -> None:
-    code, _, err = _report(log_url, folder, "--since", "yesterday")
+    code, _, err = _report(log_url, demo_registry, "--since", "yesterday")
     assert code == 2
     assert "--since" in err
     assert "ISO 8601" in err
 
 
-def test_a_missing_log_file_is_named(folder: Path, tmp_path: Path) -> None:
+def test_a_missing_log_file_is_named(demo_registry: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.sqlite"
-    code, _, err = _report(f"sqlite:///{missing}", folder)
+    code, _, err = _report(f"sqlite:///{missing}", demo_registry)
     assert code == 1
     assert f"{missing} does not exist" in err
     assert not missing.exists()
 
 
 def test_an_unknown_candidate_lists_the_logged_ones(
-    log_url: str, folder: Path, cancer: ModelPair
+    log_url: str, demo_registry: Path, cancer: ModelPair
 ) -> None:
-    code, _, err = _report(log_url, folder, "--candidate", "0000000")
+    code, _, err = _report(log_url, demo_registry, "--candidate", "0000000")
     assert code == 1
     assert "no records for candidate '0000000'" in err
     assert cancer.candidate_version in err

@@ -20,7 +20,7 @@ from figures import (
     Figures,
 )
 
-from support import GIT, run_keel
+from support import GIT
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -54,15 +54,6 @@ def figures(fuzz_examples: int, overload_seconds: float) -> Iterator[Figures]:
         keel_commit=_commit(),
     )
     measured.write(Path(target))
-
-
-@pytest.fixture(scope="session")
-def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry holding the example models, published once for the whole session."""
-    registry = tmp_path_factory.mktemp("reliability-demo") / "registry"
-    result = run_keel("demo", "--no-serve", "--registry", str(registry))
-    assert result.returncode == 0, result.stdout + result.stderr
-    return registry
 
 
 @pytest.fixture(scope="session")

@@ -12,16 +12,6 @@ import pytest
 from keel_server import ADMIN_TOKEN, DEMO_REFS, DRIFT_WINDOW, ServerProcess, start_server
 
 from keel.examples import breast_cancer
-from support import run_keel
-
-
-@pytest.fixture(scope="session")
-def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry holding the example models, published once for the whole session."""
-    registry = tmp_path_factory.mktemp("demo") / "registry"
-    result = run_keel("demo", "--no-serve", "--registry", str(registry))
-    assert result.returncode == 0, result.stdout + result.stderr
-    return registry
 
 
 @pytest.fixture(scope="module")

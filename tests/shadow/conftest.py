@@ -7,21 +7,13 @@ from pathlib import Path
 import pytest
 
 from keel.registry import Registry
-from shadow.shadow_traffic import ModelPair, breast_cancer_pair, digits_pair, publish_breast_cancer
+from shadow.shadow_traffic import ModelPair, breast_cancer_pair, digits_pair
 
 
 @pytest.fixture(scope="session")
-def cancer_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    """The breast-cancer example's production and candidate versions, published once."""
-    registry = Registry(tmp_path_factory.mktemp("shadow") / "registry")
-    publish_breast_cancer(registry)
-    return registry
-
-
-@pytest.fixture(scope="session")
-def cancer(cancer_registry: Registry) -> ModelPair:
+def cancer(demo_registry: Path) -> ModelPair:
     """Logistic regression (production) against gradient boosting (candidate)."""
-    return breast_cancer_pair(cancer_registry)
+    return breast_cancer_pair(Registry(demo_registry))
 
 
 @pytest.fixture(scope="session")

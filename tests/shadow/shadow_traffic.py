@@ -47,13 +47,6 @@ class ModelPair:
         return len(next(iter(self.inputs.values())))
 
 
-def publish_breast_cancer(registry: Registry) -> None:
-    """The breast-cancer example's production (logistic regression) and candidate (boosting)."""
-    source = Path(breast_cancer.__file__).parent
-    for variant in breast_cancer.VARIANTS:
-        breast_cancer.publish_variant(variant, registry, source)
-
-
 def label_of(version: str) -> str:
     """A registry version as the server logs it (``sha-timestamp``)."""
     return version.replace("/", "-", 1)
