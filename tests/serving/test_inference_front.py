@@ -13,7 +13,7 @@ from keel_server import ServerProcess
 
 from keel.errors import PayloadTooLarge
 from keel.registry import Registry
-from keel.serving.inference_front import match
+from keel.serving.inference_paths import match
 from keel.serving.request_body import ClientGone, read_body
 
 

@@ -22,6 +22,8 @@ class Call:
 
     headers: Mapping[str, str]
     body: bytes
+    # time.perf_counter() when the request arrived: its latency, wherever it is counted.
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call, Reply
 from keel.serving.context import ServerState, find_version
 from keel.serving.http_errors import error_reply
+from keel.serving.inference_paths import match
 from keel.serving.records_api import predict
 from keel.serving.request_body import ClientGone, Receive, read_body
 from keel.serving.served_version import ServedVersion
@@ -33,8 +34,6 @@ Handler = Callable[[ServerState, ServedVersion, Call], Awaitable[Reply]]
 
 # Handlers by the endpoint label their requests are counted under.
 HANDLERS: dict[str, Handler] = {"records": predict, "v2_infer": infer}
-# (API, last path segment) -> endpoint, for /{api}/models/{name}[/versions/{v}]/{action}.
-ENDPOINTS: dict[tuple[str, str], str] = {("v1", "predict"): "records", ("v2", "infer"): "v2_infer"}
 _READ_HEADERS = frozenset(
     name.encode() for name in ("content-length", VERSION_HEADER, DEADLINE_HEADER, BINARY_HEADER)
 )
@@ -73,7 +72,7 @@ class InferenceFront:
             version.metrics.in_flight += 1
             try:
                 body = await read_body(receive, headers, self.state.settings.server.max_body_bytes)
-                reply = await HANDLERS[endpoint](self.state, version, Call(headers, body))
+                reply = await HANDLERS[endpoint](self.state, version, Call(headers, body, started))
             finally:
                 version.metrics.in_flight -= 1
         except asyncio.CancelledError:
@@ -87,24 +86,6 @@ class InferenceFront:
         if version is not None:
             version.metrics.answered(endpoint, reply.status, time.perf_counter() - started)
         await _send(send, reply)
-
-
-def match(path: str) -> tuple[str, str, str | None] | None:
-    """The endpoint and path parameters of an inference path, or None for any other path."""
-    parts = path.split("/")
-    if len(parts) == 5:
-        root, api, models, name, action = parts
-        version = None
-    elif len(parts) == 7 and parts[4] == "versions":
-        root, api, models, name, _, version, action = parts
-        if not version:
-            return None
-    else:
-        return None
-    endpoint = ENDPOINTS.get((api, action))
-    if endpoint is None or root or models != "models" or not name:
-        return None
-    return endpoint, name, version
 
 
 async def _send(send: Send, reply: Reply) -> None:

@@ -21,7 +21,6 @@ from keel.signature import freshness_of, split_computed_at, to_arrays
 
 async def predict(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Validate records with the signature, run them through the batcher, one answer per record."""
-    started = time.perf_counter()
     batcher = version.require_batcher()
     deadline = deadline_of(call.headers, state)
     instances, request_id = _instances(call.body)
@@ -36,7 +35,7 @@ async def predict(state: ServerState, version: ServedVersion, call: Call) -> Rep
     outputs = await batcher.submit(arrays, deadline)
     mirror = state.shadowing.mirrors.get(version.name)
     if mirror is not None:
-        mirror.offer(version, arrays, outputs, started, request_id)
+        mirror.offer(version, arrays, outputs, call.received_at, request_id)
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.label,

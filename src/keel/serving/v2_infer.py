@@ -21,7 +21,6 @@ BINARY_HEADER = "inference-header-content-length"
 
 async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Run one inference request through the batcher; answer in the encoding it asked for."""
-    started = time.perf_counter()
     batcher = version.require_batcher()
     deadline = deadline_of(call.headers, state)
     parsed = parse_infer_request(call.body, _json_length(call))
@@ -34,7 +33,7 @@ async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply
     outputs = await batcher.submit(inputs, deadline)
     mirror = state.shadowing.mirrors.get(version.name)
     if mirror is not None:
-        mirror.offer(version, inputs, outputs, started, parsed.id)
+        mirror.offer(version, inputs, outputs, call.received_at, parsed.id)
     selected, binary = _select_outputs(parsed, outputs)
     payload, json_length = encode_infer_response(
         model_name=version.name,

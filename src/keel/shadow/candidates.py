@@ -26,6 +26,7 @@ from keel.logstore import CandidateInfo
 from keel.logstore.records import Tensors
 from keel.monitoring.process import resident_bytes
 from keel.registry import Registry
+from keel.serving.inference_paths import match
 from keel.serving.protocols.datatypes import datatype_of, dtype_of
 from keel.serving.served_version import ServedVersion, retire_version, start_version
 from keel.settings import Settings, ShadowSettings, ShadowTarget
@@ -150,20 +151,16 @@ class RemoteCandidate:
     def __init__(self, url: str, shadow: ShadowSettings) -> None:
         self.source = url.rstrip("/")
         parts = urlsplit(self.source)
-        segments = parts.path.strip("/").split("/")
-        if parts.scheme not in ("http", "https") or len(segments) not in (3, 5):
+        self._path = parts.path
+        # The model's infer path must be one keel itself would route.
+        route = match(f"{self._path}/infer")
+        if parts.scheme not in ("http", "https") or route is None or route[0] != "v2_infer":
             raise KeelError(
                 f"shadow URL {url!r} must look like http://HOST:PORT/v2/models/NAME"
                 "[/versions/VERSION]"
             )
-        if segments[:2] != ["v2", "models"] or (len(segments) == 5 and segments[3] != "versions"):
-            raise KeelError(
-                f"shadow URL {url!r} must look like http://HOST:PORT/v2/models/NAME"
-                "[/versions/VERSION]"
-            )
-        self._pinned = segments[4] if len(segments) == 5 else None
+        _, self.model_name, self._pinned = route
         self._seen: str | None = self._pinned
-        self._path = parts.path.rstrip("/")
         self._pool = HTTPPool(self.source, shadow.concurrency)
 
     @property
@@ -190,7 +187,7 @@ class RemoteCandidate:
         except (CandidateHTTPError, TimeoutError, orjson.JSONDecodeError, AttributeError) as exc:
             log.warning("shadow candidate %s is not reachable yet: %s", self.source, exc)
         return CandidateInfo(
-            model=self.source.rsplit("/models/", 1)[1].split("/")[0],
+            model=self.model_name,
             candidate_version=self._seen or "",
             kind=self.kind,
             started_at=time.time(),

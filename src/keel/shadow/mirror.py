@@ -162,16 +162,19 @@ class ShadowMirror:
         request_id: str | None,
     ) -> None:
         """Called by a handler once the primary's outputs exist; returns at once, never raises."""
-        now = time.perf_counter()
-        mirrored = self._random.random() < self.settings.sample_rate
-        if self._closing or not self.candidate.ready or primary.label == self.candidate.version:
-            mirrored = False
-        if not mirrored:
-            if self._random.random() < self.settings.log_unmirrored_rate:
-                job = _Job(primary, inputs, outputs, (now - started) * 1e3, request_id, time.time())
-                self._record(job, CandidateStatus.UNMIRRORED)
+        mirrored = (
+            self._random.random() < self.settings.sample_rate
+            and not self._closing
+            and self.candidate.ready
+            and primary.label != self.candidate.version
+        )
+        if not mirrored and self._random.random() >= self.settings.log_unmirrored_rate:
             return
-        job = _Job(primary, inputs, outputs, (now - started) * 1e3, request_id, time.time())
+        primary_ms = (time.perf_counter() - started) * 1e3
+        job = _Job(primary, inputs, outputs, primary_ms, request_id, time.time())
+        if not mirrored:
+            self._record(job, CandidateStatus.UNMIRRORED)
+            return
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:

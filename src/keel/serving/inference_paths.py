@@ -1,0 +1,28 @@
+"""The inference paths, ``/{api}/models/{name}[/versions/{v}]/{action}``, taken apart.
+
+Kept apart from ``inference_front`` (which serves them) so that code building or
+checking such paths, a remote shadow candidate's URL for one, needs nothing else.
+"""
+
+from __future__ import annotations
+
+# (API, last path segment) -> endpoint, for /{api}/models/{name}[/versions/{v}]/{action}.
+ENDPOINTS: dict[tuple[str, str], str] = {("v1", "predict"): "records", ("v2", "infer"): "v2_infer"}
+
+
+def match(path: str) -> tuple[str, str, str | None] | None:
+    """The endpoint and path parameters of an inference path, or None for any other path."""
+    parts = path.split("/")
+    if len(parts) == 5:
+        root, api, models, name, action = parts
+        version = None
+    elif len(parts) == 7 and parts[4] == "versions":
+        root, api, models, name, _, version, action = parts
+        if not version:
+            return None
+    else:
+        return None
+    endpoint = ENDPOINTS.get((api, action))
+    if endpoint is None or root or models != "models" or not name:
+        return None
+    return endpoint, name, version
