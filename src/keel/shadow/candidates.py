@@ -188,7 +188,7 @@ class RemoteCandidate:
             log.warning("shadow candidate %s is not reachable yet: %s", self.source, exc)
         return CandidateInfo(
             model=self.model_name,
-            candidate_version=self._seen or "",
+            candidate_version=self.version or self.source,
             kind=self.kind,
             started_at=time.time(),
             source=self.source,

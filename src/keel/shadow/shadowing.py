@@ -77,7 +77,7 @@ class Shadowing:
                 target.model,
                 candidate.source,
                 candidate.kind,
-                candidate.version or "not known yet",
+                candidate.version,
             )
 
     async def close(self) -> None:
