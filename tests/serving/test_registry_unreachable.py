@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from keel_server import ServerProcess, start_server
+from test_shadow_mirror import wait_shadow_ready
 
 
 def test_the_server_becomes_ready_when_the_registry_comes_back(
@@ -21,6 +22,8 @@ def test_the_server_becomes_ready_when_the_registry_comes_back(
     registry = tmp_path / "not-mounted-yet"
     server = start_server(
         registry, ("breast-cancer@production", "digits-mlp@production"), tmp_path / "server.log",
+        args=("--shadow", "breast-cancer@candidate",
+              "--log-store", f"sqlite:///{tmp_path / 'predictions.sqlite'}"),
         KEEL_SERVER__WATCH_INTERVAL_S="0",
     )  # fmt: skip
     stop_later(server)
@@ -46,5 +49,7 @@ def test_the_server_becomes_ready_when_the_registry_comes_back(
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["predictions"]) == 2
         assert client.get("/v2/models/digits-mlp/ready").status_code == 200
+    # The shadow candidate of a primary that loaded late starts too.
+    wait_shadow_ready(server)
     assert "every model named at start is now served" in (tmp_path / "server.log").read_text()
     assert server.stop() in (0, -signal.SIGTERM)

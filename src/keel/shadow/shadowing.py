@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keel.shadow")
 
+# How often shadow start-up looks again for a primary that is not served yet.
+STARTUP_POLL_S = 0.5
+
 
 class Shadowing:
     """The mirrors of the models that have a shadow candidate, by model name.
@@ -45,14 +48,14 @@ class Shadowing:
         store = await loop.run_in_executor(None, open_log_store, shadow.log.url)
         self.log = PredictionLog(store, shadow.log)
         await self.log.start()
+        # A primary the registry could not give yet is retried by the model manager;
+        # its candidate starts once it is served, not never.
+        waiting = sorted({t.model for t in shadow.targets} - set(manager.routes))
+        if waiting:
+            log.warning("shadow candidates wait until %s are served", ", ".join(waiting))
+        while any(t.model not in manager.routes for t in shadow.targets):
+            await asyncio.sleep(STARTUP_POLL_S)
         for target in shadow.targets:
-            if target.model not in manager.routes:
-                log.error(
-                    "shadow candidate for %s is not used: %s is not served here",
-                    target.model,
-                    target.model,
-                )
-                continue
             try:
                 candidate = candidate_for(target, self.registry, self.settings)
             except KeelError as exc:
