@@ -5,9 +5,10 @@ version as ``production``. Following the documented steps with real git, a real
 virtual environment and keel's own commands, the old version's code is checked
 out at the sha the registry recorded, its environment is created from the
 recorded lock, and that environment's ``keel verify`` and ``keel env diff
---strict`` prove it reproduces. The lock is installed with the pinned uv,
-offline: the recorded environment is this test environment, so ``make setup``
-(which CI runs first) has put every wheel it names in uv's cache.
+--strict`` prove it reproduces. The lock is installed with the pinned uv: the
+recorded environment is this test environment, so ``make setup`` (which CI
+runs first) has put every wheel it names in uv's cache and only the index's
+file lists are fetched.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def uv() -> Path:
     if not UV.is_file():
         pytest.fail(
             f"{UV} is missing: run `make setup` first. It installs the pinned uv and fills "
-            "its cache with the wheels this test installs offline."
+            "its cache with the wheels this test installs."
         )
     return UV
 
@@ -132,27 +133,21 @@ def _short(ref: str) -> str:
 def _create_environment(
     uv: Path, venv: Path, requirements: Path, keel_source: Path, environ: dict[str, str]
 ) -> Path:
-    """Step 2 of the recipe with uv, offline: a venv of this Python, the lock, then keel.
+    """Step 2 of the recipe with uv: a venv of this Python, the lock, then keel.
 
     ``--no-deps`` everywhere: the lock names every distribution, dependencies
     included, so nothing is resolved and nothing outside it is installed;
-    ``uv pip check`` then proves the set is consistent. It is also what lets
-    ``--offline`` work: resolving needs the metadata of the wheels the index
-    offers, which uv (0.13.8) does not find offline in what ``make setup`` left
-    in its cache, while installing pinned wheels from it needs nothing more.
+    ``uv pip check`` then proves the set is consistent. The wheels come from the
+    cache ``make setup`` filled; the index is still asked which files each pin
+    has, because ``uv sync`` (what ``make setup`` runs) installs from the lock's
+    URLs and leaves no index pages in the cache for an offline install to use.
     """
     environ = {**environ, "UV_PYTHON_DOWNLOADS": "never"}
     python = venv / "bin" / "python"
     _run(uv, "venv", "--quiet", "--python", sys.executable, venv, environ=environ)
-    offline = ("pip", "install", "--offline", "--no-deps", "--python", python)
-    try:
-        _run(uv, *offline, "-r", requirements, environ=environ)
-        _run(uv, *offline, keel_source, environ=environ)
-    except AssertionError as exc:
-        raise AssertionError(
-            f"{exc}\nA wheel missing from uv's cache? `make setup` fills it with exactly "
-            "the wheels of this environment, which is the one recorded."
-        ) from exc
+    install = ("pip", "install", "--no-deps", "--python", python)
+    _run(uv, *install, "-r", requirements, environ=environ)
+    _run(uv, *install, keel_source, environ=environ)
     _run(uv, "pip", "check", "--python", python, environ=environ)
     return venv / "bin" / "keel"
 
