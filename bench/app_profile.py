@@ -1,9 +1,9 @@
-"""keel's ASGI app driven in-process: µs per request without sockets or uvicorn, and a profile.
+"""keel's ASGI app driven in-process: µs per request without sockets or a server, and a profile.
 
 The HTTP benchmarks measure the whole server on a noisy shared machine. This
 isolates the application — Starlette's routing and middleware, keel's
 handlers, the batcher and its hop to an inference thread — by calling the ASGI
-app directly with a ready-made request, the way uvicorn would, many times in
+app directly with a ready-made request, the way an ASGI server would, many times in
 a row. Repeats are short and the minimum is reported beside the median, so a
 slow patch of the machine does not pass for a slow change. With ``--profile``
 a further run is recorded by cProfile (slower, but the proportions hold).
@@ -41,7 +41,7 @@ ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
 
 def request_scope(payload: payloads.Payload) -> dict[str, Any]:
-    """The ASGI scope uvicorn would build for ``payload`` on a keep-alive connection."""
+    """The ASGI scope an ASGI server would build for ``payload`` on a keep-alive connection."""
     headers = [(k.lower().encode(), v.encode()) for k, v in payload.headers]
     headers += [(b"host", b"127.0.0.1:8080"), (b"content-length", str(len(payload.body)).encode())]
     return {

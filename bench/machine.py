@@ -37,7 +37,7 @@ def describe(repo: Path) -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "bytecode_cache": _bytecode_cached("uvicorn"),
+        "bytecode_cache": _bytecode_cached("starlette"),
         "libraries": {name: _version(name) for name in LIBRARIES},
         "git_commit": _git(repo, "rev-parse", "--short", "HEAD"),
         "git_dirty": bool(_git(repo, "status", "--porcelain", "--", "src")),

@@ -12,6 +12,7 @@ from targets import MIB, memory_figures
 HTTP_ROWS = (
     ("stack-bare records", "uvicorn, bare ASGI app, fixed answer", "(no parsing)"),
     ("stack-starlette records", "uvicorn + Starlette route, fixed answer", "(no parsing)"),
+    ("stack-keel records", "keel's HTTP layer, fixed answer", "(no parsing)"),
     ("naive records", "naive baseline (FastAPI, `async def`)", "records"),
     ("naive-def records", "naive baseline (FastAPI, `def` in thread pool)", "records"),
     ("keel records", "keel", "records `/v1/.../predict`"),
@@ -109,8 +110,9 @@ def _method(results: dict[str, Any]) -> str:
 
 - **Pinning.** Every server runs under `taskset -c {results["pinning"]["server_core"]}`; the
   load generator (the `run.py` process) is pinned to core {results["pinning"]["load_core"]}.
-  keel and the naive baseline run the same way: one process, uvicorn with httptools and
-  uvloop, access log off, ONNX Runtime with one intra-op thread.
+  keel and the naive baseline run the same way: one process on uvloop with httptools
+  parsing HTTP (keel in its own HTTP layer, the baseline under uvicorn), access log off,
+  ONNX Runtime with one intra-op thread.
 - **Load generator** (`bench/loadgen.py`): uvloop, raw keep-alive HTTP/1.1 connections, the
   request encoded once, responses parsed only for status and Content-Length. Against a server
   that answers fixed bytes it reaches **{ceiling["saturation"]["throughput"]:,.0f} req/s**
@@ -241,8 +243,8 @@ def _http(results: dict[str, Any]) -> str:
             "",
             f"Logistic regression on 30 features; in-process it runs {floor_calls:,.0f} single-row",
             f"calls/s ({floor['us_per_call']:.1f} µs each). Single-row requests, 64 connections.",
-            "The first two rows are the HTTP stack alone (`bench/stack_floor.py`): the same",
-            "request answered with fixed bytes, so no server that parses it can be faster.",
+            "The first three rows are the HTTP stacks alone (`bench/stack_floor.py`): the same",
+            "request answered with fixed bytes, so no server on that stack can be faster.",
             "*Spread*: half the range between rounds, over the median. *Share of floor*:",
             "throughput over in-process batch-1 calls/s. *CPU per request*: server CPU seconds",
             "over answers; *overhead*: the part of it that is not the model call.",
@@ -341,7 +343,7 @@ def _startup(results: dict[str, Any]) -> str:
             f"- Process start to `/v2/health/live`: {s['live_s']:.2f} s; to `/v2/health/ready`:"
             f" **{s['ready_s']:.2f} s** (runs: {runs}).",
             f"- Of that, hashes + load + golden check + warm-up per model: {models}; the rest is",
-            "  the interpreter, imports and uvicorn's start."
+            "  the interpreter, imports and the server's start."
             + (
                 ""
                 if results["machine"].get("bytecode_cache", True)
@@ -379,7 +381,7 @@ def _memory(results: dict[str, Any]) -> str:
             *table,
             "",
             f"Fixed overhead, stated: **{m['fixed_overhead'] / MIB:.0f} MiB** (keel serving only"
-            " the 1 KB model: interpreter, numpy, ONNX Runtime, uvicorn, pydantic, keel). The"
+            " the 1 KB model: interpreter, numpy, ONNX Runtime, Starlette, pydantic, keel). The"
             f" {m['large_model_size'] / MIB:.1f} MiB {WIDE} added"
             f" {m['large_model_added'] / MIB:.1f} MiB"
             f" ({m['large_model_added'] / m['large_model_size']:.2f}x its file size); 64 requests"

@@ -139,7 +139,7 @@ def start_naive(
 
 
 def start_stack_floor(app: str, log: Path) -> ServerProcess:
-    """uvicorn with a fixed answer, as a bare ASGI app or through Starlette (``stack_floor.py``)."""
+    """A fixed answer from uvicorn (bare ASGI, or a Starlette route) or keel's HTTP layer."""
     port = free_port()
     argv = [sys.executable, str(BENCH / "stack_floor.py"), "--app", app, "--port", str(port)]
     return _start(f"stack floor ({app})", argv, "/", log, {})

@@ -1,11 +1,13 @@
 """The HTTP stack alone: what a request costs before any application work.
 
-Two apps on the same uvicorn + httptools + uvloop stack as keel and the
-baseline, both reading the whole request body and answering fixed JSON bytes:
+Three servers that read the whole request body and answer fixed JSON bytes:
 
-* ``bare``: a plain ASGI callable, uvicorn's own cost per request;
+* ``bare``: a plain ASGI callable under uvicorn + httptools + uvloop (the naive
+  baseline's stack), uvicorn's own cost per request;
 * ``starlette``: the same answer from a Starlette ``Route``, which adds the
-  router, the request object and the default middleware keel's app also runs.
+  router, the request object and the default middleware;
+* ``keel``: keel's own HTTP/1.1 connection (``keel.serving.http_connection``),
+  the stack keel's inference routes run on.
 
 No model, no parsing: any server above these floors pays the difference.
 
@@ -15,14 +17,18 @@ No model, no parsing: any server above these floors pays the difference.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import uvicorn
+import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from keel.serving.http_connection import Answer, ConnectionLimits, Exchange, HttpConnection
 
 ANSWER = b'{"predictions":[{"label":1,"probabilities":[0.02,0.98]}]}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
@@ -64,12 +70,37 @@ def starlette_app() -> Starlette:
     )
 
 
+_KEEL_ANSWER = Answer(200, [(b"content-type", b"application/json")], ANSWER)
+
+
+async def _keel_answer(exchange: Exchange, connection: HttpConnection) -> Answer:
+    return _KEEL_ANSWER
+
+
+async def serve_keel(host: str, port: int) -> None:
+    """keel's HTTP connection answering every request with the fixed bytes, until killed."""
+    connections: set[HttpConnection] = set()
+    limits = ConnectionLimits(max_body_bytes=16 * 1024 * 1024, keep_alive_s=5.0)
+    date = b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
+    loop = asyncio.get_running_loop()
+    await loop.create_server(
+        lambda: HttpConnection(_keel_answer, limits, connections, lambda: date),
+        host=host,
+        port=port,
+        backlog=2048,
+    )
+    await asyncio.Event().wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--app", choices=("bare", "starlette"), required=True)
+    parser.add_argument("--app", choices=("bare", "starlette", "keel"), required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    if args.app == "keel":
+        uvloop.run(serve_keel(args.host, args.port))
+        return
     app = bare_app if args.app == "bare" else starlette_app()
     uvicorn.run(
         app,

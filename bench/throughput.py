@@ -29,7 +29,9 @@ from servers import (
 
 Progress = Callable[[str], None]
 # Servers measured for reference only: no open-loop run.
-WITHOUT_OPEN_LOOP = frozenset({"naive-def", "stack-bare", "stack-starlette", "keel-nodrift"})
+WITHOUT_OPEN_LOOP = frozenset(
+    {"naive-def", "stack-bare", "stack-starlette", "stack-keel", "keel-nodrift"}
+)
 
 
 def ceiling(windows: Windows, logs: Path, progress: Progress) -> dict[str, Any]:
@@ -60,14 +62,15 @@ def compare(
 ) -> dict[str, dict[str, Any]]:
     """Per server and protocol: saturation, lone and open-loop summaries, and RSS when ready.
 
-    Beside the naive baseline and keel, the HTTP stack's own floors (uvicorn with a
-    bare ASGI app, and with a Starlette route) answer the same records request with
-    fixed bytes: saturation and lone latency only.
+    Beside the naive baseline and keel, the HTTP stacks' own floors (uvicorn with a
+    bare ASGI app, with a Starlette route, and keel's own HTTP layer) answer the
+    same records request with fixed bytes: saturation and lone latency only.
     """
     records = payloads.records(model.metadata)
     targets: list[tuple[str, Callable[[Path], ServerProcess], list[Payload]]] = [
         ("stack-bare", lambda log: start_stack_floor("bare", log), [records]),
         ("stack-starlette", lambda log: start_stack_floor("starlette", log), [records]),
+        ("stack-keel", lambda log: start_stack_floor("keel", log), [records]),
         ("naive", lambda log: start_naive(model.path, _features(model), log), [records]),
         (
             "keel",

@@ -87,6 +87,14 @@ class ServerSettings(BaseModel):
         gt=0,
         description="Deadline of a request that sends no X-Keel-Deadline-Ms header (504 past it).",
     )
+    keep_alive_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "A connection silent this long closes: idle between requests, or part "
+            "way through sending one."
+        ),
+    )
     grace_period_s: float = Field(
         default=20.0,
         ge=0,

@@ -90,12 +90,16 @@ def test_promotion_follows_real_shadow_evidence_and_the_server_swaps_to_the_cand
     assert registry.resolve(f"{MODEL}@production").version == production.version
 
     # Good evidence for criteria that ask for what this traffic can show.
+    latency = evidence["latency_ms"]
+    p99_ratio = latency["candidate"]["p99"] / latency["primary"]["p99"]
     criteria = {
         "KEEL_SHADOW__PROMOTION__MIN_MIRRORED": str(len(held_out)),
         "KEEL_SHADOW__PROMOTION__MIN_HOURS": "0",
         "KEEL_SHADOW__PROMOTION__MIN_AGREEMENT": str(round(agreement - 0.01, 3)),
-        # The in-process candidate shares one core with the primary here.
-        "KEEL_SHADOW__PROMOTION__MAX_P99_RATIO": "100",
+        # The in-process candidate runs at nice 19 beside the primary on a shared
+        # machine: its p99 over 143 requests is whatever the machine did then, so the
+        # bound is the one this traffic met.
+        "KEEL_SHADOW__PROMOTION__MAX_P99_RATIO": str(round(p99_ratio * 1.01 + 0.01, 3)),
     }
     promoted = keel("promote", MODEL, *common, **criteria)
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr

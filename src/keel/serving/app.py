@@ -118,4 +118,4 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
         exception_handlers={404: _routing_error, 405: _routing_error},
     )
     app.state.keel = state
-    return InferenceFront(app, state)
+    return InferenceFront(app, state, lifespan=functools.partial(lifespan, app))

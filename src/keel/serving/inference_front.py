@@ -13,14 +13,16 @@ Starlette, where clarity matters more than microseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call, Reply
 from keel.serving.context import ServerState, find_version
 from keel.serving.http_errors import error_reply
-from keel.serving.inference_paths import match
+from keel.serving.inference_paths import Route, match
 from keel.serving.records_api import predict
 from keel.serving.request_body import ClientGone, Receive, read_body
 from keel.serving.served_version import ServedVersion
@@ -42,28 +44,60 @@ _METHOD_NOT_ALLOWED = Reply(
 )
 
 
-class InferenceFront:
-    """Answers the inference routes itself and passes every other request to ``app``."""
+BodySource = Callable[[Mapping[str, str]], Awaitable[bytes]]
+"""Reads a request's body once its headers are known (the ASGI channel, or bytes in hand)."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+
+class InferenceFront:
+    """Answers the inference routes itself and passes every other request to ``app``.
+
+    As an ASGI app it serves under any ASGI server (and in-process tests); keel's
+    own HTTP server calls ``answer`` directly with the body it has already read.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        state: ServerState,
+        lifespan: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         self.app = app
         self.state = state
+        # Start-up and shutdown of the app (load, verify, warm; drain), for a server
+        # that runs them itself instead of through ASGI lifespan messages.
+        self.lifespan = lifespan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = match(scope["path"]) if scope["type"] == "http" else None
         if route is None:
             await self.app(scope, receive, send)
             return
-        if scope["method"] != "POST":
-            await _send(send, _METHOD_NOT_ALLOWED)
-            return
+        limit = self.state.settings.server.max_body_bytes
+
+        def body(headers: Mapping[str, str]) -> Awaitable[bytes]:
+            return read_body(receive, headers, limit)
+
+        reply = await self.answer(route, scope["method"], scope["headers"], body)
+        if reply is not None:
+            await _send(send, reply)
+
+    async def answer(
+        self,
+        route: Route,
+        method: str,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        body: bytes | BodySource,
+    ) -> Reply | None:
+        """The reply to one inference request; None when the client left before its body came."""
+        if method != "POST":
+            return _METHOD_NOT_ALLOWED
         endpoint, name, path_version = route
         started = time.perf_counter()
         version: ServedVersion | None = None
         try:
             headers = {
                 key.decode("latin-1"): value.decode("latin-1")
-                for key, value in scope["headers"]
+                for key, value in raw_headers
                 if key in _READ_HEADERS
             }
             # Resolved first so that every answer, refusals included, counts for its version;
@@ -71,21 +105,22 @@ class InferenceFront:
             version = find_version(self.state, name, path_version, headers)
             version.metrics.in_flight += 1
             try:
-                body = await read_body(receive, headers, self.state.settings.server.max_body_bytes)
+                if not isinstance(body, bytes):
+                    body = await body(headers)
                 reply = await HANDLERS[endpoint](self.state, version, Call(headers, body, started))
             finally:
                 version.metrics.in_flight -= 1
         except asyncio.CancelledError:
             raise
         except ClientGone:
-            return
+            return None
         except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
             reply = error_reply(exc)
             if version is not None:
                 version.metrics.refused(exc)
         if version is not None:
             version.metrics.answered(endpoint, reply.status, time.perf_counter() - started)
-        await _send(send, reply)
+        return reply
 
 
 async def _send(send: Send, reply: Reply) -> None:

@@ -10,7 +10,11 @@ from __future__ import annotations
 ENDPOINTS: dict[tuple[str, str], str] = {("v1", "predict"): "records", ("v2", "infer"): "v2_infer"}
 
 
-def match(path: str) -> tuple[str, str, str | None] | None:
+Route = tuple[str, str, str | None]
+"""The endpoint, model name and path version (if any) of an inference path."""
+
+
+def match(path: str) -> Route | None:
     """The endpoint and path parameters of an inference path, or None for any other path."""
     parts = path.split("/")
     if len(parts) == 5:

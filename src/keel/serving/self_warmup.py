@@ -1,7 +1,7 @@
 """Real requests through the server's own HTTP stack before it reports ready.
 
 Warm-up inside ``start_version`` runs the model and the batcher, but the first
-request over HTTP still ran code for the first time: uvicorn's parser and
+request over HTTP still ran code for the first time: the HTTP parser and
 response path, keel's front, the handlers, orjson. Python 3.11 specialises
 bytecode only after it has run a few times, so that first request took over
 twice as long as the hundredth. Here each served version answers a few of its
@@ -91,7 +91,7 @@ def _loopback(host: str) -> str:
 
 
 async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect, retrying while uvicorn may still be binding its socket."""
+    """Connect, retrying while the server may still be binding its socket."""
     deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S
     while True:
         try:

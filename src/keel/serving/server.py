@@ -1,38 +1,166 @@
-"""Running the app under uvicorn, with readiness dropped first on SIGTERM and a bounded drain."""
+"""keel's HTTP server: listen, route each request, drop readiness first on SIGTERM, drain, exit.
+
+keel answers HTTP itself (``http_connection``) rather than through a general
+ASGI server: for a small model that server's per-request machinery cost as much
+as keel's own work (docs/benchmarks.md). Inference requests go straight to the
+``InferenceFront``; every other route is the Starlette app, called through a
+one-request ASGI bridge. The order of a stop is the one Kubernetes needs:
+readiness false at the signal, no new connections, every request already read
+answered (up to ``server.grace_period_s``), then the lifespan drains the
+batchers and flushes the prediction log.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import FrameType
 
-import uvicorn
+import uvloop
 
 from keel.registry import Registry
 from keel.serving.app import create_app
-from keel.serving.context import ServerState
+from keel.serving.asgi_exchange import answer_with_app
+from keel.serving.calls import Reply
+from keel.serving.http_connection import (
+    Answer,
+    BadHttp,
+    ConnectionLimits,
+    Exchange,
+    HttpConnection,
+    bad_http_answer,
+)
+from keel.serving.http_errors import error_reply
+from keel.serving.inference_front import InferenceFront
+from keel.serving.inference_paths import match
 from keel.serving.model_manager import ModelManager
 from keel.settings import Settings
 
+log = logging.getLogger("keel.serving")
 
-class KeelServer(uvicorn.Server):
-    """uvicorn's server, but readiness turns false the moment a stop signal arrives.
+# Connections waiting to be accepted, as the kernel queues them.
+_BACKLOG = 2048
 
-    Kubernetes stops routing to a pod whose readiness fails; uvicorn then stops
-    accepting, finishes in-flight requests within the grace period, and the
-    lifespan drains the batchers.
-    """
 
-    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
-        super().__init__(config)
-        self.keel_state = state
+class HttpServer:
+    """Serves ``front`` on the configured address until a stop signal."""
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.keel_state.shutting_down = True
-        super().handle_exit(sig, frame)
+    def __init__(self, front: InferenceFront, settings: Settings) -> None:
+        self.front = front
+        self.settings = settings
+        self.connections: set[HttpConnection] = set()
+        self._limits = ConnectionLimits(
+            max_body_bytes=settings.server.max_body_bytes,
+            keep_alive_s=settings.server.keep_alive_s,
+        )
+        self._address: tuple[str, int] | None = None
+        self._date = b""
+        self._ticker: asyncio.TimerHandle | None = None
+
+    async def answer(self, exchange: Exchange, connection: HttpConnection) -> Answer:
+        """Route one request: inference to the front, refusals here, the rest to Starlette."""
+        refusal = exchange.refusal
+        if isinstance(refusal, BadHttp):
+            return bad_http_answer(refusal)
+        route = match(exchange.path)
+        if route is not None:
+            body: bytes | Callable[..., Awaitable[bytes]] = exchange.body
+            if refusal is not None:
+                body = _raiser(refusal)
+            reply = await self.front.answer(route, exchange.method, exchange.headers, body)
+            # None only when a body still had to be read and its client left.
+            return _answer_of(reply or error_reply(refusal or BadHttp(400, "no body")))
+        if refusal is not None:
+            return _answer_of(error_reply(refusal))
+        return await answer_with_app(self.front.app, exchange, connection, self._address)
+
+    async def run(self) -> None:
+        """Start the app's lifespan, listen, and serve until SIGTERM or SIGINT; then drain."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                log.warning("second %s: stopping without waiting", signal.Signals(signum).name)
+                for connection in list(self.connections):
+                    connection.abort()
+                return
+            log.info("%s: readiness is false; draining", signal.Signals(signum).name)
+            self.front.state.shutting_down = True
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        server_settings = self.settings.server
+        async with self.front.lifespan():
+            listener = await loop.create_server(
+                self._connection,
+                host=server_settings.host,
+                port=server_settings.port,
+                reuse_address=True,
+                backlog=_BACKLOG,
+            )
+            sockname = listener.sockets[0].getsockname()
+            self._address = (str(sockname[0]), int(sockname[1]))
+            self._tick()
+            log.info("keel listening on http://%s:%d", *self._address)
+            try:
+                await stop.wait()
+            finally:
+                listener.close()
+                await self._drain(server_settings.grace_period_s)
+                if self._ticker is not None:
+                    self._ticker.cancel()
+
+    def _connection(self) -> HttpConnection:
+        return HttpConnection(self.answer, self._limits, self.connections, self._date_header)
+
+    async def _drain(self, grace_s: float) -> None:
+        """Let every open connection answer what it has read, then close; cut off after grace_s."""
+        for connection in list(self.connections):
+            connection.shutdown()
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.connections:
+            log.warning(
+                "%d connections still busy after %.1f s; closing them",
+                len(self.connections),
+                grace_s,
+            )
+            for connection in list(self.connections):
+                connection.abort()
+
+    def _date_header(self) -> bytes:
+        return self._date
+
+    def _tick(self) -> None:
+        """Once a second: the Date header, and silent connections closed."""
+        # RFC 9110 wants a Date on every answer; formatting one costs more than the
+        # rest of an answer's headers. A timer per connection, re-armed per request,
+        # cost more than this sweep.
+        self._date = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
+        now = time.monotonic()
+        for connection in list(self.connections):
+            connection.close_if_silent(now)
+        self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+
+def _answer_of(reply: Reply) -> Answer:
+    return Answer(reply.status, [(b"content-type", reply.content_type), *reply.headers], reply.body)
+
+
+def _raiser(error: Exception) -> Callable[..., Awaitable[bytes]]:
+    async def refuse(*_: object) -> bytes:
+        raise error
+
+    return refuse
 
 
 def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
@@ -46,22 +174,8 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
     threads = settings.server.inference_threads or len(os.sched_getaffinity(0)) or 1
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keel-infer")
     manager = ModelManager(registry, settings, executor)
-    app = create_app(manager, settings, refs)
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        # keel logs no client addresses, so rewriting them from X-Forwarded-For is
-        # work for nothing on every request.
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.server.grace_period_s) or None,
-        log_level="info",
-    )
+    front = create_app(manager, settings, refs)
     try:
-        KeelServer(config, app.state).run()
+        uvloop.run(HttpServer(front, settings).run())
     finally:
         executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,311 @@
+"""keel's HTTP/1.1 connection over real loopback sockets, answered by a small echoing answerer.
+
+The answerer here stands in for keel's routing only; everything the connection
+owns (parsing, order, limits, keep-alive, refusals, shutdown) runs for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import orjson
+import uvloop
+
+from keel.serving.http_connection import (
+    Answer,
+    BadHttp,
+    ConnectionLimits,
+    Exchange,
+    HttpConnection,
+    bad_http_answer,
+)
+
+LIMITS = ConnectionLimits(max_body_bytes=1024, keep_alive_s=0.3)
+
+
+async def echo(exchange: Exchange, connection: HttpConnection) -> Answer:
+    """Answers what it was asked; ``/slow/N`` first waits N milliseconds."""
+    if isinstance(exchange.refusal, BadHttp):
+        return bad_http_answer(exchange.refusal)
+    if exchange.refusal is not None:
+        return Answer(413, [], str(exchange.refusal).encode())
+    if exchange.path.startswith("/slow/"):
+        await asyncio.sleep(int(exchange.path.rsplit("/", 1)[1]) / 1000)
+    body = orjson.dumps(
+        {"method": exchange.method, "path": exchange.path, "body": exchange.body.decode()}
+    )
+    return Answer(200, [(b"content-type", b"application/json")], body, exchange.method == "HEAD")
+
+
+class Served:
+    def __init__(self, server: asyncio.Server, connections: set[HttpConnection]) -> None:
+        self.server = server
+        self.connections = connections
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def exchange(self, raw: bytes, read_until_close: bool = False) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(raw)
+        await writer.drain()
+        try:
+            if read_until_close:
+                return await asyncio.wait_for(reader.read(), 5)
+            return await asyncio.wait_for(_read_answers(reader, raw.count(b"HTTP/1.")), 5)
+        finally:
+            writer.close()
+
+
+async def _read_answers(reader: asyncio.StreamReader, count: int) -> bytes:
+    out = b""
+    for _ in range(count):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        out += head + (await reader.readexactly(length) if b" 100 " not in head[:13] else b"")
+    return out
+
+
+@asynccontextmanager
+async def serving(
+    answerer: Callable[[Exchange, HttpConnection], Awaitable[Answer]] = echo,
+) -> AsyncIterator[Served]:
+    connections: set[HttpConnection] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: HttpConnection(answerer, LIMITS, connections, lambda: b"date: now\r\n"),
+        "127.0.0.1",
+        0,
+    )
+    try:
+        yield Served(server, connections)
+    finally:
+        server.close()
+        for connection in list(connections):
+            connection.abort()
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    uvloop.run(test())
+
+
+def post(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: t", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_pipelined_requests_are_answered_in_the_order_they_came() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            raw = post("/slow/80", b"first") + post("/fast", b"second") + post("/slow/10", b"3")
+            answers = await served.exchange(raw)
+        bodies = [orjson.loads(part.split(b"\r\n\r\n")[1]) for part in _split(answers)]
+        assert [b["body"] for b in bodies] == ["first", "second", "3"]
+
+    run(scenario)
+
+
+def _split(answers: bytes) -> list[bytes]:
+    return [b"HTTP/1.1" + part for part in answers.split(b"HTTP/1.1")[1:]]
+
+
+def test_an_answer_is_one_write_with_length_date_and_the_answerers_headers() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            answer = await served.exchange(post("/x", b"hello"))
+        head, body = answer.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK"
+        assert f"content-length: {len(body)}".encode() in lines
+        assert b"content-type: application/json" in lines
+        assert b"date: now" in lines
+        assert b"connection: close" not in lines
+        assert orjson.loads(body) == {"method": "POST", "path": "/x", "body": "hello"}
+
+    run(scenario)
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent_then_closed() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            # Only the headers go out: the answer must not wait for the body.
+            writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 413 ")
+            assert b"connection: close" in head
+            # The body still arriving is read and dropped, then the connection closes.
+            writer.write(b"x" * 5000)
+            await writer.drain()
+            rest = await asyncio.wait_for(reader.read(), 5)
+            assert b"5000 bytes; the limit is 1024" in rest
+            writer.close()
+
+    run(scenario)
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            chunk = b"y" * 600
+            raw = (
+                b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+                + b"%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n\r\n"
+            )  # fmt: skip
+            answer = await served.exchange(raw, read_until_close=True)
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert b"exceeds the limit of 1024 bytes" in answer
+
+    run(scenario)
+
+
+def test_a_chunked_body_within_the_limit_arrives_whole() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            raw = (
+                b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+            )
+            answer = await served.exchange(raw)
+        assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["body"] == "abcde"
+
+    run(scenario)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(
+                b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+            )
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"body")
+            answer = await asyncio.wait_for(_read_answers(reader, 1), 5)
+            assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["body"] == "body"
+            writer.close()
+
+    run(scenario)
+
+
+def test_bytes_that_are_not_http_get_400_and_the_connection_closes() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            answer = await served.exchange(b"\x16\x03\x01 not http at all\r\n\r\n", True)
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert b"connection: close" in answer
+        assert b"malformed HTTP request" in answer
+
+    run(scenario)
+
+
+def test_oversized_headers_get_431() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            huge = "X-Filler: " + "a" * 70_000
+            answer = await served.exchange(post("/x", b"", huge), read_until_close=True)
+        assert answer.startswith(b"HTTP/1.1 431 ")
+
+    run(scenario)
+
+
+def test_a_request_before_garbage_is_still_answered_first() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            answer = await served.exchange(post("/slow/50", b"ok") + b"garbage\r\n\r\n", True)
+        parts = _split(answer)
+        assert parts[0].startswith(b"HTTP/1.1 200 ")
+        assert parts[1].startswith(b"HTTP/1.1 400 ")
+
+    run(scenario)
+
+
+def test_http_1_0_and_connection_close_end_the_connection_after_the_answer() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            old = await served.exchange(b"GET /a HTTP/1.0\r\n\r\n", read_until_close=True)
+            closing = await served.exchange(
+                b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", read_until_close=True
+            )
+        for answer in (old, closing):
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert b"connection: close" in answer
+
+    run(scenario)
+
+
+def test_head_gets_the_headers_without_the_body() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            answer = await served.exchange(
+                b"HEAD /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", read_until_close=True
+            )
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert b"content-length: " in head
+        assert body == b""
+
+    run(scenario)
+
+
+def test_a_silent_connection_is_closed_by_the_sweep_after_keep_alive() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhalf")
+            await writer.drain()
+            while not served.connections:
+                await asyncio.sleep(0.01)
+            (connection,) = served.connections
+            connection.close_if_silent(time.monotonic())
+            assert not connection.lost
+            connection.close_if_silent(time.monotonic() + LIMITS.keep_alive_s + 0.01)
+            # Closed part way through a request: a reset is a close too.
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            assert connection.lost
+            writer.close()
+
+    run(scenario)
+
+
+def test_shutdown_answers_the_request_in_flight_then_closes() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(post("/slow/200", b"in flight"))
+            await writer.drain()
+            while not served.connections:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            for connection in list(served.connections):
+                connection.shutdown()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert b"connection: close" in answer
+            assert b"in flight" in answer
+            writer.close()
+
+    run(scenario)
+
+
+def test_an_answerer_that_raises_costs_one_500_and_the_connection_lives_on() -> None:
+    async def flaky(exchange: Exchange, connection: HttpConnection) -> Answer:
+        if exchange.path == "/boom":
+            raise RuntimeError("a bug")
+        return await echo(exchange, connection)
+
+    async def scenario() -> None:
+        async with serving(flaky) as served:
+            answers = _split(await served.exchange(post("/boom", b"") + post("/fine", b"")))
+        assert answers[0].startswith(b"HTTP/1.1 500 ")
+        assert b"a bug" not in answers[0]
+        assert answers[1].startswith(b"HTTP/1.1 200 ")
+
+    run(scenario)
