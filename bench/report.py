@@ -463,9 +463,12 @@ def _shadow(results: dict[str, Any]) -> str:
             f"{shadow['primary_lone_p50_us']:,.0f} µs, so {shadow['slow_delay_ms']} ms) or never;",
             "the in-process one is the real gradient-boosting candidate, on one thread of its own",
             "on the server's core. Default shadow settings: timeout 100 ms, 2 calls at once,",
-            "a queue of 256. Every outcome is logged to SQLite. Medians of"
-            f" {shadow['windows']['repeats']} rounds of {shadow['windows']['duration_s']:g} s"
-            " each (a p99 needs more samples than a throughput).",
+            "a queue of 256. Every outcome is logged to SQLite. Each round starts every",
+            "configuration's server afresh and measures them one after the other, in an order",
+            "that rotates from round to round. Medians of"
+            f" {shadow['windows']['repeats']} rounds of {shadow['windows']['duration_s']:g} s;"
+            " the ratio is the median of the rounds' ratios (a p99 at this rate moves by tens",
+            "of percent between consecutive windows of one server on this machine).",
             "",
             *_table(columns, rows),
         ]

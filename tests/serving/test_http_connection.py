@@ -309,3 +309,17 @@ def test_an_answerer_that_raises_costs_one_500_and_the_connection_lives_on() -> 
         assert answers[1].startswith(b"HTTP/1.1 200 ")
 
     run(scenario)
+
+
+def test_a_client_that_shuts_its_side_after_sending_still_gets_its_answer() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(post("/slow/50", b"then eof"))
+            writer.write_eof()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert b"then eof" in answer
+            writer.close()
+
+    run(scenario)

@@ -117,7 +117,8 @@ def test_promotion_follows_real_shadow_evidence_and_the_server_swaps_to_the_cand
         return answer.headers[VERSION_HEADER] == evidence["candidate_version"]
 
     wait_for(answers_with_candidate, "the server to swap to the promoted version")
-    # Whether a request is mirrored is decided before its answer is sent, so
+    # Whether a request is mirrored is decided on the loop's turn after its answer
+    # is written, before the server reads anything further from this client, so
     # the counts read after the answers are final for these requests.
     before = shadow_state(server)["requests"].get("unmirrored", 0)
     with server.client() as client:

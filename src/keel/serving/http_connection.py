@@ -176,6 +176,14 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse_connection(400, f"malformed HTTP request: {_reason(exc)}")
 
+    def eof_received(self) -> bool:
+        """The client shut its side: answer what it already sent, then close."""
+        if self._pending or self._answering is not None:
+            # Half-closed, the socket can still carry the answers owed.
+            self._stopping = True
+            return True
+        return False
+
     def pause_writing(self) -> None:
         # A client that does not read its answers stops being read from, so its
         # pipelined requests cannot pile answers up in memory.

@@ -30,11 +30,27 @@ class ColumnRules:
     low: np.ndarray
     high: np.ndarray
     nan_ok: np.ndarray
+    # Whether the feature has a missing indicator, and its value (NaN for a NaN one).
+    has_indicator: np.ndarray
     indicator: np.ndarray
     # The bounds made finite: a value between them is valid whatever else is declared,
     # so clean tensors pass two comparisons and skip the NaN and indicator analysis.
     low_finite: np.ndarray
     high_finite: np.ndarray
+    # The finite bounds in float32, rounded inward, for float32 tensors (the usual
+    # kind): compared without converting the request to float64 first.
+    low_float32: np.ndarray
+    high_float32: np.ndarray
+
+    def within_bounds(self, array: np.ndarray) -> bool:
+        """Whether every value lies between its column's finite bounds (so: no NaN, no inf)."""
+        values = array if array.ndim == 2 else array.reshape(array.shape[0], -1)
+        if values.dtype == np.float32:
+            low, high = self.low_float32, self.high_float32
+        else:
+            values = values.astype(np.float64, copy=False)
+            low, high = self.low_finite, self.high_finite
+        return bool(np.logical_and.reduce((values >= low) & (values <= high), axis=None))
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,8 @@ class TensorContract:
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Raise InvalidRequest naming the tensor or feature, row and rule of every violation."""
+        if self._clean(inputs):
+            return
         errors: list[FieldError] = []
         rows = {a.shape[0] if a.ndim else -1 for a in inputs.values()}
         for name in inputs:
@@ -73,6 +91,27 @@ class TensorContract:
         if errors:
             raise InvalidRequest(errors[:MAX_REPORTED])
 
+    def _clean(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        """Whether ``inputs`` break no rule: the request path's question, answered cheaply.
+
+        False is not a verdict: ``check`` then looks again and names what is wrong.
+        """
+        if len(inputs) != len(self.specs):
+            return False
+        rows = -1
+        for name, array in inputs.items():
+            spec = self.specs.get(name)
+            if spec is None or _shape_problem(spec, array) is not None:
+                return False
+            if rows != array.shape[0]:
+                if rows >= 0:
+                    return False
+                rows = array.shape[0]
+            rules = self.rules.get(name)
+            if rules is not None and not rules.within_bounds(array):
+                return False
+        return True
+
 
 def build_contract(signature: Signature, specs: tuple[TensorSpec, ...]) -> TensorContract:
     """Precompute the per-column rules of every numeric input tensor."""
@@ -81,7 +120,7 @@ def build_contract(signature: Signature, specs: tuple[TensorSpec, ...]) -> Tenso
     for tensor in signature.inputs:
         if tensor.dtype == "string":
             continue
-        columns: list[tuple[str, float, float, bool, float]] = []
+        columns: list[tuple[str, float, float, bool, float, bool]] = []
         for name in tensor.features:
             feature = features[name]
             width = feature_width(feature, tensor.dtype)
@@ -95,26 +134,44 @@ def build_contract(signature: Signature, specs: tuple[TensorSpec, ...]) -> Tenso
             high=high,
             nan_ok=np.array([c[3] for c in columns], dtype=bool),
             indicator=np.array([c[4] for c in columns], dtype=np.float64),
+            has_indicator=np.array([c[5] for c in columns], dtype=bool),
             low_finite=np.maximum(low, -largest),
             high_finite=np.minimum(high, largest),
+            low_float32=_float32_inward(low, upward=True),
+            high_float32=_float32_inward(high, upward=False),
         )
     return TensorContract({s.name: s for s in specs}, rules)
 
 
-def _bounds(feature: Feature, width: int) -> tuple[float, float, bool, float]:
-    """(low, high, NaN allowed, indicator or NaN) of each column the feature fills."""
-    indicator = np.nan
-    if feature.missing == "indicator" and feature.dtype in ("float", "int", "bool"):
-        indicator = float(feature.missing_indicator)  # type: ignore[arg-type]
+def _float32_inward(bounds: np.ndarray, upward: bool) -> np.ndarray:
+    """float64 bounds as the nearest finite float32 values on their inner side.
+
+    A float32 value is >= a low bound exactly when it is >= the smallest float32 at
+    or above it (and the mirror for a high bound), so the comparison stays exact;
+    an infinite bound becomes float32's largest finite value, so infinity fails.
+    """
+    largest = np.finfo(np.float32).max
+    clipped = np.clip(bounds, -largest, largest)
+    rounded = clipped.astype(np.float32)
+    toward = np.float32(np.inf if upward else -np.inf)
+    off = rounded < clipped if upward else rounded > clipped
+    inward: np.ndarray = np.where(off, np.nextafter(rounded, toward), rounded).astype(np.float32)
+    return inward
+
+
+def _bounds(feature: Feature, width: int) -> tuple[float, float, bool, float, bool]:
+    """(low, high, NaN allowed, indicator, has an indicator) of each column the feature fills."""
+    has_indicator = feature.missing == "indicator" and feature.dtype in ("float", "int", "bool")
+    indicator = float(feature.missing_indicator) if has_indicator else np.nan  # type: ignore[arg-type]
     if feature.dtype == "categorical":
         levels = len(feature.levels or ())
         high = 1.0 if width > 1 else float(levels - 1)
-        return 0.0, high, False, np.nan
+        return 0.0, high, False, np.nan, False
     if feature.dtype == "bool":
-        return 0.0, 1.0, False, indicator
+        return 0.0, 1.0, False, indicator, has_indicator
     low = -np.inf if feature.minimum is None else float(feature.minimum)
     high = np.inf if feature.maximum is None else float(feature.maximum)
-    return low, high, feature.allow_nan, indicator
+    return low, high, feature.allow_nan, indicator, has_indicator
 
 
 def _shape_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
@@ -140,10 +197,12 @@ def _v2(dtype: str) -> str:
 
 def _value_errors(rules: ColumnRules, array: np.ndarray) -> list[FieldError]:
     values = array.reshape(array.shape[0], -1).astype(np.float64, copy=False)
-    if (values >= rules.low_finite).all() and (values <= rules.high_finite).all():
-        return []
     is_nan = np.isnan(values)
-    is_indicator = (values == rules.indicator) | (is_nan & np.isnan(rules.indicator))
+    # NaN stands for "no indicator" in ``indicator`` too, so only columns that have one
+    # may take it: a NaN where the feature has none is refused unless allow_nan.
+    is_indicator = rules.has_indicator & (
+        (values == rules.indicator) | (is_nan & np.isnan(rules.indicator))
+    )
     bad_nan = ~np.isfinite(values) & ~rules.nan_ok & ~is_indicator
     below = (values < rules.low) & ~is_indicator
     above = (values > rules.high) & ~is_indicator

@@ -161,7 +161,25 @@ class ShadowMirror:
         started: float,
         request_id: str | None,
     ) -> None:
-        """Called by a handler once the primary's outputs exist; returns at once, never raises."""
+        """Called by a handler once the primary's outputs exist; returns at once, never raises.
+
+        The offer is taken on the loop's next turn, after the handler's answer has
+        been written: sampling, the queue and the log record it may need (a drop)
+        stay off the primary's own latency, which is taken now.
+        """
+        primary_ms = (time.perf_counter() - started) * 1e3
+        asyncio.get_running_loop().call_soon(
+            self._take, primary, inputs, outputs, primary_ms, request_id
+        )
+
+    def _take(
+        self,
+        primary: ServedVersion,
+        inputs: Tensors,
+        outputs: Tensors,
+        primary_ms: float,
+        request_id: str | None,
+    ) -> None:
         mirrored = (
             self._random.random() < self.settings.sample_rate
             and not self._closing
@@ -170,7 +188,6 @@ class ShadowMirror:
         )
         if not mirrored and self._random.random() >= self.settings.log_unmirrored_rate:
             return
-        primary_ms = (time.perf_counter() - started) * 1e3
         job = _Job(primary, inputs, outputs, primary_ms, request_id, time.time())
         if not mirrored:
             self._record(job, CandidateStatus.UNMIRRORED)
