@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from keel.errors import ProtocolError
+from keel.serving.activity import RequestActivity
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER
 from keel.serving.model_manager import ModelManager
 from keel.serving.served_version import ServedVersion
@@ -23,12 +24,14 @@ class ServerState:
     manager: ModelManager
     settings: Settings
     shadowing: Shadowing = field(init=False)
+    # Inference requests in progress: shadow bookkeeping waits for none (see activity).
+    activity: RequestActivity = field(default_factory=RequestActivity)
     shutting_down: bool = False
     # Set once the served versions have answered real requests over HTTP (self_warmup).
     warmed: bool = False
 
     def __post_init__(self) -> None:
-        self.shadowing = Shadowing(self.settings, self.manager.registry)
+        self.shadowing = Shadowing(self.settings, self.manager.registry, self.activity)
 
 
 def state_of(request: Request) -> ServerState:

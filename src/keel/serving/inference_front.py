@@ -94,6 +94,8 @@ class InferenceFront:
         endpoint, name, path_version = route
         started = time.perf_counter()
         version: ServedVersion | None = None
+        activity = self.state.activity
+        activity.started()
         try:
             headers = {
                 key.decode("latin-1"): value.decode("latin-1")
@@ -118,6 +120,8 @@ class InferenceFront:
             reply = error_reply(exc)
             if version is not None:
                 version.metrics.refused(exc)
+        finally:
+            activity.finished()
         if version is not None:
             version.metrics.answered(endpoint, reply.status, time.perf_counter() - started)
         return reply

@@ -201,9 +201,9 @@ class RemoteCandidate:
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
         try:
-            status, answer = await asyncio.wait_for(
-                self._pool.request("POST", f"{self._path}/infer", body), timeout_s
-            )
+            # A timeout scope rather than wait_for: no task per call on the serving loop.
+            async with asyncio.timeout(timeout_s):
+                status, answer = await self._pool.request("POST", f"{self._path}/infer", body)
         except CandidateHTTPError as exc:
             raise CandidateFailed(str(exc)) from None
         if status != 200:

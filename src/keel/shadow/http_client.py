@@ -107,7 +107,7 @@ class HTTPPool:
     async def request(
         self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
     ) -> tuple[int, bytes]:
-        """Status and body of one request; the caller bounds it in time (``wait_for``)."""
+        """Status and body of one request; the caller bounds it in time (``asyncio.timeout``)."""
         connection = await self._connection()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"

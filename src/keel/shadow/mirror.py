@@ -25,6 +25,7 @@ from keel.logstore import CandidateStatus, PredictionRecord
 from keel.logstore.records import Tensors
 from keel.logstore.writer import PredictionLog
 from keel.monitoring.metrics import LATENCY_BUCKETS, Histogram
+from keel.serving.activity import RequestActivity
 from keel.serving.served_version import ServedVersion
 from keel.settings import ShadowSettings
 from keel.shadow.candidates import Candidate
@@ -32,6 +33,11 @@ from keel.shadow.comparison import compared_as, element_differences, rows_agree,
 from keel.signature.output import Output
 
 log = logging.getLogger("keel.shadow")
+
+# Longest a mirrored call's bookkeeping waits for the primary's requests to pause:
+# long enough to skip past a burst, short enough that a saturated server still
+# mirrors (what the queue cannot hold then is dropped and counted).
+QUIET_WAIT_S = 0.02
 
 # Rows behind the live agreement and difference gauges: recent enough to move
 # within minutes of a change, many enough not to flicker.
@@ -121,8 +127,10 @@ class ShadowMirror:
         candidate: Candidate,
         settings: ShadowSettings,
         prediction_log: PredictionLog,
+        activity: RequestActivity | None = None,
     ) -> None:
         self.model = model
+        self.activity = activity or RequestActivity()
         self.candidate = candidate
         self.settings = settings
         self.log = prediction_log
@@ -211,12 +219,16 @@ class ShadowMirror:
                 self._busy.discard(me)
 
     async def _mirror(self, job: _Job) -> None:
+        # The call starts, and its outcome is booked, only while the primary is not
+        # answering anyone; the candidate's latency is timed between the two waits.
+        await self.activity.quiet(QUIET_WAIT_S)
         started = time.perf_counter()
         try:
             answer = await self.candidate.predict(job.inputs, self.timeout_s)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
+            await self.activity.quiet(QUIET_WAIT_S)
             self._record(
                 job,
                 CandidateStatus.TIMEOUT,
@@ -225,14 +237,17 @@ class ShadowMirror:
             )
             return
         except Exception as exc:  # noqa: BLE001 - whatever the candidate does is only counted
+            elapsed_ms = (time.perf_counter() - started) * 1e3
+            await self.activity.quiet(QUIET_WAIT_S)
             self._record(
                 job,
                 CandidateStatus.ERROR,
-                elapsed_ms=(time.perf_counter() - started) * 1e3,
+                elapsed_ms=elapsed_ms,
                 error=f"{type(exc).__name__}: {exc}"[:1000],
             )
             return
         elapsed_ms = (time.perf_counter() - started) * 1e3
+        await self.activity.quiet(QUIET_WAIT_S)
         self.candidate_latency.observe(elapsed_ms / 1e3)
         self.live.add(job.primary.metadata.signature.outputs, job.outputs, answer)
         self._record(job, CandidateStatus.OK, elapsed_ms=elapsed_ms, output=answer)

@@ -10,6 +10,7 @@ from keel.errors import KeelError
 from keel.logstore.opening import open_log_store
 from keel.logstore.writer import PredictionLog
 from keel.registry import Registry
+from keel.serving.activity import RequestActivity
 from keel.settings import Settings
 from keel.shadow.candidates import candidate_for
 from keel.shadow.mirror import ShadowMirror
@@ -30,9 +31,12 @@ class Shadowing:
     no shadow is configured: then no log store is opened at all.
     """
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, activity: RequestActivity | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
+        self.activity = activity or RequestActivity()
         self.mirrors: dict[str, ShadowMirror] = {}
         self.log: PredictionLog | None = None
 
@@ -63,7 +67,7 @@ class Shadowing:
                 continue
             # Listed before it starts, so GET .../shadow shows a candidate still loading
             # (or one that failed its checks) as not ready; nothing is mirrored to it then.
-            mirror = ShadowMirror(target.model, candidate, shadow, self.log)
+            mirror = ShadowMirror(target.model, candidate, shadow, self.log, self.activity)
             self.mirrors[target.model] = mirror
             try:
                 info = await candidate.start()
