@@ -80,7 +80,9 @@ async def _keel_answer(exchange: Exchange, connection: HttpConnection) -> Answer
 async def serve_keel(host: str, port: int) -> None:
     """keel's HTTP connection answering every request with the fixed bytes, until killed."""
     connections: set[HttpConnection] = set()
-    limits = ConnectionLimits(max_body_bytes=16 * 1024 * 1024, keep_alive_s=5.0)
+    limits = ConnectionLimits(
+        max_body_bytes=16 * 1024 * 1024, keep_alive_s=75.0, read_timeout_s=30.0
+    )
     date = b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
     loop = asyncio.get_running_loop()
     await loop.create_server(

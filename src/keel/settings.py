@@ -88,11 +88,20 @@ class ServerSettings(BaseModel):
         description="Deadline of a request that sends no X-Keel-Deadline-Ms header (504 past it).",
     )
     keep_alive_s: float = Field(
-        default=5.0,
+        default=75.0,
         gt=0,
         description=(
-            "A connection silent this long closes: idle between requests, or part "
-            "way through sending one."
+            "An idle keep-alive connection closes after this long. Keep it above the "
+            "idle timeout of any load balancer or proxy in front (60 s on an AWS ALB, "
+            "nginx's upstream keepalive), or it may reuse a connection keel is closing."
+        ),
+    )
+    read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "A connection that falls silent part way through sending a request closes "
+            "after this long, so slow or stalled clients cannot hold connections open."
         ),
     )
     grace_period_s: float = Field(

@@ -24,7 +24,7 @@ from keel.serving.http_connection import (
     bad_http_answer,
 )
 
-LIMITS = ConnectionLimits(max_body_bytes=1024, keep_alive_s=0.3)
+LIMITS = ConnectionLimits(max_body_bytes=1024, keep_alive_s=5.0, read_timeout_s=0.3)
 
 
 async def echo(exchange: Exchange, connection: HttpConnection) -> Answer:
@@ -254,18 +254,35 @@ def test_head_gets_the_headers_without_the_body() -> None:
     run(scenario)
 
 
-def test_a_silent_connection_is_closed_by_the_sweep_after_keep_alive() -> None:
+def test_an_idle_connection_is_closed_by_the_sweep_after_keep_alive() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(post("/x", b"one"))
+            await asyncio.wait_for(_read_answers(reader, 1), 5)
+            (connection,) = served.connections
+            # Idle between requests: the read timeout does not apply, keep-alive does.
+            connection.close_if_silent(time.monotonic() + LIMITS.read_timeout_s + 0.01)
+            assert not connection.lost
+            connection.close_if_silent(time.monotonic() + LIMITS.keep_alive_s + 0.01)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+
+    run(scenario)
+
+
+def test_a_connection_silent_part_way_through_a_request_is_closed_after_the_read_timeout() -> None:
     async def scenario() -> None:
         async with serving() as served:
             reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
             writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhalf")
             await writer.drain()
-            while not served.connections:
+            while not served.connections or not next(iter(served.connections)).reading:
                 await asyncio.sleep(0.01)
             (connection,) = served.connections
             connection.close_if_silent(time.monotonic())
             assert not connection.lost
-            connection.close_if_silent(time.monotonic() + LIMITS.keep_alive_s + 0.01)
+            connection.close_if_silent(time.monotonic() + LIMITS.read_timeout_s + 0.01)
             # Closed part way through a request: a reset is a close too.
             with contextlib.suppress(ConnectionResetError):
                 assert await asyncio.wait_for(reader.read(), 5) == b""

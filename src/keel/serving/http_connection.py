@@ -9,7 +9,8 @@ the reply goes out as one write. The rules of HTTP/1.1 that matter to a client
 are kept: keep-alive and ``Connection: close``, pipelined requests answered in
 the order they came, ``Expect: 100-continue``, chunked request bodies, 413 for a
 body over the limit before any of it is kept, 400 and a closed connection for
-bytes that are not HTTP, and a silent connection closed after ``keep_alive_s``.
+bytes that are not HTTP, an idle connection closed after ``keep_alive_s`` and one
+silent part way through a request after ``read_timeout_s``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ Answerer = Callable[[Exchange, "HttpConnection"], Awaitable[Answer]]
 
 class ConnectionLimits(typing.NamedTuple):
     max_body_bytes: int
+    # Silence allowed between requests, and part way through one.
     keep_alive_s: float
+    read_timeout_s: float
 
 
 class HttpConnection(asyncio.Protocol):
@@ -342,13 +345,22 @@ class HttpConnection(asyncio.Protocol):
         if self._answering is None and not self._pending:
             self._close()
 
+    @property
+    def reading(self) -> bool:
+        """Part of a request has arrived (or a refused body is being read and dropped)."""
+        return self._parsing is not None or self._stopping
+
     def close_if_silent(self, now: float) -> None:
-        """Close if nothing is owed to the client and it has sent nothing for keep_alive_s."""
-        if (
-            self._answering is None
-            and not self._pending
-            and now - self._last_active > self._limits.keep_alive_s
-        ):
+        """Close if nothing is owed to the client and it has been silent too long.
+
+        Too long is ``keep_alive_s`` between requests and ``read_timeout_s`` part way
+        through one (or while a refused body is still being read and dropped).
+        """
+        # Answers go out in order, so an unfinished request at the head means none is owed.
+        if self._answering is not None or (self._pending and self._pending[0].ready):
+            return
+        limit = self._limits.read_timeout_s if self.reading else self._limits.keep_alive_s
+        if now - self._last_active > limit:
             self._close()
 
     def abort(self) -> None:

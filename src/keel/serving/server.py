@@ -58,6 +58,7 @@ class HttpServer:
         self._limits = ConnectionLimits(
             max_body_bytes=settings.server.max_body_bytes,
             keep_alive_s=settings.server.keep_alive_s,
+            read_timeout_s=settings.server.read_timeout_s,
         )
         self._address: tuple[str, int] | None = None
         self._date = b""
