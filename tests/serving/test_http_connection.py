@@ -340,3 +340,28 @@ def test_a_client_that_shuts_its_side_after_sending_still_gets_its_answer() -> N
             writer.close()
 
     run(scenario)
+
+
+def test_a_client_that_never_reads_its_answers_stops_being_read_from() -> None:
+    big = b"z" * 65536
+
+    async def large(exchange: Exchange, connection: HttpConnection) -> Answer:
+        return Answer(200, [(b"content-type", b"text/plain")], big)
+
+    async def scenario() -> None:
+        async with serving(large) as served:
+            _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            # Many small pipelined requests, each answered with 64 KiB, never read.
+            writer.write(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n" * 2000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.drain(), 2.0)
+            await asyncio.sleep(0.5)
+            (connection,) = served.connections
+            transport = connection._transport  # the write buffer is what must stay bounded
+            assert transport is not None
+            # Answers owed pile up neither in the write buffer nor as parsed requests:
+            # a few pipeline depths of 64 KiB answers at the very most.
+            assert transport.get_write_buffer_size() < 40 * len(big)
+            writer.close()
+
+    run(scenario)

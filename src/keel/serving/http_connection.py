@@ -138,6 +138,11 @@ class HttpConnection(asyncio.Protocol):
         self._last_active = time.monotonic()
         self._header_bytes = 0
         self._paused = False
+        # Cleared while the transport's write buffer is over its high-water mark: the
+        # answers owed then wait for the client to read, instead of piling up here.
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._write_blocked = False
         self._stopping = False
         self.peer: tuple[str, int] | None = None
         # Set once the connection is lost; an answer still being computed is dropped.
@@ -158,6 +163,7 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.gone.set()
+        self._writable.set()
         self._connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -190,10 +196,15 @@ class HttpConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # A client that does not read its answers stops being read from, so its
         # pipelined requests cannot pile answers up in memory.
+        self._write_blocked = True
+        self._writable.clear()
         self._stop_reading()
 
     def resume_writing(self) -> None:
-        self._resume_reading()
+        self._write_blocked = False
+        self._writable.set()
+        if len(self._pending) <= _PIPELINE_DEPTH // 2:
+            self._resume_reading()
 
     # -- httptools callbacks ------------------------------------------------------
 
@@ -273,6 +284,8 @@ class HttpConnection(asyncio.Protocol):
         """Start answering the oldest request if it can be; answers go out in order."""
         if self._answering is not None or not self._pending:
             return
+        if self._transport is None or self._transport.is_closing():
+            return
         head = self._pending[0]
         if head.ready:
             self._answering = asyncio.get_running_loop().create_task(self._answer_ready())
@@ -283,6 +296,9 @@ class HttpConnection(asyncio.Protocol):
     async def _answer_ready(self) -> None:
         try:
             while self._pending and self._pending[0].ready and not self.lost:
+                if self._write_blocked:
+                    await self._writable.wait()
+                    continue
                 exchange = self._pending[0]
                 try:
                     answer = await self._answerer(exchange, self)
@@ -410,7 +426,13 @@ class HttpConnection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self._paused and not self._stopping and self._transport is not None and not self.lost:
+        if (
+            self._paused
+            and not self._stopping
+            and not self._write_blocked
+            and self._transport is not None
+            and not self.lost
+        ):
             self._paused = False
             self._transport.resume_reading()
 
