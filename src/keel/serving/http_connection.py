@@ -142,7 +142,6 @@ class HttpConnection(asyncio.Protocol):
         # answers owed then wait for the client to read, instead of piling up here.
         self._writable = asyncio.Event()
         self._writable.set()
-        self._write_blocked = False
         self._stopping = False
         self.peer: tuple[str, int] | None = None
         # Set once the connection is lost; an answer still being computed is dropped.
@@ -196,12 +195,10 @@ class HttpConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # A client that does not read its answers stops being read from, so its
         # pipelined requests cannot pile answers up in memory.
-        self._write_blocked = True
         self._writable.clear()
         self._stop_reading()
 
     def resume_writing(self) -> None:
-        self._write_blocked = False
         self._writable.set()
         if len(self._pending) <= _PIPELINE_DEPTH // 2:
             self._resume_reading()
@@ -296,7 +293,7 @@ class HttpConnection(asyncio.Protocol):
     async def _answer_ready(self) -> None:
         try:
             while self._pending and self._pending[0].ready and not self.lost:
-                if self._write_blocked:
+                if not self._writable.is_set():
                     await self._writable.wait()
                     continue
                 exchange = self._pending[0]
@@ -429,7 +426,7 @@ class HttpConnection(asyncio.Protocol):
         if (
             self._paused
             and not self._stopping
-            and not self._write_blocked
+            and self._writable.is_set()
             and self._transport is not None
             and not self.lost
         ):

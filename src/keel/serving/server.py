@@ -71,12 +71,14 @@ class HttpServer:
             return bad_http_answer(refusal)
         route = match(exchange.path)
         if route is not None:
-            body: bytes | Callable[..., Awaitable[bytes]] = exchange.body
-            if refusal is not None:
-                body = _raiser(refusal)
+            # A refused body goes through the front too, so the refusal counts for its version.
+            body: bytes | Callable[..., Awaitable[bytes]] = (
+                exchange.body if refusal is None else _raiser(refusal)
+            )
             reply = await self.front.answer(route, exchange.method, exchange.headers, body)
-            # None only when a body still had to be read and its client left.
-            return _answer_of(reply or error_reply(refusal or BadHttp(400, "no body")))
+            if reply is None:  # never: only a body still to be read finds its client gone
+                raise RuntimeError("the inference front found no client for a body in hand")
+            return _answer_of(reply)
         if refusal is not None:
             return _answer_of(error_reply(refusal))
         return await answer_with_app(self.front.app, exchange, connection, self._address)
