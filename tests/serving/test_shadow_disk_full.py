@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from keel_server import ServerProcess, start_server
+from keel_server import ServerProcess
 from test_shadow_faults import metric
-from test_shadow_mirror import MODEL, PREDICT, read_log, shadow_state, wait_for, wait_shadow_ready
+from test_shadow_mirror import PREDICT, read_log, shadow_state, start_shadowed, wait_for
 
 # Room for the log's first records (the file, its WAL and its 32 KiB index) and little more.
 DISK_BYTES = 1 << 20
@@ -96,15 +96,10 @@ def test_a_full_log_disk_costs_log_records_only_and_the_log_recovers_when_space_
     stop_later: Callable[[ServerProcess], None],
 ) -> None:
     log_url = f"sqlite:///{small_disk / 'predictions.sqlite'}"
-    server = start_server(
-        demo_registry, (f"{MODEL}@production",), tmp_path / "server.log",
-        args=("--shadow", f"{MODEL}@candidate", "--log-store", log_url),
-        KEEL_SERVER__WATCH_INTERVAL_S="0", KEEL_SHADOW__TIMEOUT_MS="5000",
+    server = start_shadowed(
+        demo_registry, log_url, tmp_path / "server.log", stop_later,
         KEEL_SHADOW__LOG__FLUSH_INTERVAL_S="0.1",
     )  # fmt: skip
-    stop_later(server)
-    server.wait_ready()
-    wait_shadow_ready(server)
     inputs = batches(held_out)
     sent = 0
 

@@ -14,6 +14,7 @@ from test_shadow_mirror import (
     PREDICT,
     read_log,
     shadow_state,
+    start_shadowed,
     wait_counted,
     wait_for,
     wait_shadow_ready,
@@ -45,15 +46,10 @@ def test_a_dead_log_store_costs_log_records_never_answers_and_the_log_recovers(
     tmp_path: Path,
     stop_later: Callable[[ServerProcess], None],
 ) -> None:
-    server = start_server(
-        demo_registry, (f"{MODEL}@production",), tmp_path / "server.log",
-        args=("--shadow", f"{MODEL}@candidate", "--log-store", postgres_url),
-        KEEL_SERVER__WATCH_INTERVAL_S="0", KEEL_SHADOW__TIMEOUT_MS="5000",
+    server = start_shadowed(
+        demo_registry, postgres_url, tmp_path / "server.log", stop_later,
         KEEL_SHADOW__LOG__FLUSH_INTERVAL_S="0.1",
     )  # fmt: skip
-    stop_later(server)
-    server.wait_ready()
-    wait_shadow_ready(server)
     send(server, held_out, 10)
     wait_for(lambda: metric(server, "keel_prediction_log_written_total") == 10, "10 written")
 

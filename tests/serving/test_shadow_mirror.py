@@ -47,6 +47,29 @@ def shadow_state(server: ServerProcess) -> dict[str, Any]:
         return state
 
 
+def start_shadowed(
+    registry: Path,
+    log_url: str,
+    log: Path,
+    stop_later: Callable[[ServerProcess], None],
+    **env: str,
+) -> ServerProcess:
+    """``keel serve MODEL@production --shadow MODEL@candidate`` logging to ``log_url``, ready.
+
+    The alias watcher is off and the candidate's timeout generous unless ``env`` says
+    otherwise: these tests are about what is logged, not about a slow machine.
+    """
+    server = start_server(
+        registry, (f"{MODEL}@production",), log,
+        args=("--shadow", f"{MODEL}@candidate", "--log-store", log_url),
+        **{"KEEL_SERVER__WATCH_INTERVAL_S": "0", "KEEL_SHADOW__TIMEOUT_MS": "5000", **env},
+    )  # fmt: skip
+    stop_later(server)
+    server.wait_ready()
+    wait_shadow_ready(server)
+    return server
+
+
 def wait_shadow_ready(server: ServerProcess) -> None:
     def ready() -> bool:
         with server.client() as client:
@@ -106,14 +129,7 @@ def test_in_process_candidate_sees_every_request_and_both_answers_are_logged(
     stop_later: Callable[[ServerProcess], None],
 ) -> None:
     log_url = f"sqlite:///{tmp_path / 'predictions.sqlite'}"
-    shadowed = start_server(
-        demo_registry, (f"{MODEL}@production",), tmp_path / "server.log",
-        args=("--shadow", f"{MODEL}@candidate", "--log-store", log_url),
-        KEEL_SERVER__WATCH_INTERVAL_S="0", KEEL_SHADOW__TIMEOUT_MS="5000",
-    )  # fmt: skip
-    stop_later(shadowed)
-    shadowed.wait_ready()
-    wait_shadow_ready(shadowed)
+    shadowed = start_shadowed(demo_registry, log_url, tmp_path / "server.log", stop_later)
     assert shadow_state(shadowed)["candidate"]["version"] == reference["candidate_version"]
 
     for batch, expected in zip(reference["batches"], reference["primary"], strict=True):

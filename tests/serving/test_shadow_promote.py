@@ -17,15 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from keel_server import ServerProcess, start_server
+from keel_server import ServerProcess
 from test_shadow_mirror import (
     MODEL,
     PREDICT,
     VERSION_HEADER,
     shadow_state,
+    start_shadowed,
     wait_counted,
     wait_for,
-    wait_shadow_ready,
 )
 
 from keel.registry import Registry
@@ -48,17 +48,13 @@ def test_promotion_follows_real_shadow_evidence_and_the_server_swaps_to_the_cand
     registry = Registry(registry_copy)
     production = registry.resolve(f"{MODEL}@production")
     candidate = registry.resolve(f"{MODEL}@candidate")
-    server = start_server(
-        registry_copy, (f"{MODEL}@production",), tmp_path / "server.log",
-        args=("--shadow", f"{MODEL}@candidate", "--log-store", log_url),
-        KEEL_SERVER__WATCH_INTERVAL_S="0.2", KEEL_SHADOW__TIMEOUT_MS="5000",
+    server = start_shadowed(
+        registry_copy, log_url, tmp_path / "server.log", stop_later,
+        KEEL_SERVER__WATCH_INTERVAL_S="0.2",
         # Every request that is not mirrored is logged as such, so the end of the
         # test sees each one's fate instead of inferring it from silence.
         KEEL_SHADOW__LOG_UNMIRRORED_RATE="1",
     )  # fmt: skip
-    stop_later(server)
-    server.wait_ready()
-    wait_shadow_ready(server)
     with server.client() as client:
         for i, record in enumerate(held_out):
             answer = client.post(PREDICT, json={"id": f"row-{i}", "instances": [record]})

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import uvloop
@@ -37,7 +37,7 @@ from keel.serving.http_connection import (
     bad_http_answer,
 )
 from keel.serving.http_errors import error_reply
-from keel.serving.inference_front import InferenceFront
+from keel.serving.inference_front import BodySource, InferenceFront
 from keel.serving.inference_paths import match
 from keel.serving.model_manager import ModelManager
 from keel.settings import Settings
@@ -72,9 +72,7 @@ class HttpServer:
         route = match(exchange.path)
         if route is not None:
             # A refused body goes through the front too, so the refusal counts for its version.
-            body: bytes | Callable[..., Awaitable[bytes]] = (
-                exchange.body if refusal is None else _raiser(refusal)
-            )
+            body: bytes | BodySource = exchange.body if refusal is None else _raiser(refusal)
             reply = await self.front.answer(route, exchange.method, exchange.headers, body)
             if reply is None:  # never: only a body still to be read finds its client gone
                 raise RuntimeError("the inference front found no client for a body in hand")
@@ -159,8 +157,8 @@ def _answer_of(reply: Reply) -> Answer:
     return Answer(reply.status, [(b"content-type", reply.content_type), *reply.headers], reply.body)
 
 
-def _raiser(error: Exception) -> Callable[..., Awaitable[bytes]]:
-    async def refuse(*_: object) -> bytes:
+def _raiser(error: Exception) -> BodySource:
+    async def refuse(headers: Mapping[str, str]) -> bytes:
         raise error
 
     return refuse

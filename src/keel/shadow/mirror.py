@@ -127,10 +127,10 @@ class ShadowMirror:
         candidate: Candidate,
         settings: ShadowSettings,
         prediction_log: PredictionLog,
-        activity: RequestActivity | None = None,
+        activity: RequestActivity,
     ) -> None:
         self.model = model
-        self.activity = activity or RequestActivity()
+        self.activity = activity
         self.candidate = candidate
         self.settings = settings
         self.log = prediction_log

@@ -31,12 +31,10 @@ class Shadowing:
     no shadow is configured: then no log store is opened at all.
     """
 
-    def __init__(
-        self, settings: Settings, registry: Registry, activity: RequestActivity | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, registry: Registry, activity: RequestActivity) -> None:
         self.settings = settings
         self.registry = registry
-        self.activity = activity or RequestActivity()
+        self.activity = activity
         self.mirrors: dict[str, ShadowMirror] = {}
         self.log: PredictionLog | None = None
 
