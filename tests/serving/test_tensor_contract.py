@@ -10,26 +10,9 @@ from hypothesis import strategies as st
 from keel.errors import InvalidRequest
 from keel.runtimes import TensorSpec
 from keel.serving.tensor_contract import TensorContract, build_contract
-from keel.signature import Feature, Output, Signature
+from serving.bounded_signatures import FLOAT_SIGNATURE
 
-SIGNATURE = Signature(
-    features=[
-        # Bounds that float32 cannot hold exactly: the fast path must round them inward.
-        Feature(name="share", dtype="float", minimum=0.1, maximum=0.3),
-        Feature(name="free", dtype="float"),
-        Feature(name="count", dtype="float", minimum=0, maximum=1e39),
-        Feature(
-            name="income",
-            dtype="float",
-            minimum=0,
-            nullable=True,
-            missing="indicator",
-            missing_indicator=-1.0,
-        ),
-        Feature(name="ratio", dtype="float", allow_nan=True),
-    ],
-    outputs=[Output(name="score", dtype="float32", shape=[None, 1], kind="score")],
-)
+SIGNATURE = FLOAT_SIGNATURE
 COLUMNS = len(SIGNATURE.features)
 
 

@@ -7,8 +7,8 @@ straight from ASGI messages, so their handlers take a ``Call`` and return a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 VERSION_HEADER = "x-keel-model-version"
 DEADLINE_HEADER = "x-keel-deadline-ms"
@@ -16,8 +16,9 @@ JSON = b"application/json"
 BINARY = b"application/octet-stream"
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+# NamedTuples rather than frozen dataclasses: one of each is built per request, and a
+# frozen dataclass's __init__ costs about three times as much.
+class Call(NamedTuple):
     """A request to one model version: the headers keel reads, and the body."""
 
     headers: Mapping[str, str]
@@ -26,11 +27,10 @@ class Call:
     received_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """A complete HTTP answer; ``headers`` are extra to Content-Type and Content-Length."""
 
     status: int
     body: bytes
     content_type: bytes = JSON
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    headers: Sequence[tuple[bytes, bytes]] = ()

@@ -23,6 +23,7 @@ from keel.registry import ModelMetadata, Registry
 from keel.serving.batcher import Batcher
 from keel.serving.calls import VERSION_HEADER
 from keel.serving.tensor_contract import TensorContract, build_contract
+from keel.serving.v2_fast_path import V2FastPath, build_fast_path
 from keel.settings import BatchingSettings, DriftSettings, RuntimeSettings, Settings
 from keel.signature import Signature, synthetic_records, to_arrays
 from keel.verification import environment_diff
@@ -72,6 +73,8 @@ class ServedVersion:
     batcher: Batcher | None = None
     timings: ReadinessTimings | None = None
     contract: TensorContract | None = None
+    # v2 requests that fit the contract exactly, decoded and checked in one pass.
+    v2_fast_path: V2FastPath | None = None
     aliases: set[str] = field(default_factory=set)
     metrics: ServingMetrics = field(init=False)
     # None until the check has run (a version whose hashes fail never gets that far).
@@ -222,6 +225,7 @@ async def start_version(
     version.loaded = loaded
     version.timings = timings
     version.contract = build_contract(version.metadata.signature, loaded.runtime.inputs)
+    version.v2_fast_path = build_fast_path(version.contract)
     run = loaded.runtime.predict
     monitor = _monitor_of(version.metadata, settings.drift)
     version.batcher = Batcher(

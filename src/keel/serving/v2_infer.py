@@ -17,18 +17,14 @@ from keel.serving.served_version import ServedVersion
 from keel.signature import COMPUTED_AT_PARAMETER, freshness_of
 
 BINARY_HEADER = "inference-header-content-length"
+_BINARY_HEADER_NAME = BINARY_HEADER.encode()
 
 
 async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Run one inference request through the batcher; answer in the encoding it asked for."""
     batcher = version.require_batcher()
     deadline = deadline_of(call.headers, state)
-    parsed = parse_infer_request(call.body, _json_length(call))
-    inputs = {tensor.name: tensor.data for tensor in parsed.inputs}
-    contract = version.contract
-    if contract is None:
-        raise NotReady(f"{version.name} version {version.label} is not ready")
-    contract.check(inputs)
+    parsed, inputs = _decode(version, call)
     _check_freshness(version, parsed)
     outputs = await batcher.submit(inputs, deadline)
     mirror = state.shadowing.mirrors.get(version.name)
@@ -44,8 +40,24 @@ async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply
     )
     if json_length is None:
         return Reply(200, payload, headers=[version.label_header])
-    headers = [version.label_header, (BINARY_HEADER.encode(), str(json_length).encode())]
+    headers = [version.label_header, (_BINARY_HEADER_NAME, str(json_length).encode())]
     return Reply(200, payload, content_type=BINARY, headers=headers)
+
+
+def _decode(version: ServedVersion, call: Call) -> tuple[InferRequest, dict[str, np.ndarray]]:
+    """The request and its input tensors, checked against the version's contract."""
+    json_length = _json_length(call)
+    fast = version.v2_fast_path
+    parsed = None if fast is None else fast.decode(call.body, json_length)
+    if parsed is not None:
+        return parsed, {tensor.name: tensor.data for tensor in parsed.inputs}
+    parsed = parse_infer_request(call.body, json_length)
+    inputs = {tensor.name: tensor.data for tensor in parsed.inputs}
+    contract = version.contract
+    if contract is None:
+        raise NotReady(f"{version.name} version {version.label} is not ready")
+    contract.check(inputs)
+    return parsed, inputs
 
 
 def _check_freshness(version: ServedVersion, parsed: InferRequest) -> None:
@@ -73,8 +85,10 @@ def _json_length(call: Call) -> int | None:
 
 def _select_outputs(
     parsed: InferRequest, outputs: dict[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+) -> tuple[dict[str, np.ndarray], dict[str, bool] | bool]:
     """The outputs the client asked for (all when it names none), and which go back binary."""
+    if parsed.outputs is None:
+        return outputs, parsed.binary_data_output
     names = [o.name for o in parsed.outputs] if parsed.outputs else list(outputs)
     unknown = [n for n in names if n not in outputs]
     if unknown:

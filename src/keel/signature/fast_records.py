@@ -35,9 +35,9 @@ FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 # Up to this many rows the bounds are checked in Python: each numpy call costs a
 # few microseconds, which is more than comparing a handful of rows value by value.
-_PYTHON_ROWS = 4
+PYTHON_ROWS = 4
 
-Bounds = tuple[Callable[[tuple[Any, ...]], tuple[Any, ...]] | None, float, float]
+Bounds = tuple[Callable[[Sequence[Any]], tuple[Any, ...]] | None, float, float]
 """Positions of a row's values that share one (minimum, maximum); None picks them all."""
 
 
@@ -53,20 +53,11 @@ class _FastTensor:
     def in_bounds(self, rows: list[tuple[Any, ...]]) -> npt.NDArray[np.float64] | None:
         """The rows as float64, or None if any value is NaN, infinite or out of bounds."""
         numbers = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.low))
-        if len(rows) > _PYTHON_ROWS:
+        if len(rows) > PYTHON_ROWS:
             # NaN fails both comparisons and the bounds are finite, so they refuse it all.
             ok = (numbers >= self.low).all() and (numbers <= self.high).all()
             return numbers if ok else None
-        for row in rows:
-            # NaN and the infinities make the sum non-finite (so might a sum past
-            # the float range; such a row takes the slow path, which accepts it).
-            if not math.isfinite(sum(row)):
-                return None
-            for pick, low, high in self.groups:
-                values = row if pick is None else pick(row)
-                if min(values) < low or max(values) > high:
-                    return None
-        return numbers
+        return numbers if rows_within(rows, self.groups) else None
 
 
 @dataclass(frozen=True)
@@ -97,6 +88,23 @@ class FloatRecords:
             # A feature is absent, or an integer is too large for a float.
             return None
         return arrays
+
+
+def rows_within(rows: Iterable[Sequence[Any]], groups: tuple[Bounds, ...]) -> bool:
+    """Whether every value is finite and within its group's bounds, checked in Python.
+
+    For a handful of rows this is cheaper than any numpy call.
+    """
+    for row in rows:
+        # NaN and the infinities make the sum non-finite (so might a sum past the
+        # float range; such a row takes the slow path, which accepts it).
+        if not math.isfinite(sum(row)):
+            return False
+        for pick, low, high in groups:
+            values = row if pick is None else pick(row)
+            if min(values) < low or max(values) > high:
+                return False
+    return True
 
 
 def _flatten(rows: list[tuple[Any, ...]]) -> Iterable[Any]:
@@ -137,7 +145,7 @@ def _build(signature: Signature) -> FloatRecords | None:
                 values_of=values_of,
                 low=np.array(low, dtype=np.float64),
                 high=np.array(high, dtype=np.float64),
-                groups=_groups(low, high),
+                groups=bound_groups(low, high),
             )
         )
     return FloatRecords(tensors=tuple(tensors), width=len(features))
@@ -151,7 +159,8 @@ def _picker(keys: tuple[Any, ...]) -> Callable[[Any], tuple[Any, ...]]:
     return lambda item: (getter(item),)
 
 
-def _groups(low: list[float], high: list[float]) -> tuple[Bounds, ...]:
+def bound_groups(low: Sequence[float], high: Sequence[float]) -> tuple[Bounds, ...]:
+    """The positions of a row by the (minimum, maximum) they share, for ``rows_within``."""
     positions: dict[tuple[float, float], list[int]] = {}
     for position, bounds in enumerate(zip(low, high, strict=True)):
         positions.setdefault(bounds, []).append(position)

@@ -8,6 +8,7 @@ followed by that many bytes; keel decodes them as UTF-8 ``str``.
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from keel.errors import ProtocolError
 
 _LENGTH = struct.Struct("<I")
 _MAX_ELEMENT_BYTES = 2**32 - 1
+_NATIVE_LITTLE = sys.byteorder == "little"
 
 
 def decode_fixed(
@@ -74,6 +76,9 @@ def decode_bytes(body: bytes, offset: int, size: int, count: int, where: str) ->
 
 def encode_fixed(array: npt.NDArray[Any]) -> bytes:
     """The row-major little-endian bytes of a numeric or BOOL array."""
+    order = array.dtype.byteorder
+    if order == "<" or order == "|" or (order == "=" and _NATIVE_LITTLE):
+        return array.tobytes()  # row-major whatever the array's memory layout
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 

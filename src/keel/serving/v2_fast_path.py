@@ -1,0 +1,223 @@
+"""An accept-only decoder of v2 inference requests that fit one model version's inputs exactly.
+
+For a small tabular model the protocol's general parser and the tensor contract
+after it cost several times the model call: every key, shape, element type and
+bound is checked by code that knows nothing of the model. What a version
+accepts is fixed when it loads (input names, datatypes, fixed dimensions, the
+columns' bounds), so this path compares a request against that in one pass and
+builds the same read-only arrays. It never refuses anything: a request it cannot
+vouch for (another key order, nested data, a shared-memory or unknown parameter,
+a value out of bounds, anything malformed) goes to ``parse_infer_request`` and
+``TensorContract.check``, which name every problem exactly as they always did.
+A property test holds the two paths to identical results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from keel.errors import ProtocolError
+from keel.serving.protocols import V2_DATATYPES, InferInput, InferRequest, datatype_of
+from keel.serving.protocols.v2 import FLOAT_LIMITS, JSON_ELEMENT_TYPES, requested_outputs
+from keel.serving.tensor_contract import ColumnRules, TensorContract
+from keel.signature.fast_records import PYTHON_ROWS, Bounds, bound_groups, rows_within
+
+# Keys the general parser reads; any other (an extension keel does not know)
+# sends the request there, which ignores it.
+_REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
+_JSON_INPUT_KEYS = frozenset({"name", "datatype", "shape", "data"})
+_BINARY_INPUT_KEYS = frozenset({"name", "datatype", "shape", "parameters"})
+_INTEGER = frozenset({int})
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """What one input tensor must be, precomputed from the version's contract."""
+
+    name: str
+    datatype: str
+    dtype: np.dtype[Any]
+    # Little-endian twin of ``dtype``, for binary tensor data.
+    wire_dtype: np.dtype[Any]
+    ndim: int
+    # (position, size) of every dimension the model fixes.
+    fixed: tuple[tuple[int, int], ...]
+    json_types: frozenset[type]
+    # Magnitude from which a JSON number rounds to infinity (FP16, FP32): numpy would
+    # warn on the cast, so such values are left to the full path before it.
+    float_limit: float | None
+    rules: ColumnRules
+    # The rules' bounds for checking a few rows of JSON numbers in Python, exact for
+    # the datatypes whose cast cannot carry a value across a bound (not FP16).
+    groups: tuple[Bounds, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class V2FastPath:
+    """Decodes the requests one version accepts as they are, or says it cannot vouch for them."""
+
+    inputs: tuple[_Input, ...]
+
+    def decode(self, body: bytes, json_length: int | None) -> InferRequest | None:
+        """The request, with inputs that pass the contract; None when the full path must judge."""
+        end = len(body) if json_length is None else json_length
+        if not 0 < end <= len(body):
+            return None
+        try:
+            document = orjson.loads(body if end == len(body) else memoryview(body)[:end])
+        except orjson.JSONDecodeError:
+            return None
+        if type(document) is not dict or not _REQUEST_KEYS.issuperset(document):
+            return None
+        request_id = document.get("id")
+        raw_inputs = document.get("inputs")
+        parameters = document.get("parameters")
+        if (
+            (request_id is not None and type(request_id) is not str)
+            or type(raw_inputs) is not list
+            or len(raw_inputs) != len(self.inputs)
+        ):
+            return None
+        if parameters is None:
+            parameters = {}
+        elif (
+            type(parameters) is not dict
+            or type(parameters.get("binary_data_output", False)) is not bool
+        ):
+            return None
+        raw_outputs = document.get("outputs")
+        try:
+            outputs = None if raw_outputs is None else requested_outputs(raw_outputs)
+        except ProtocolError:
+            return None
+        decoded: list[InferInput] = []
+        offset = end
+        for expected, raw in zip(self.inputs, raw_inputs, strict=True):
+            if type(raw) is not dict:
+                return None
+            tensor = _decode_input(expected, raw, body, offset)
+            if tensor is None:
+                return None
+            decoded.append(tensor)
+            offset += tensor.data.nbytes if "parameters" in raw else 0
+        if offset != len(body) or len({len(t.data) for t in decoded}) != 1:
+            return None
+        return InferRequest(request_id, tuple(decoded), outputs, parameters)
+
+
+def _decode_input(
+    expected: _Input, raw: dict[str, Any], body: bytes, offset: int
+) -> InferInput | None:
+    if raw.get("name") != expected.name or raw.get("datatype") != expected.datatype:
+        return None
+    shape = raw.get("shape")
+    if (
+        type(shape) is not list
+        or len(shape) != expected.ndim
+        or not _INTEGER.issuperset(map(type, shape))
+        or any(shape[position] != size for position, size in expected.fixed)
+        or min(shape) <= 0
+    ):
+        return None
+    count = math.prod(shape)
+    # A few rows are checked in Python, before any array exists; more, with numpy.
+    in_python = expected.groups is not None and shape[0] <= PYTHON_ROWS
+    if raw.keys() == _JSON_INPUT_KEYS:
+        values = raw["data"]
+        if (
+            type(values) is not list
+            or len(values) != count
+            or not expected.json_types.issuperset(map(type, values))
+        ):
+            return None
+        if in_python:
+            if not _rows_within(expected, values, shape[0]):
+                return None
+        elif expected.float_limit is not None:
+            # numpy would warn when a JSON number overflows the datatype in the cast.
+            limit = expected.float_limit
+            if not -limit < min(values) <= max(values) < limit:
+                return None
+        try:
+            array = np.array(values, dtype=expected.dtype)
+        except OverflowError:  # an integer outside the datatype's range
+            return None
+    elif raw.keys() == _BINARY_INPUT_KEYS:
+        parameters = raw["parameters"]
+        if type(parameters) is not dict or parameters.keys() != {"binary_data_size"}:
+            return None
+        size = parameters["binary_data_size"]
+        if type(size) is not int or size != count * expected.dtype.itemsize:
+            return None
+        if size > len(body) - offset:
+            return None
+        array = np.frombuffer(body, dtype=expected.wire_dtype, count=count, offset=offset)
+        if expected.dtype.kind == "b" and array.view(np.uint8).max() > 1:
+            return None
+        if not array.dtype.isnative:
+            array = array.astype(expected.dtype)
+        # tolist() gives exactly the array's values, so Python judges what the model sees.
+        if in_python and not _rows_within(expected, array.tolist(), shape[0]):
+            return None
+    else:
+        return None
+    array = array.reshape(shape)
+    # The bounds are finite: NaN and the infinities fail them.
+    if not in_python and not expected.rules.within_bounds(array):
+        return None
+    array.flags.writeable = False
+    return InferInput(
+        expected.name, expected.datatype, tuple(shape), array, raw.get("parameters") or {}
+    )
+
+
+def _rows_within(expected: _Input, values: list[Any], rows: int) -> bool:
+    """Whether the flat row-major ``values`` obey the version's bounds, judged in Python."""
+    assert expected.groups is not None
+    width = len(values) // rows
+    if width != len(expected.rules.low):
+        return False
+    if rows > 1:
+        return rows_within(
+            [values[i : i + width] for i in range(0, len(values), width)], expected.groups
+        )
+    return rows_within((values,), expected.groups)
+
+
+def build_fast_path(contract: TensorContract) -> V2FastPath | None:
+    """The fast path of a version's contract, built at load; None when an input has no rules."""
+    inputs = []
+    for name, spec in contract.specs.items():
+        rules = contract.rules.get(name)
+        if rules is None or spec.dtype == "object" or not spec.shape:
+            return None
+        dtype = spec.numpy_dtype
+        datatype = datatype_of(dtype)
+        if V2_DATATYPES[datatype] != dtype:
+            return None
+        if dtype == np.float32:
+            groups = bound_groups(rules.low_float32.tolist(), rules.high_float32.tolist())
+        elif dtype == np.float16:
+            groups = None
+        else:
+            groups = bound_groups(rules.low_finite.tolist(), rules.high_finite.tolist())
+        inputs.append(
+            _Input(
+                name=name,
+                datatype=datatype,
+                dtype=dtype,
+                wire_dtype=dtype.newbyteorder("<"),
+                ndim=len(spec.shape),
+                fixed=tuple((i, d) for i, d in enumerate(spec.shape) if d is not None),
+                json_types=JSON_ELEMENT_TYPES[datatype],
+                float_limit=FLOAT_LIMITS.get(datatype),
+                groups=groups,
+                rules=rules,
+            )
+        )
+    return V2FastPath(tuple(inputs)) if inputs else None
