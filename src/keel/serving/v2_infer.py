@@ -89,7 +89,7 @@ def _select_outputs(
     """The outputs the client asked for (all when it names none), and which go back binary."""
     if parsed.outputs is None:
         return outputs, parsed.binary_data_output
-    names = [o.name for o in parsed.outputs] if parsed.outputs else list(outputs)
+    names = [o.name for o in parsed.outputs]
     unknown = [n for n in names if n not in outputs]
     if unknown:
         raise ProtocolError(f"unknown output(s) {unknown} (the model has {sorted(outputs)})")
