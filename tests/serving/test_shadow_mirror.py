@@ -9,9 +9,11 @@ of a server with no shadow, and every outcome must be counted and logged.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -221,17 +223,36 @@ def test_candidate_failures_never_reach_the_primary_and_are_counted_and_logged(
         sent = 0
         expected_counts: Counter[str] = Counter()
 
+        def one_request(i: int) -> None:
+            batch = reference["batches"][i % len(reference["batches"])]
+            expected = reference["primary"][i % len(reference["batches"])]
+            answered, version = predictions(shadowed, batch)
+            # Exactly a shadow-free server's answer, whatever the candidate does.
+            assert answered == expected
+            assert version == reference["production_version"]
+
         def traffic(proxy: FaultProxy, mode: str, requests: int, pause_s: float) -> None:
             nonlocal sent
             proxy.set(mode, delay_s=0.5)
             for i in range(requests):
-                batch = reference["batches"][i % len(reference["batches"])]
-                expected = reference["primary"][i % len(reference["batches"])]
-                answered, version = predictions(shadowed, batch)
-                # Exactly a shadow-free server's answer, whatever the candidate does.
-                assert answered == expected
-                assert version == reference["production_version"]
+                one_request(i)
                 time.sleep(pause_s)
+            sent += requests
+
+        def burst(proxy: FaultProxy, mode: str, requests: int) -> None:
+            """``requests`` at once, so that they all arrive within the candidate's timeout
+            however slow the machine is at sending them one after another."""
+            nonlocal sent
+            proxy.set(mode, delay_s=0.5)
+            start = threading.Barrier(requests)
+
+            def released(i: int) -> None:
+                start.wait(timeout=30)
+                one_request(i)
+
+            with ThreadPoolExecutor(max_workers=requests) as pool:
+                for done in [pool.submit(released, i) for i in range(requests)]:
+                    done.result()
             sent += requests
 
         # Answers, answers 500, drops the connection, answers after the timeout (each
@@ -245,9 +266,9 @@ def test_candidate_failures_never_reach_the_primary_and_are_counted_and_logged(
             traffic(proxy, mode, requests, pause_s)
             expected_counts[status] += requests
             assert wait_counted(shadowed, sent) == expected_counts, mode
-        # Never answers, and requests come faster than the timeout: one call runs,
-        # two wait in the queue, the rest are dropped at once.
-        traffic(proxy, HANG, 12, 0.0)
+        # Never answers, and requests come all at once, well within the timeout: one
+        # call runs, two wait in the queue, the rest are dropped at once.
+        burst(proxy, HANG, 12)
         counts = wait_counted(shadowed, sent)
         hang_timeouts = counts["timeout"] - expected_counts["timeout"]
         assert counts["ok"] == 5
