@@ -3,7 +3,7 @@
 Each test measures a lone request's latency and the server's capacity (a short closed
 loop that never fills the queue), offers three times that rate in an open loop for
 ``KEEL_OVERLOAD_SECONDS`` (3 s in CI; see docs/reliability.md for the full run), and
-measures the lone request again, without a restart.
+measures the lone request again, without a restart (within a few seconds, for the noise).
 
 Both run with small batching limits (8 queued rows, one row per batch, one batch at a
 time) so that the queue, not the default 2,048 rows, decides when to shed.
@@ -71,6 +71,10 @@ RSS_GROWTH_BOUND_MIB = 64
 # A lone request after the burst, against one before it (p50 of a second of them each);
 # measured 0.7-1.2x. A server still working off a hidden backlog would be far slower.
 RECOVERY_FACTOR = 3.0
+# The shared VM's noise alone once made a whole second 3.3x slower (CI: 1.8 ms before the
+# burst, 6.0 ms after), so the server has this many one-second windows to show it is back
+# to normal. A lasting slowdown (leaked connections, a loop still busy) fails every one.
+RECOVERY_WINDOWS = 3
 # While shedding, the server must still serve: measured 45-65% of capacity (the refused
 # requests' loop work competes with the model thread for the GIL).
 MIN_GOODPUT_SHARE = 0.2
@@ -164,9 +168,19 @@ def overload(server: ServerProcess, path: str, body: bytes, seconds: float) -> O
     with PeakMemory(server.process.pid) as memory:
         rss_before = memory.peak
         burst = open_loop(url, body, rate=MULTIPLE * capacity, duration_s=seconds)
-    lone_after = _lone_latency_us(url, body)
+    lone_after = _recovered_latency_us(url, body, RECOVERY_FACTOR * lone_before)
     assert server.process.poll() is None, server.log.read_text()
     return Overload(capacity, lone_before, lone_after, burst, rss_before, memory.peak)
+
+
+def _recovered_latency_us(url: str, body: bytes, bound_us: float) -> float:
+    """The first one-second lone latency within ``bound_us``, else the best of the windows."""
+    windows = []
+    for _ in range(RECOVERY_WINDOWS):
+        windows.append(_lone_latency_us(url, body))
+        if windows[-1] < bound_us:
+            break
+    return min(windows)
 
 
 def _check_survived(result: Overload) -> None:
