@@ -411,6 +411,24 @@ class ShadowSettings(BaseModel):
             "a slow candidate can use no more of the machine than this."
         ),
     )
+    pause_after_timeouts: int = Field(
+        default=5,
+        ge=0,
+        description=(
+            "Timeouts in a row after which calls to the candidate pause, so that a hung "
+            "candidate costs no connections or abandoned calls; requests mirrored meanwhile "
+            "are logged as dropped. 0 never pauses."
+        ),
+    )
+    pause_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "Seconds of the first pause; one call is then tried, and each pause it ends "
+            "with another timeout doubles, up to max_pause_s. An answer ends the pausing."
+        ),
+    )
+    max_pause_s: float = Field(default=30.0, gt=0, description="Longest pause, in seconds.")
     log_unmirrored_rate: float = Field(
         default=0.01,
         ge=0,
@@ -419,6 +437,14 @@ class ShadowSettings(BaseModel):
     )
     log: LogStoreSettings = Field(default_factory=LogStoreSettings)
     promotion: PromotionCriteria = Field(default_factory=PromotionCriteria)
+
+    @model_validator(mode="after")
+    def _pauses_grow(self) -> ShadowSettings:
+        if self.max_pause_s < self.pause_s:
+            raise ValueError(
+                f"max_pause_s ({self.max_pause_s:g}) must be at least pause_s ({self.pause_s:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_per_model(self) -> ShadowSettings:

@@ -72,6 +72,32 @@ def start_shadowed(
     return server
 
 
+def start_behind_proxy(
+    registry: Path,
+    proxy: FaultProxy,
+    candidate: str,
+    tmp_path: Path,
+    stop_later: Callable[[ServerProcess], None],
+    **env: str,
+) -> ServerProcess:
+    """A server mirroring to ``candidate`` of the keel server behind ``proxy``, ready.
+
+    The candidate's timeout is 150 ms and one call runs at a time; the log is
+    ``predictions.sqlite`` in ``tmp_path``.
+    """
+    server = start_server(
+        registry, (f"{MODEL}@production",), tmp_path / "server.log",
+        args=("--shadow-url", f"{proxy.url}/v2/models/{MODEL}/versions/{candidate}",
+              "--log-store", f"sqlite:///{tmp_path / 'predictions.sqlite'}"),
+        KEEL_SERVER__WATCH_INTERVAL_S="0", KEEL_SHADOW__TIMEOUT_MS="150",
+        KEEL_SHADOW__CONCURRENCY="1", **env,
+    )  # fmt: skip
+    stop_later(server)
+    server.wait_ready()
+    wait_shadow_ready(server)
+    return server
+
+
 def wait_shadow_ready(server: ServerProcess) -> None:
     def ready() -> bool:
         with server.client() as client:
@@ -210,16 +236,13 @@ def test_candidate_failures_never_reach_the_primary_and_are_counted_and_logged(
     log_url = f"sqlite:///{tmp_path / 'predictions.sqlite'}"
     candidate = reference["candidate_version"]
     with fault_proxy(server.url) as proxy:
-        shadowed = start_server(
-            demo_registry, (f"{MODEL}@production",), tmp_path / "server.log",
-            args=("--shadow-url", f"{proxy.url}/v2/models/{MODEL}/versions/{candidate}",
-                  "--log-store", log_url),
-            KEEL_SERVER__WATCH_INTERVAL_S="0", KEEL_SHADOW__TIMEOUT_MS="150",
-            KEEL_SHADOW__CONCURRENCY="1", KEEL_SHADOW__QUEUE_SIZE="2",
+        shadowed = start_behind_proxy(
+            demo_registry, proxy, candidate, tmp_path, stop_later,
+            KEEL_SHADOW__QUEUE_SIZE="2",
+            # Every failure mode counted as it happens: no pausing after timeouts
+            # (test_a_candidate_that_keeps_timing_out_is_paused_then_tried_again).
+            KEEL_SHADOW__PAUSE_AFTER_TIMEOUTS="0",
         )  # fmt: skip
-        stop_later(shadowed)
-        shadowed.wait_ready()
-        wait_shadow_ready(shadowed)
         sent = 0
         expected_counts: Counter[str] = Counter()
 
@@ -296,6 +319,67 @@ def test_candidate_failures_never_reach_the_primary_and_are_counted_and_logged(
     assert all(r.error == "shadow queue full" and r.candidate_ms is None for r in dropped)
     ok = [r for r in records if r.status is CandidateStatus.OK]
     assert {r.candidate_version for r in ok} == {candidate}
+
+
+def test_a_candidate_that_keeps_timing_out_is_paused_then_tried_again(
+    demo_registry: Path,
+    server: ServerProcess,
+    reference: dict[str, Any],
+    tmp_path: Path,
+    stop_later: Callable[[ServerProcess], None],
+) -> None:
+    log_url = f"sqlite:///{tmp_path / 'predictions.sqlite'}"
+    candidate = reference["candidate_version"]
+    pause_s = 3.0
+    with fault_proxy(server.url) as proxy:
+        shadowed = start_behind_proxy(
+            demo_registry, proxy, candidate, tmp_path, stop_later,
+            KEEL_SHADOW__PAUSE_AFTER_TIMEOUTS="2",
+            KEEL_SHADOW__PAUSE_S=str(pause_s), KEEL_SHADOW__MAX_PAUSE_S=str(pause_s),
+        )  # fmt: skip
+
+        def send(requests: int) -> None:
+            for i in range(requests):
+                batch = reference["batches"][i % len(reference["batches"])]
+                answered, version = predictions(shadowed, batch)
+                assert answered == reference["primary"][i % len(reference["batches"])]
+                assert version == reference["production_version"]
+
+        # One call at a time: the third request's call would start only after the
+        # second's timeout, which starts the pause, so it and those after it are
+        # dropped without a call, however slow the machine.
+        proxy.set(HANG)
+        send(6)
+        assert wait_counted(shadowed, 6) == {"timeout": 2, "dropped": 4}
+        state = shadow_state(shadowed)
+        assert state["candidate"]["ready"] is False
+        assert 0 < state["candidate"]["paused_s"] <= pause_s
+        assert state["candidate"]["timeouts_in_a_row"] == 2
+        with shadowed.client() as client:
+            metrics = client.get("/metrics").text
+        assert (
+            f'keel_shadow_candidate_ready{{candidate_version="{candidate}",model="{MODEL}"}} 0.0'
+            in metrics
+        )
+
+        # The candidate is back: once the pause ends, the next call is tried, and its
+        # answer ends the pausing.
+        proxy.set(FORWARD)
+        wait_shadow_ready(shadowed)
+        send(3)
+        assert wait_counted(shadowed, 9) == {"timeout": 2, "dropped": 4, "ok": 3}
+        assert shadow_state(shadowed)["candidate"]["timeouts_in_a_row"] == 0
+        assert shadowed.stop() in (0, -signal.SIGTERM)
+
+    server_log = (tmp_path / "server.log").read_text()
+    assert "2 timeouts in a row; calls paused for 3 s" in server_log
+    assert "answers again; mirroring resumed" in server_log
+    records = read_log(log_url)
+    assert Counter(r.status.value for r in records) == {"timeout": 2, "dropped": 4, "ok": 3}
+    dropped = [r for r in records if r.status is CandidateStatus.DROPPED]
+    assert {r.error for r in dropped} == {"candidate paused after 2 timeouts in a row"}
+    # A dropped request's record still holds what the primary saw and answered.
+    assert all(r.inputs is not None and r.primary_output for r in dropped)
 
 
 def test_shadow_of_a_model_that_is_not_served_is_refused(demo_registry: Path) -> None:

@@ -29,7 +29,8 @@ def shadow_families(shadowing: Shadowing) -> Iterator[Metric]:
     )
     ready = GaugeMetricFamily(
         "keel_shadow_candidate_ready",
-        "1 while the shadow candidate takes mirrored requests.",
+        "1 while the shadow candidate takes mirrored requests (0 while loading, or paused "
+        "after timeouts in a row).",
         labels=list(CANDIDATE),
     )
     queued = GaugeMetricFamily(
@@ -68,7 +69,7 @@ def shadow_families(shadowing: Shadowing) -> Iterator[Metric]:
         labels = [mirror.model, version]
         for (primary, candidate, status), count in mirror.counts.items():
             requests.add_metric([mirror.model, primary, candidate, status.value], count)
-        ready.add_metric(labels, float(mirror.candidate.ready))
+        ready.add_metric(labels, float(mirror.ready))
         queued.add_metric(labels, mirror.queued)
         histogram = mirror.candidate_latency
         latency.add_metric(labels, buckets=histogram.cumulative(), sum_value=histogram.sum)

@@ -3,7 +3,9 @@
 The request path only offers a job: one random draw, and a queue append that
 never waits (a full queue drops the job and counts it). Candidate calls run in
 a few worker tasks under a timeout, and every outcome becomes one record in the
-prediction log. Nothing here can raise into, or wait on, a primary request.
+prediction log. A candidate that keeps timing out is paused (``pausing``): its
+mirrored requests are then logged as dropped without a call. Nothing here can
+raise into, or wait on, a primary request.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from keel.serving.served_version import ServedVersion
 from keel.settings import ShadowSettings
 from keel.shadow.candidates import Candidate
 from keel.shadow.comparison import compared_as, element_differences, rows_agree, rows_equal
+from keel.shadow.pausing import TimeoutPausing
 from keel.signature.output import Output
 
 log = logging.getLogger("keel.shadow")
@@ -139,6 +142,12 @@ class ShadowMirror:
         self.counts: Counter[tuple[str, str, CandidateStatus]] = Counter()
         self.live = LiveComparison(settings.promotion.score_tolerance)
         self.candidate_latency = Histogram(LATENCY_BUCKETS)
+        self.pausing = TimeoutPausing(
+            settings.pause_after_timeouts, settings.pause_s, settings.max_pause_s
+        )
+        self._paused_error = (
+            f"candidate paused after {settings.pause_after_timeouts} timeouts in a row"
+        )
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=settings.queue_size)
         self._workers: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
@@ -152,6 +161,11 @@ class ShadowMirror:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def ready(self) -> bool:
+        """Whether mirrored requests reach the candidate now (it is ready, and not paused)."""
+        return self.candidate.ready and not self.pausing.paused()
 
     def start(self) -> None:
         self._workers = [
@@ -222,6 +236,9 @@ class ShadowMirror:
         # The call starts, and its outcome is booked, only while the primary is not
         # answering anyone; the candidate's latency is timed between the two waits.
         await self.activity.quiet(QUIET_WAIT_S)
+        if self.pausing.paused():
+            self._record(job, CandidateStatus.DROPPED, error=self._paused_error)
+            return
         started = time.perf_counter()
         try:
             answer = await self.candidate.predict(job.inputs, self.timeout_s)
@@ -229,6 +246,7 @@ class ShadowMirror:
             raise
         except TimeoutError:
             await self.activity.quiet(QUIET_WAIT_S)
+            self._timed_out()
             self._record(
                 job,
                 CandidateStatus.TIMEOUT,
@@ -239,6 +257,7 @@ class ShadowMirror:
         except Exception as exc:  # noqa: BLE001 - whatever the candidate does is only counted
             elapsed_ms = (time.perf_counter() - started) * 1e3
             await self.activity.quiet(QUIET_WAIT_S)
+            self._answered()
             self._record(
                 job,
                 CandidateStatus.ERROR,
@@ -248,9 +267,29 @@ class ShadowMirror:
             return
         elapsed_ms = (time.perf_counter() - started) * 1e3
         await self.activity.quiet(QUIET_WAIT_S)
+        self._answered()
         self.candidate_latency.observe(elapsed_ms / 1e3)
         self.live.add(job.primary.metadata.signature.outputs, job.outputs, answer)
         self._record(job, CandidateStatus.OK, elapsed_ms=elapsed_ms, output=answer)
+
+    def _timed_out(self) -> None:
+        pause_s = self.pausing.timed_out()
+        if pause_s is not None:
+            log.warning(
+                "shadow candidate %s of %s: %d timeouts in a row; calls paused for %g s",
+                self.candidate.version,
+                self.model,
+                self.pausing.in_a_row,
+                pause_s,
+            )
+
+    def _answered(self) -> None:
+        if self.pausing.answered():
+            log.info(
+                "shadow candidate %s of %s answers again; mirroring resumed",
+                self.candidate.version,
+                self.model,
+            )
 
     def _record(
         self,
