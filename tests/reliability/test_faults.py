@@ -134,9 +134,17 @@ ROWS = 16
 GRACE_PERIOD_S = 10.0
 
 
-def _in_flight(client: httpx.Client) -> float:
+def _gauge_sum(client: httpx.Client, prefix: str) -> float:
     lines = client.get("/metrics").text.splitlines()
-    return sum(float(line.split()[-1]) for line in lines if line.startswith("keel_in_flight_"))
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(prefix))
+
+
+def _in_flight(client: httpx.Client) -> float:
+    return _gauge_sum(client, "keel_in_flight_requests{")
+
+
+def _queued_rows(client: httpx.Client) -> float:
+    return _gauge_sum(client, "keel_queue_depth{")
 
 
 async def _in_flight_then_sigterm(
@@ -151,12 +159,17 @@ async def _in_flight_then_sigterm(
                 client.post(f"/v2/models/{WIDE_MLP}/infer", content=content, headers=headers)
             )
         ]
-        sent += [
-            asyncio.create_task(client.post(f"/v1/models/{WIDE_MLP}/predict", json=body))
-            for _ in range(IN_FLIGHT)
-        ]
         with server.client() as probe:
             deadline = time.monotonic() + 30
+            # Sent together, the small requests could be read, run and answered while the
+            # long one's 4 MiB body was still being read (CI saw it): queue it first.
+            while await asyncio.to_thread(_queued_rows, probe) == 0:
+                assert time.monotonic() < deadline, "the long request never reached the queue"
+                assert not sent[0].done(), "the long request was answered before the others"
+            sent += [
+                asyncio.create_task(client.post(f"/v1/models/{WIDE_MLP}/predict", json=body))
+                for _ in range(IN_FLIGHT)
+            ]
             while (held := await asyncio.to_thread(_in_flight, probe)) < len(sent):
                 assert time.monotonic() < deadline, f"only {held} requests ever in flight"
                 assert not any(task.done() for task in sent), "answers came before the signal"
