@@ -214,6 +214,11 @@ class ShadowMirror:
         if not mirrored:
             self._record(job, CandidateStatus.UNMIRRORED)
             return
+        if self.pausing.paused():
+            # Dropped here rather than by a worker: no wake-up and quiet wait per request
+            # for a candidate that is not being called.
+            self._record(job, CandidateStatus.DROPPED, error=self._paused_error)
+            return
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -236,7 +241,7 @@ class ShadowMirror:
         # The call starts, and its outcome is booked, only while the primary is not
         # answering anyone; the candidate's latency is timed between the two waits.
         await self.activity.quiet(QUIET_WAIT_S)
-        if self.pausing.paused():
+        if self.pausing.paused():  # queued before the pause began
             self._record(job, CandidateStatus.DROPPED, error=self._paused_error)
             return
         started = time.perf_counter()
