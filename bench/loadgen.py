@@ -61,6 +61,8 @@ class LoadSpec:
     """Requests per second for an open loop; None for a closed loop."""
     max_requests: int = 10_000_000
     connect_timeout_s: float = 5.0
+    keep_samples: bool = False
+    """Return every measured latency too, so runs can be pooled before taking percentiles."""
 
 
 @dataclass
@@ -81,6 +83,8 @@ class LoadResult:
     """Open loop only: how late requests left the generator after they were due."""
     generator_cpu: float = 0.0
     """CPU seconds the generator used per second of the window: near 1.0 it was the limit."""
+    samples_s: list[float] = field(default_factory=list, repr=False)
+    """Every measured latency in seconds, when the spec asked to keep them (else empty)."""
 
 
 def encode_request(spec: LoadSpec) -> tuple[str, int, bytes]:
@@ -335,6 +339,7 @@ def _result(spec: LoadSpec, run: _Run, unanswered: int) -> LoadResult:
         unanswered=unanswered,
         latency_us=percentiles(run.latencies),
         send_lag_us=percentiles(run.lags) if not run.closed_loop else {},
+        samples_s=run.latencies if spec.keep_samples else [],
     )
 
 

@@ -36,8 +36,12 @@ def load_run(
     windows: Windows,
     connections: int,
     rate: float | None = None,
+    keep_samples: bool = False,
 ) -> dict[str, Any]:
-    """Drive ``server`` with ``payload``; the load generator's result plus what the monitor saw."""
+    """Drive ``server`` with ``payload``; the load generator's result plus what the monitor saw.
+
+    With ``keep_samples`` the result's ``samples_s`` holds every measured latency.
+    """
     spec = LoadSpec(
         url=server.url(payload.path),
         body=payload.body,
@@ -46,6 +50,7 @@ def load_run(
         duration_s=windows.duration_s,
         warmup_s=windows.warmup_s,
         rate=rate,
+        keep_samples=keep_samples,
     )
     global _quiet_waited
     waited = wait_for_quiet(min(QUIET_WAIT_S, max(0.0, QUIET_BUDGET_S - _quiet_waited)))

@@ -438,6 +438,7 @@ def _shadow(results: dict[str, Any]) -> str:
                 f"{latency['p50']:,.0f}",
                 f"{latency['p99']:,.0f}",
                 f"{entry['p99_ratio_to_no_shadow']}x",
+                f"{entry['p99_ratio_cycle_median']}x",
                 ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "—",
                 f"{entry['server_cpu']:.0%}",
                 f"{entry['peak_rss'] / MIB:.0f}",
@@ -448,6 +449,7 @@ def _shadow(results: dict[str, Any]) -> str:
         ("p50 µs", "r"),
         ("p99 µs", "r"),
         ("p99 / no shadow", "r"),
+        ("median cycle ratio", "r"),
         ("candidate outcomes (all rounds)", "l"),
         ("server CPU", "r"),
         ("peak RSS MiB", "r"),
@@ -463,12 +465,13 @@ def _shadow(results: dict[str, Any]) -> str:
             f"{shadow['primary_lone_p50_us']:,.0f} µs, so {shadow['slow_delay_ms']} ms) or never;",
             "the in-process one is the real gradient-boosting candidate, on one thread of its own",
             "on the server's core. Default shadow settings: timeout 100 ms, 2 calls at once,",
-            "a queue of 256. Every outcome is logged to SQLite. Each round starts every",
-            "configuration's server afresh and measures them one after the other, in an order",
-            "that rotates from round to round. Medians of"
-            f" {shadow['windows']['repeats']} rounds of {shadow['windows']['duration_s']:g} s;"
-            " the ratio is the median of the rounds' ratios (a p99 at this rate moves by tens",
-            "of percent between consecutive windows of one server on this machine).",
+            "a queue of 256, a pause after 5 timeouts in a row. Every outcome is logged to",
+            "SQLite. All four servers run for the",
+            "whole comparison and take turns, one window each in an order that rotates every",
+            f"cycle: {shadow['windows']['repeats']} cycles of {shadow['windows']['duration_s']:g} s"
+            " windows. Latencies are the percentiles of all of a configuration's windows pooled;",
+            "the ratio is of those pooled p99s, and the median of the cycles' own ratios is beside",
+            "it (one window's p99 at this rate can move several times over on this machine).",
             "",
             *_table(columns, rows),
         ]

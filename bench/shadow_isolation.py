@@ -7,14 +7,18 @@ record: the real in-process candidate (breast-cancer@candidate, gradient
 boosting) mirrored at 100%.
 
 A p99 at 500 req/s is the 1% worst of a few thousand latencies, and on this
-shared virtual machine it moves by tens of percent between consecutive windows
-of the *same* server (measured: 754 to 1,095 µs over six 6-second windows). So
-there are many short rounds; each starts every configuration's server afresh
-(a candidate's backlog must not run beside the next window) and measures them
-one after the other, in an order that rotates each round so that no
-configuration always comes first or always follows another; a round's ratio
-compares windows seconds apart, and the median of the rounds' ratios is
-reported. The remote candidates (``slow_candidate.py``) run on the load core and
+shared virtual machine the noise comes in bursts of seconds that move one
+window's p99 by tens of percent, or several times over. So every
+configuration's server is started once and kept running, idle but for its own
+windows, and they take turns: short windows, one configuration after another in
+an order that rotates each cycle, many cycles. Each configuration's p99 is taken
+over all of its windows' latencies pooled, and the ratio to no shadow is of
+those pooled p99s; the median of the cycles' own ratios is reported beside it.
+After each shadowed window the benchmark waits until that server's mirror
+queue is empty and its last candidate calls are over, so nothing of one window
+runs beside the next. A hanging candidate therefore spends most of the run
+paused, as it would in production after its first timeouts.
+The remote candidates (``slow_candidate.py``) run on the load core and
 cost next to nothing: what is measured is keel's cost of mirroring to them.
 
     .venv/bin/python bench/shadow_isolation.py --registry REGISTRY [--quick]
@@ -35,6 +39,7 @@ from typing import Any
 
 import measure
 import payloads
+from loadgen import percentiles
 from measure import Windows
 from models import SMALL, SMALL_CANDIDATE, build_registry, model_files
 from servers import BENCH, LOAD_CORE, TASKSET, ServerProcess, free_port, start_keel
@@ -57,10 +62,15 @@ def _candidate(log: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-# An open loop at 500 req/s gives 3,000 latencies in 6 s, so one window's p99 is the
-# 30th worst; the 10% target needs many rounds, not long ones.
-SHADOW_WINDOW_S = 6.0
-SHADOW_ROUNDS = 10
+# Short windows, many of them: the machine's noise comes in bursts of seconds, and
+# windows of every configuration taken in turn a few seconds apart meet the same bursts.
+SHADOW_WINDOW_S = 2.0
+SHADOW_WARMUP_S = 0.25
+SHADOW_CYCLES = 30
+QUICK_CYCLES = 3
+# After a shadowed window, its candidate calls still running end within the shadow
+# timeout (100 ms by default); nothing of one window may run beside the next.
+SETTLE_S = 0.2
 
 
 def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) -> dict[str, Any]:
@@ -100,60 +110,99 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
             },
         ),
     }
-    if windows.repeats > 1:
-        windows = Windows(SHADOW_WINDOW_S, windows.warmup_s, SHADOW_ROUNDS)
+    cycles = SHADOW_CYCLES if windows.repeats >= 3 else QUICK_CYCLES
+    window = Windows(SHADOW_WINDOW_S, SHADOW_WARMUP_S, cycles)
+    servers: dict[str, ServerProcess] = {}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
-    shadow_counts: dict[str, list[dict[str, int]]] = {name: [] for name in configs}
     order = list(configs)
     try:
-        for round_ in range(windows.repeats):
-            turn = order[round_ % len(order) :] + order[: round_ % len(order)]
+        # Every configuration's server runs for the whole comparison, idle but for its
+        # own windows, so a window is never seconds of start-up away from the others.
+        for name, start in configs.items():
+            slug = name.split(" ")[0]
+            servers[name] = start(logs / f"shadow-{slug}.log", logs / f"shadow-{slug}.sqlite")
+        for name, server in servers.items():
+            server.wait_ready()
+            if name != "no shadow":
+                _wait_shadow_ready(server, model)
+            measure.open_loop(server, body, Windows(1.0, 0.0, 1), RATE)  # unmeasured
+            _settle(server, model, name)
+        for cycle in range(cycles):
+            turn = order[cycle % len(order) :] + order[: cycle % len(order)]
             for name in turn:
-                slug = name.split(" ")[0]
-                server = configs[name](
-                    logs / f"shadow-{slug}-{round_}.log", logs / f"shadow-{slug}-{round_}.sqlite"
+                run = measure.load_run(
+                    servers[name], body, window, measure.OPEN_LOOP_CONNECTIONS, RATE, True
                 )
-                try:
-                    server.wait_ready()
-                    if name != "no shadow":
-                        _wait_shadow_ready(server, model)
-                    runs[name].append(measure.open_loop(server, body, windows, RATE))
-                    if name != "no shadow":
-                        shadow_counts[name].append(_shadow_counts(server, model))
-                finally:
-                    # Stopped at once: a candidate's backlog (a hanging one's takes seconds
-                    # to time out) must not run beside the next configuration's window.
-                    server.stop()
-            progress(
-                f"round {round_ + 1}: p99 at {RATE:,.0f} req/s: "
-                + ", ".join(f"{name} {runs[name][-1]['latency_us'].get('p99')} µs" for name in turn)
-            )
+                runs[name].append(run)
+                _settle(servers[name], model, name)
+            if (cycle + 1) % 5 == 0 or cycle + 1 == cycles:
+                progress(
+                    f"cycle {cycle + 1}/{cycles}: p99 at {RATE:,.0f} req/s so far: "
+                    + ", ".join(f"{name} {_pooled(runs[name]).get('p99')} µs" for name in configs)
+                )
+        counts = {
+            name: _shadow_counts(server, model)
+            for name, server in servers.items()
+            if name != "no shadow"
+        }
     finally:
+        for server in servers.values():
+            server.stop()
         for process in (slow, hang):
             process.terminate()
             process.wait(10)
-    baseline = measure.summarize(runs["no shadow"])
+    base = _pooled(runs["no shadow"])
     result: dict[str, Any] = {
         "rate": RATE,
         "primary_lone_p50_us": lone["latency_us"]["p50"],
         "slow_delay_ms": round(delay_ms, 3),
-        "windows": {"duration_s": windows.duration_s, "repeats": windows.repeats},
+        "windows": {"duration_s": window.duration_s, "repeats": cycles},
         "configs": {},
     }
     for name, config_runs in runs.items():
-        summary = measure.summarize(config_runs)
-        ratios = [
+        pooled = _pooled(config_runs)
+        cycle_ratios = [
             a["latency_us"]["p99"] / b["latency_us"]["p99"]
             for a, b in zip(config_runs, runs["no shadow"], strict=True)
             if a["latency_us"] and b["latency_us"]
         ]
+        for run in config_runs:
+            del run["samples_s"]
         result["configs"][name] = {
-            **summary,
-            "p99_ratio_to_no_shadow": round(statistics.median(ratios), 3) if ratios else None,
-            "shadow_requests": shadow_counts[name],
+            **measure.summarize(config_runs),
+            "latency_us": pooled,
+            "p99_ratio_to_no_shadow": round(pooled["p99"] / base["p99"], 3)
+            if pooled and base
+            else None,
+            "p99_ratio_cycle_median": round(statistics.median(cycle_ratios), 3)
+            if cycle_ratios
+            else None,
+            "shadow_requests": [counts[name]] if name in counts else [],
         }
-    result["baseline_p99_us"] = baseline["latency_us"].get("p99")
+    result["baseline_p99_us"] = base.get("p99")
     return result
+
+
+def _pooled(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Percentiles of every latency of every window of one configuration, together."""
+    return percentiles([sample for run in runs for sample in run["samples_s"]])
+
+
+def _settle(server: ServerProcess, model: str, name: str, timeout_s: float = 10.0) -> None:
+    """Wait until a shadowed server's mirror queue is empty and its last calls are over."""
+    if name == "no shadow":
+        return
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = httpx.get(server.url(f"/v2/models/{model}/shadow"), timeout=5)
+        if answer.status_code == 200 and answer.json()["queued"] == 0:
+            break
+        time.sleep(0.02)
+    time.sleep(SETTLE_S)
 
 
 def _shadowed(registry: Path, log: Path, store: Path, url: str) -> ServerProcess:

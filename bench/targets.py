@@ -155,8 +155,8 @@ def _shadow(results: dict[str, Any]) -> list[Verdict]:
             Verdict(
                 f"shadow, {SMALL} at {shadow['rate']:,.0f} req/s: primary p99 with a {name} "
                 f"within {SHADOW_P99_MARGIN:.0%} of no shadow",
-                f"{ratio}x ({entry['latency_us']['p99']:,.0f} vs {base:,.0f} µs; median of "
-                "per-round ratios)",
+                f"{ratio}x ({entry['latency_us']['p99']:,.0f} vs {base:,.0f} µs; p99 of "
+                f"{shadow['windows']['repeats']} interleaved windows pooled)",
                 ratio is not None
                 and ratio <= 1 + SHADOW_P99_MARGIN
                 and entry["unanswered"] == 0
