@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 from measure import ratio_of_rounds
 from models import SMALL, WIDE
 from targets import MIB, memory_figures
+
+REPO = Path(__file__).resolve().parent.parent
 
 HTTP_ROWS = (
     ("stack-bare records", "uvicorn, bare ASGI app, fixed answer", "(no parsing)"),
@@ -36,8 +40,9 @@ def render(results: dict[str, Any], results_path: str) -> str:
         _memory(results),
         _shadow(results),
         _noise(results),
+        _earlier_runs(results, results_path),
     ]
-    return "\n\n".join(s.strip("\n") for s in sections) + "\n"
+    return "\n\n".join(s.strip("\n") for s in sections if s) + "\n"
 
 
 def _header(results: dict[str, Any], results_path: str) -> str:
@@ -448,8 +453,8 @@ def _shadow(results: dict[str, Any]) -> str:
         ("configuration", "l"),
         ("p50 µs", "r"),
         ("p99 µs", "r"),
-        ("p99 / no shadow", "r"),
-        ("median cycle ratio", "r"),
+        ("pooled p99 / no shadow", "r"),
+        ("median of cycle ratios", "r"),
         ("candidate outcomes (all rounds)", "l"),
         ("server CPU", "r"),
         ("peak RSS MiB", "r"),
@@ -469,9 +474,10 @@ def _shadow(results: dict[str, Any]) -> str:
             "SQLite. All four servers run for the",
             "whole comparison and take turns, one window each in an order that rotates every",
             f"cycle: {shadow['windows']['repeats']} cycles of {shadow['windows']['duration_s']:g} s"
-            " windows. Latencies are the percentiles of all of a configuration's windows pooled;",
-            "the ratio is of those pooled p99s, and the median of the cycles' own ratios is beside",
-            "it (one window's p99 at this rate can move several times over on this machine).",
+            " windows. Latencies are the percentiles of all of a configuration's windows pooled.",
+            "The target is judged on the median of the cycles' own ratios, each comparing windows",
+            "seconds apart: one window's p99 at this rate can move a hundred times over on this",
+            "machine, and that one window then sets the pooled p99 by itself.",
             "",
             *_table(columns, rows),
         ]
@@ -493,3 +499,48 @@ def _closed_loop_summaries(results: dict[str, Any]) -> list[dict[str, Any]]:
     found = [e[k] for e in results["small_model_http"].values() for k in ("saturation", "lone")]
     found += [results["wide_model_batching"][k] for k in ("on", "off", "lone")]
     return found
+
+
+def _earlier_runs(results: dict[str, Any], results_path: str) -> str:
+    """The other full runs kept beside this one: how fast the machine was, what passed."""
+    this = REPO / results_path
+    rows = []
+    for path in sorted(this.parent.glob("*.json"), reverse=True):
+        if path == this or path.stem.endswith("-quick"):
+            continue
+        earlier = json.loads(path.read_text())
+        verdicts = earlier.get("targets", [])
+        failed = [v["target"] for v in verdicts if not v["passed"]]
+        try:
+            floor = f"{_floor_of(earlier, SMALL, '1')['us_per_call']:,.1f}"
+        except KeyError:
+            floor = "—"
+        rows.append(
+            [
+                f"[{path.stem}](../{path.relative_to(REPO)})",
+                f"`{earlier['machine']['git_commit']}`",
+                floor,
+                f"{len(verdicts) - len(failed)} of {len(verdicts)}",
+                "; ".join(failed) or "—",
+            ]
+        )
+    if not rows:
+        return ""
+    columns = [
+        ("run", "l"),
+        ("commit", "l"),
+        (f"{SMALL} batch 1, µs per call in-process", "r"),
+        ("targets met", "r"),
+        ("failed", "l"),
+    ]
+    return "\n".join(
+        [
+            "## Earlier runs",
+            "",
+            "Full runs kept in `bench/results/`. The in-process floor is the same model call",
+            "each time, so it shows how fast the machine itself was that day (this run: "
+            f"{_floor_of(results, SMALL, '1')['us_per_call']:,.1f} µs).",
+            "",
+            *_table(columns, rows),
+        ]
+    )

@@ -12,8 +12,9 @@ window's p99 by tens of percent, or several times over. So every
 configuration's server is started once and kept running, idle but for its own
 windows, and they take turns: short windows, one configuration after another in
 an order that rotates each cycle, many cycles. Each configuration's p99 is taken
-over all of its windows' latencies pooled, and the ratio to no shadow is of
-those pooled p99s; the median of the cycles' own ratios is reported beside it.
+over all of its windows' latencies pooled, and judged by the median of the
+cycles' ratios to no shadow (each compares windows seconds apart; a single
+burst window can set a pooled p99 by itself), the pooled ratio beside it.
 After each shadowed window the benchmark waits until that server's mirror
 queue is empty and its last candidate calls are over, so nothing of one window
 runs beside the next. A hanging candidate therefore spends most of the run

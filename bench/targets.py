@@ -150,13 +150,16 @@ def _shadow(results: dict[str, Any]) -> list[Verdict]:
     base = shadow["configs"]["no shadow"]["latency_us"]["p99"]
     for name in SHADOW_CONFIGS:
         entry = shadow["configs"][name]
-        ratio = entry["p99_ratio_to_no_shadow"]
+        # The median of the cycles' paired ratios: one burst of the machine's noise can
+        # make a single window's p99 100 ms, and it then sets the pooled p99 by itself.
+        ratio = entry["p99_ratio_cycle_median"]
         verdicts.append(
             Verdict(
                 f"shadow, {SMALL} at {shadow['rate']:,.0f} req/s: primary p99 with a {name} "
                 f"within {SHADOW_P99_MARGIN:.0%} of no shadow",
-                f"{ratio}x ({entry['latency_us']['p99']:,.0f} vs {base:,.0f} µs; p99 of "
-                f"{shadow['windows']['repeats']} interleaved windows pooled)",
+                f"{ratio}x (median of {shadow['windows']['repeats']} cycles' ratios; pooled "
+                f"{entry['latency_us']['p99']:,.0f} vs {base:,.0f} µs, "
+                f"{entry['p99_ratio_to_no_shadow']}x)",
                 ratio is not None
                 and ratio <= 1 + SHADOW_P99_MARGIN
                 and entry["unanswered"] == 0
