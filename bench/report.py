@@ -90,8 +90,8 @@ def _reproduce(results: dict[str, Any]) -> str:
 
 ```sh
 make setup                               # the locked environment in .venv
-.venv/bin/python bench/run.py            # everything, about ten minutes; rewrites this page
-.venv/bin/python bench/run.py --quick    # one short round of everything, about three minutes
+.venv/bin/python bench/run.py            # everything, about twenty minutes; rewrites this page
+.venv/bin/python bench/run.py --quick    # one short round of everything, a few minutes
 ```
 
 `run.py` publishes the example models into a fresh temporary registry

@@ -1,6 +1,6 @@
 """Every benchmark of issues 3 to 5 in one run: bench/results/<date>.json and docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py           # the full run, about ten minutes
+    .venv/bin/python bench/run.py           # the full run, about twenty minutes
     .venv/bin/python bench/run.py --quick   # one short round of everything, about two
 
 Servers run pinned to core 0, the load generator (this process) to core 1.
