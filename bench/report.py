@@ -511,15 +511,11 @@ def _earlier_runs(results: dict[str, Any], results_path: str) -> str:
         earlier = json.loads(path.read_text())
         verdicts = earlier.get("targets", [])
         failed = [v["target"] for v in verdicts if not v["passed"]]
-        try:
-            floor = f"{_floor_of(earlier, SMALL, '1')['us_per_call']:,.1f}"
-        except KeyError:
-            floor = "—"
         rows.append(
             [
                 f"[{path.stem}](../{path.relative_to(REPO)})",
                 f"`{earlier['machine']['git_commit']}`",
-                floor,
+                f"{_floor_of(earlier, SMALL, '1')['us_per_call']:,.1f}",
                 f"{len(verdicts) - len(failed)} of {len(verdicts)}",
                 "; ".join(failed) or "—",
             ]

@@ -34,10 +34,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import measure
 import payloads
 from loadgen import percentiles
@@ -72,6 +74,7 @@ QUICK_CYCLES = 3
 # After a shadowed window, its candidate calls still running end within the shadow
 # timeout (100 ms by default); nothing of one window may run beside the next.
 SETTLE_S = 0.2
+BASELINE = "no shadow"
 
 
 def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) -> dict[str, Any]:
@@ -92,7 +95,7 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
     slow, slow_port = _candidate(logs / "slow-candidate.log", "--delay-ms", f"{delay_ms:.3f}")
     hang, hang_port = _candidate(logs / "hang-candidate.log", "--hang")
     configs: dict[str, Callable[[Path, Path], ServerProcess]] = {
-        "no shadow": lambda log, _: start_keel(registry, [SMALL], log),
+        BASELINE: lambda log, _: start_keel(registry, [SMALL], log),
         "slow candidate (10x)": lambda log, store: _shadowed(
             registry, log, store, f"http://127.0.0.1:{slow_port}/v2/models/candidate"
         ),
@@ -124,18 +127,26 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
             servers[name] = start(logs / f"shadow-{slug}.log", logs / f"shadow-{slug}.sqlite")
         for name, server in servers.items():
             server.wait_ready()
-            if name != "no shadow":
+            if name != BASELINE:
                 _wait_shadow_ready(server, model)
             measure.open_loop(server, body, Windows(1.0, 0.0, 1), RATE)  # unmeasured
-            _settle(server, model, name)
+            if name != BASELINE:
+                _settle(server, model)
         for cycle in range(cycles):
             turn = order[cycle % len(order) :] + order[: cycle % len(order)]
             for name in turn:
-                run = measure.load_run(
-                    servers[name], body, window, measure.OPEN_LOOP_CONNECTIONS, RATE, True
+                runs[name].append(
+                    measure.load_run(
+                        servers[name],
+                        body,
+                        window,
+                        measure.OPEN_LOOP_CONNECTIONS,
+                        RATE,
+                        keep_samples=True,
+                    )
                 )
-                runs[name].append(run)
-                _settle(servers[name], model, name)
+                if name != BASELINE:
+                    _settle(servers[name], model)
             if (cycle + 1) % 5 == 0 or cycle + 1 == cycles:
                 progress(
                     f"cycle {cycle + 1}/{cycles}: p99 at {RATE:,.0f} req/s so far: "
@@ -144,7 +155,7 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
         counts = {
             name: _shadow_counts(server, model)
             for name, server in servers.items()
-            if name != "no shadow"
+            if name != BASELINE
         }
     finally:
         for server in servers.values():
@@ -152,7 +163,7 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
         for process in (slow, hang):
             process.terminate()
             process.wait(10)
-    base = _pooled(runs["no shadow"])
+    base = _pooled(runs[BASELINE])
     result: dict[str, Any] = {
         "rate": RATE,
         "primary_lone_p50_us": lone["latency_us"]["p50"],
@@ -164,7 +175,7 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
         pooled = _pooled(config_runs)
         cycle_ratios = [
             a["latency_us"]["p99"] / b["latency_us"]["p99"]
-            for a, b in zip(config_runs, runs["no shadow"], strict=True)
+            for a, b in zip(config_runs, runs[BASELINE], strict=True)
             if a["latency_us"] and b["latency_us"]
         ]
         for run in config_runs:
@@ -189,20 +200,9 @@ def _pooled(runs: list[dict[str, Any]]) -> dict[str, float]:
     return percentiles([sample for run in runs for sample in run["samples_s"]])
 
 
-def _settle(server: ServerProcess, model: str, name: str, timeout_s: float = 10.0) -> None:
-    """Wait until a shadowed server's mirror queue is empty and its last calls are over."""
-    if name == "no shadow":
-        return
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        answer = httpx.get(server.url(f"/v2/models/{model}/shadow"), timeout=5)
-        if answer.status_code == 200 and answer.json()["queued"] == 0:
-            break
-        time.sleep(0.02)
+def _settle(server: ServerProcess, model: str) -> None:
+    """Wait until the mirror queue is empty and its last candidate calls are over."""
+    _wait_for(server, model, lambda status: status["queued"] == 0, "its mirror queue empty", 10.0)
     time.sleep(SETTLE_S)
 
 
@@ -214,26 +214,35 @@ def _shadowed(registry: Path, log: Path, store: Path, url: str) -> ServerProcess
     )  # fmt: skip
 
 
-def _wait_shadow_ready(server: ServerProcess, model: str, timeout_s: float = 60.0) -> None:
-    import time
+def _wait_shadow_ready(server: ServerProcess, model: str) -> None:
+    _wait_for(server, model, lambda status: status["candidate"]["ready"], "a ready candidate", 60.0)
 
-    import httpx
 
+def _wait_for(
+    server: ServerProcess,
+    model: str,
+    test: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout_s: float,
+) -> None:
+    """Poll the model's shadow status until ``test`` holds; a benchmark never goes on without."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        answer = httpx.get(server.url(f"/v2/models/{model}/shadow"), timeout=5)
-        if answer.status_code == 200 and answer.json()["candidate"]["ready"]:
+        if test(_shadow_status(server, model)):
             return
-        time.sleep(0.05)
-    raise RuntimeError(f"shadow candidate of {model} not ready in {timeout_s} s")
+        time.sleep(0.02)
+    raise RuntimeError(f"{model}'s shadow did not reach {what} in {timeout_s:g} s")
+
+
+def _shadow_status(server: ServerProcess, model: str) -> dict[str, Any]:
+    answer = httpx.get(server.url(f"/v2/models/{model}/shadow"), timeout=5)
+    answer.raise_for_status()
+    status: dict[str, Any] = answer.json()
+    return status
 
 
 def _shadow_counts(server: ServerProcess, model: str) -> dict[str, int]:
-    import httpx
-
-    counts: dict[str, int] = httpx.get(server.url(f"/v2/models/{model}/shadow"), timeout=5).json()[
-        "requests"
-    ]
+    counts: dict[str, int] = _shadow_status(server, model)["requests"]
     return counts
 
 
