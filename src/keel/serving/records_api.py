@@ -57,6 +57,9 @@ def _freshness_errors(version: ServedVersion, instances: list[Any]) -> list[Fiel
     return result.errors
 
 
+_TOP_LEVEL = frozenset(("instances", "id"))
+
+
 def _instances(body: bytes) -> tuple[list[Any], str | None]:
     try:
         payload = orjson.loads(body)
@@ -66,8 +69,8 @@ def _instances(body: bytes) -> tuple[list[Any], str | None]:
         raise InvalidRequest(
             [FieldError(None, "instances", "required", 'the body must be {"instances": [records]}')]
         )
-    unknown = sorted(set(payload) - {"instances", "id"})
-    if unknown:
+    if not _TOP_LEVEL.issuperset(payload):
+        unknown = sorted(set(payload) - _TOP_LEVEL)
         raise InvalidRequest(
             [
                 FieldError(None, k, "unknown_field", f"unknown top-level field '{k}'")
