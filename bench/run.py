@@ -5,7 +5,8 @@
 
 Servers run pinned to core 0, the load generator (this process) to core 1.
 A fresh temporary registry holds the example models unless ``--registry``
-names one that already has them.
+names one that already has them. A second full run on one day is kept beside
+the first, as ``<date>-2.json``.
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ def main() -> None:
     results["wall_s"] = round(time.perf_counter() - started, 1)
     results["targets"] = targets.evaluate(results)
     args.results.mkdir(parents=True, exist_ok=True)
-    name = results["date"] + ("-quick" if args.quick else "")
-    out = args.results / f"{name}.json"
+    out = _unused_results_path(args.results, results["date"] + ("-quick" if args.quick else ""))
     out.write_text(json.dumps(results, indent=1) + "\n")
     _say(f"wrote {_shown(out)}")
     if not args.no_docs:
@@ -78,6 +78,16 @@ def main() -> None:
         _say(
             f"{'PASS' if verdict['passed'] else 'FAIL'}  {verdict['target']}: {verdict['measured']}"
         )
+
+
+def _unused_results_path(directory: Path, name: str) -> Path:
+    """``name.json``, or ``name-2.json`` and on when an earlier run that day is kept there."""
+    out = directory / f"{name}.json"
+    count = 1
+    while out.exists() and not name.endswith("-quick"):
+        count += 1
+        out = directory / f"{name}-{count}.json"
+    return out
 
 
 def run_all(registry: Path | None, scratch: Path, windows: Windows, quick: bool) -> dict[str, Any]:
