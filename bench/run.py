@@ -83,8 +83,10 @@ def main() -> None:
 def _unused_results_path(directory: Path, name: str) -> Path:
     """``name.json``, or ``name-2.json`` and on when an earlier run that day is kept there."""
     out = directory / f"{name}.json"
+    if name.endswith("-quick"):
+        return out  # a quick run only ever stands in for the last one
     count = 1
-    while out.exists() and not name.endswith("-quick"):
+    while out.exists():
         count += 1
         out = directory / f"{name}-{count}.json"
     return out

@@ -188,9 +188,9 @@ class Batcher:
         if self._queued_rows + rows > self._max_queued:
             self.requests_shed += 1
             raise Overloaded(self._overload_message(), retry_after_s=self._retry_after(rows))
-        if rows > self._max_rows:
-            return await self._submit_chunks(loop, inputs, rows, key, deadline)
         due = math.inf if deadline is None else deadline
+        if rows > self._max_rows:
+            return await self._submit_chunks(loop, inputs, rows, key, due)
         request = _Request(inputs, rows, key, loop.create_future(), loop.time(), due)
         self._enqueue(request)
         # The watch fails the future, rather than asyncio.timeout_at: that leaves the
@@ -245,7 +245,7 @@ class Batcher:
         inputs: Tensors,
         rows: int,
         key: InputKey,
-        deadline: float | None,
+        due: float,
     ) -> Tensors:
         step = self._max_rows
         now = loop.time()
@@ -256,14 +256,14 @@ class Batcher:
                 key,
                 loop.create_future(),
                 now,
-                math.inf if deadline is None else deadline,
+                due,
             )
             for start in range(0, rows, step)
         ]
         timers = []
         for chunk in chunks:
             self._enqueue(chunk)
-            if deadline is not None and (timer := self._deadlines.watch(chunk)) is not None:
+            if due != math.inf and (timer := self._deadlines.watch(chunk)) is not None:
                 timers.append(timer)
         try:
             parts = await asyncio.gather(*(chunk.future for chunk in chunks))

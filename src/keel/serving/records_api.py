@@ -120,6 +120,4 @@ def _lenient_json(body: bytes, error: orjson.JSONDecodeError) -> Any:
 def _rows(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     # The batcher checked that every output has one row per input row.
     columns = [array.tolist() for array in outputs.values()]
-    if len(columns[0]) == 1:
-        return [dict(zip(outputs, [column[0] for column in columns], strict=True))]
     return [dict(zip(outputs, row, strict=True)) for row in zip(*columns, strict=True)]
