@@ -203,3 +203,64 @@ def test_string_inputs_have_no_fast_path() -> None:
     )
     specs = tuple(TensorSpec(t.name, "object", (None, 1)) for t in signature.inputs)
     assert build_fast_path(build_contract(signature, specs)) is None
+
+
+@st.composite
+def tensor_bytes(draw: st.DrawFn, dtype: str, size: int) -> bytes:
+    """New tensor data for a remembered header: values the contract takes, or any bytes."""
+    if draw(st.booleans()):
+        return draw(st.binary(min_size=size, max_size=size))
+    count = size // np.dtype(dtype).itemsize
+    drawn = draw(st.lists(valid_values(dtype), min_size=count, max_size=count))
+    return np.array(drawn, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_remembered_binary_header_reads_new_bytes_as_the_full_path_does(
+    dtype: str, data: Any
+) -> None:
+    fast = fast_path_for(dtype)
+    body, json_length = data.draw(documents(dtype))
+    if json_length is None or fast.decode(body, json_length) is None:
+        return
+    header, size = body[:json_length], len(body) - json_length
+    remembered = header in fast.plans
+    event("remembered" if remembered else "not remembered")
+    for _ in range(3):
+        again = (
+            header + data.draw(tensor_bytes(dtype, size)) + data.draw(st.sampled_from([b"", b"x"]))
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            decoded = fast.decode(again, json_length)
+        full = full_path(contract_for(dtype), again, json_length)
+        if decoded is None:
+            continue
+        event("new bytes taken")
+        assert isinstance(full, InferRequest), (again, full)
+        assert_same(decoded, full)
+
+
+def test_binary_headers_are_remembered_only_without_a_request_id() -> None:
+    fast = fast_path_for("float32")
+    values = np.array([[0.2, -3.5, 12.0, 10.0, 0.5]], dtype="float32")
+    tensor = triton.InferInput(INPUT, list(values.shape), "FP32")
+    tensor.set_data_from_numpy(values, binary_data=True)
+    body, json_length = triton.InferenceServerClient.generate_request_body([tensor])
+    first = fast.decode(bytes(body), json_length)
+    assert first is not None
+    assert list(fast.plans) == [bytes(body)[:json_length]]
+    changed = values.copy()
+    changed[0, 0] = 0.25
+    again = bytes(body)[:json_length] + changed.tobytes()
+    second = fast.decode(again, json_length)
+    assert second is not None
+    assert second.inputs[0].data[0, 0] == np.float32(0.25)
+    # A NaN where the contract refuses one is left to the full path, remembered or not.
+    changed[0, 0] = np.nan
+    assert fast.decode(bytes(body)[:json_length] + changed.tobytes(), json_length) is None
+    body_with_id, length_with_id = triton_body(values, binary=True)
+    assert fast.decode(body_with_id, length_with_id) is not None
+    assert len(fast.plans) == 1

@@ -10,12 +10,19 @@ vouch for (another key order, nested data, a shared-memory or unknown parameter,
 a value out of bounds, anything malformed) goes to ``parse_infer_request`` and
 ``TensorContract.check``, which name every problem exactly as they always did.
 A property test holds the two paths to identical results.
+
+A client of the binary extension sends the same JSON header with every request
+of one shape (Triton's client library does unless it is given a request id),
+and only the tensor bytes after it change. So a header without an ``id`` is
+remembered with what it decoded to, and the next request that starts with the
+same bytes reads its tensors straight from the offsets found then; their values
+are checked against the bounds every time.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,7 +30,12 @@ import orjson
 
 from keel.errors import ProtocolError
 from keel.serving.protocols import V2_DATATYPES, InferInput, InferRequest, datatype_of
-from keel.serving.protocols.v2 import FLOAT_LIMITS, JSON_ELEMENT_TYPES, requested_outputs
+from keel.serving.protocols.v2 import (
+    FLOAT_LIMITS,
+    JSON_ELEMENT_TYPES,
+    RequestedOutput,
+    requested_outputs,
+)
 from keel.serving.tensor_contract import ColumnRules, TensorContract
 from keel.signature.fast_records import PYTHON_ROWS, Bounds, bound_groups, rows_within
 
@@ -33,6 +45,11 @@ _REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _JSON_INPUT_KEYS = frozenset({"name", "datatype", "shape", "data"})
 _BINARY_INPUT_KEYS = frozenset({"name", "datatype", "shape", "parameters"})
 _INTEGER = frozenset({int})
+# Binary headers remembered per version; past the limit the memory starts again.
+# A header longer than the limit is parsed each time (hashing it costs little,
+# but a client whose headers are that long is not sending one row).
+_PLAN_LIMIT = 64
+_PLAN_HEADER_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +75,80 @@ class _Input:
 
 
 @dataclass(frozen=True, slots=True)
+class _BinaryTensor:
+    """Where one input's binary data lies in a request, as its header says."""
+
+    expected: _Input
+    shape: tuple[int, ...]
+    count: int
+    offset: int
+    parameters: dict[str, Any]
+    # Whether the bounds are checked in Python (a few rows) or with numpy.
+    in_python: bool
+
+    def read(self, body: bytes) -> InferInput | None:
+        """The input from ``body``'s bytes, or None when a value breaks the contract."""
+        expected = self.expected
+        array = np.frombuffer(body, dtype=expected.wire_dtype, count=self.count, offset=self.offset)
+        if expected.dtype.kind == "b" and array.view(np.uint8).max() > 1:
+            return None
+        if not array.dtype.isnative:
+            array = array.astype(expected.dtype)
+        # tolist() gives exactly the array's values, so Python judges what the model sees.
+        if self.in_python:
+            if not _rows_within(expected, array.tolist(), self.shape[0]):
+                return None
+            array = array.reshape(self.shape)
+        else:
+            array = array.reshape(self.shape)
+            # The bounds are finite: NaN and the infinities fail them.
+            if not expected.rules.within_bounds(array):
+                return None
+        array.flags.writeable = False
+        return InferInput(expected.name, expected.datatype, self.shape, array, self.parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class _BinaryPlan:
+    """What one binary request header decodes to; only the tensors' bytes are read anew."""
+
+    request_id: str | None
+    outputs: tuple[RequestedOutput, ...] | None
+    parameters: dict[str, Any]
+    tensors: tuple[_BinaryTensor, ...]
+    body_length: int
+
+    def decode(self, body: bytes) -> InferRequest | None:
+        if len(body) != self.body_length:
+            return None
+        decoded = []
+        for tensor in self.tensors:
+            read = tensor.read(body)
+            if read is None:
+                return None
+            decoded.append(read)
+        return InferRequest(self.request_id, tuple(decoded), self.outputs, self.parameters)
+
+
+@dataclass(frozen=True, slots=True)
 class V2FastPath:
     """Decodes the requests one version accepts as they are, or says it cannot vouch for them."""
 
     inputs: tuple[_Input, ...]
+    # Binary headers seen before, by their bytes; only ever touched on the event loop.
+    plans: dict[bytes, _BinaryPlan] = field(default_factory=dict)
 
     def decode(self, body: bytes, json_length: int | None) -> InferRequest | None:
         """The request, with inputs that pass the contract; None when the full path must judge."""
         end = len(body) if json_length is None else json_length
         if not 0 < end <= len(body):
             return None
+        header = None
+        if end < len(body) and end <= _PLAN_HEADER_BYTES:
+            header = body[:end]
+            plan = self.plans.get(header)
+            if plan is not None:
+                return plan.decode(body)
         try:
             document = orjson.loads(body if end == len(body) else memoryview(body)[:end])
         except orjson.JSONDecodeError:
@@ -96,6 +177,7 @@ class V2FastPath:
         except ProtocolError:
             return None
         decoded: list[InferInput] = []
+        layouts: list[_BinaryTensor] = []
         offset = end
         for expected, raw in zip(self.inputs, raw_inputs, strict=True):
             if type(raw) is not dict:
@@ -103,16 +185,26 @@ class V2FastPath:
             tensor = _decode_input(expected, raw, body, offset)
             if tensor is None:
                 return None
+            if isinstance(tensor, _BinaryTensor):
+                layouts.append(tensor)
+                offset += tensor.count * expected.dtype.itemsize
+                tensor = tensor.read(body)
+                if tensor is None:
+                    return None
             decoded.append(tensor)
-            offset += tensor.data.nbytes if "parameters" in raw else 0
         if offset != len(body) or len({len(t.data) for t in decoded}) != 1:
             return None
+        if header is not None and request_id is None and len(layouts) == len(decoded):
+            if len(self.plans) >= _PLAN_LIMIT:
+                self.plans.clear()
+            self.plans[header] = _BinaryPlan(None, outputs, parameters, tuple(layouts), len(body))
         return InferRequest(request_id, tuple(decoded), outputs, parameters)
 
 
 def _decode_input(
     expected: _Input, raw: dict[str, Any], body: bytes, offset: int
-) -> InferInput | None:
+) -> InferInput | _BinaryTensor | None:
+    """A JSON input decoded, where a binary one lies in the body, or None for the full path."""
     if raw.get("name") != expected.name or raw.get("datatype") != expected.datatype:
         return None
     shape = raw.get("shape")
@@ -127,27 +219,7 @@ def _decode_input(
     count = math.prod(shape)
     # A few rows are checked in Python, before any array exists; more, with numpy.
     in_python = expected.groups is not None and shape[0] <= PYTHON_ROWS
-    if raw.keys() == _JSON_INPUT_KEYS:
-        values = raw["data"]
-        if (
-            type(values) is not list
-            or len(values) != count
-            or not expected.json_types.issuperset(map(type, values))
-        ):
-            return None
-        if in_python:
-            if not _rows_within(expected, values, shape[0]):
-                return None
-        elif expected.float_limit is not None:
-            # numpy would warn when a JSON number overflows the datatype in the cast.
-            limit = expected.float_limit
-            if not -limit < min(values) <= max(values) < limit:
-                return None
-        try:
-            array = np.array(values, dtype=expected.dtype)
-        except OverflowError:  # an integer outside the datatype's range
-            return None
-    elif raw.keys() == _BINARY_INPUT_KEYS:
+    if raw.keys() == _BINARY_INPUT_KEYS:
         parameters = raw["parameters"]
         if type(parameters) is not dict or parameters.keys() != {"binary_data_size"}:
             return None
@@ -156,24 +228,33 @@ def _decode_input(
             return None
         if size > len(body) - offset:
             return None
-        array = np.frombuffer(body, dtype=expected.wire_dtype, count=count, offset=offset)
-        if expected.dtype.kind == "b" and array.view(np.uint8).max() > 1:
-            return None
-        if not array.dtype.isnative:
-            array = array.astype(expected.dtype)
-        # tolist() gives exactly the array's values, so Python judges what the model sees.
-        if in_python and not _rows_within(expected, array.tolist(), shape[0]):
-            return None
-    else:
+        return _BinaryTensor(expected, tuple(shape), count, offset, parameters, in_python)
+    if raw.keys() != _JSON_INPUT_KEYS:
         return None
-    array = array.reshape(shape)
+    values = raw["data"]
+    if (
+        type(values) is not list
+        or len(values) != count
+        or not expected.json_types.issuperset(map(type, values))
+    ):
+        return None
+    if in_python:
+        if not _rows_within(expected, values, shape[0]):
+            return None
+    elif expected.float_limit is not None:
+        # numpy would warn when a JSON number overflows the datatype in the cast.
+        limit = expected.float_limit
+        if not -limit < min(values) <= max(values) < limit:
+            return None
+    try:
+        array = np.array(values, dtype=expected.dtype).reshape(shape)
+    except OverflowError:  # an integer outside the datatype's range
+        return None
     # The bounds are finite: NaN and the infinities fail them.
     if not in_python and not expected.rules.within_bounds(array):
         return None
     array.flags.writeable = False
-    return InferInput(
-        expected.name, expected.datatype, tuple(shape), array, raw.get("parameters") or {}
-    )
+    return InferInput(expected.name, expected.datatype, tuple(shape), array, {})
 
 
 def _rows_within(expected: _Input, values: list[Any], rows: int) -> bool:

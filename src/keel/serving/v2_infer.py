@@ -89,8 +89,16 @@ def _select_outputs(
     """The outputs the client asked for (all when it names none), and which go back binary."""
     if parsed.outputs is None:
         return outputs, parsed.binary_data_output
-    names = [o.name for o in parsed.outputs]
-    unknown = [n for n in names if n not in outputs]
-    if unknown:
-        raise ProtocolError(f"unknown output(s) {unknown} (the model has {sorted(outputs)})")
-    return {n: outputs[n] for n in names}, {n: parsed.wants_binary(n) for n in names}
+    default = parsed.binary_data_output
+    selected: dict[str, np.ndarray] = {}
+    binary: dict[str, bool] = {}
+    # The parser refuses a name asked for twice, so each output's own choice is its
+    # only one (what ``InferRequest.wants_binary`` finds).
+    for name, binary_data, _ in parsed.outputs:
+        value = outputs.get(name)
+        if value is None:
+            unknown = [o.name for o in parsed.outputs if o.name not in outputs]
+            raise ProtocolError(f"unknown output(s) {unknown} (the model has {sorted(outputs)})")
+        selected[name] = value
+        binary[name] = default if binary_data is None else binary_data
+    return selected, binary
