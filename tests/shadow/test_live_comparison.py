@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keel.shadow.mirror import LIVE_ROWS, LiveComparison
+from keel.shadow.live_comparison import LIVE_ROWS, LiveComparison
 from keel.shadow.report import build_report
 from shadow.shadow_traffic import ModelPair, run_traffic
 
@@ -41,3 +41,30 @@ def test_a_candidate_with_another_output_shape_disagrees_on_every_row(cancer: Mo
     live = LiveComparison(TOLERANCE)
     live.add(cancer.outputs, record.primary_output, reshaped)
     assert (live.rows_compared, live.rows_agreeing) == (4, 0)
+
+
+@pytest.mark.parametrize("pair_name", ["cancer", "digits"])
+def test_pairs_judged_together_give_the_figures_of_pairs_judged_one_at_a_time(
+    pair_name: str, request: pytest.FixtureRequest
+) -> None:
+    pair: ModelPair = request.getfixturevalue(pair_name)
+    # More rows than the window holds, requests of one and of three rows, and now
+    # and then a candidate answering another shape, which is judged alone.
+    records = run_traffic(pair, 300, rows_per_request=1) + run_traffic(pair, 300)
+    together, one_at_a_time = LiveComparison(TOLERANCE), LiveComparison(TOLERANCE)
+    for i, record in enumerate(records):
+        candidate = record.candidate_output
+        assert candidate is not None
+        if i % 37 == 0:
+            first = pair.outputs[0].name
+            candidate = {**candidate, first: candidate[first][:0]}
+        together.add(pair.outputs, record.primary_output, candidate)
+        one_at_a_time.add(pair.outputs, record.primary_output, candidate)
+        # A read judges what is waiting: this one never has more than one pair waiting.
+        one_at_a_time.agreement()
+
+    assert together.rows_compared == one_at_a_time.rows_compared == 300 + 3 * 300
+    assert together.rows_agreeing == one_at_a_time.rows_agreeing
+    assert together.agreement() == one_at_a_time.agreement()
+    assert together.mean_differences() == pytest.approx(one_at_a_time.mean_differences())
+    assert together.mean_differences()

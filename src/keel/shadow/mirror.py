@@ -16,12 +16,8 @@ import logging
 import random
 import time
 import uuid
-from collections import Counter, defaultdict, deque
-from collections.abc import Sequence
+from collections import Counter
 from dataclasses import dataclass
-
-import numpy as np
-import numpy.typing as npt
 
 from keel.logstore import CandidateStatus, PredictionRecord
 from keel.logstore.records import Tensors
@@ -31,9 +27,8 @@ from keel.serving.activity import RequestActivity
 from keel.serving.served_version import ServedVersion
 from keel.settings import ShadowSettings
 from keel.shadow.candidates import Candidate
-from keel.shadow.comparison import compared_as, element_differences, rows_agree, rows_equal
+from keel.shadow.live_comparison import LiveComparison
 from keel.shadow.pausing import TimeoutPausing
-from keel.signature.output import Output
 
 log = logging.getLogger("keel.shadow")
 
@@ -41,10 +36,6 @@ log = logging.getLogger("keel.shadow")
 # long enough to skip past a burst, short enough that a saturated server still
 # mirrors (what the queue cannot hold then is dropped and counted).
 QUIET_WAIT_S = 0.02
-
-# Rows behind the live agreement and difference gauges: recent enough to move
-# within minutes of a change, many enough not to flicker.
-LIVE_ROWS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,70 +46,6 @@ class _Job:
     primary_ms: float
     request_id: str | None
     at: float
-
-
-class LiveComparison:
-    """Agreement and mean absolute differences over the last ``LIVE_ROWS`` compared rows.
-
-    Rows are judged by the report's rule (``comparison.rows_agree``) on the same
-    per-row primitives, so the live gauges and ``keel shadow report`` agree.
-    """
-
-    def __init__(self, tolerance: float) -> None:
-        self.tolerance = tolerance
-        self.rows_compared = 0
-        self.rows_agreeing = 0
-        # Per batch: rows, agreeing rows, and per float output (sum, count) of its
-        # finite absolute differences.
-        self._recent: deque[tuple[int, int, dict[str, tuple[float, int]]]] = deque()
-        self._recent_rows = 0
-
-    def add(self, outputs: Sequence[Output], primary: Tensors, candidate: Tensors) -> None:
-        labels: list[npt.NDArray[np.bool_]] = []
-        close: list[npt.NDArray[np.bool_]] = []
-        differences: dict[str, tuple[float, int]] = {}
-        rows = 0
-        for output in outputs:
-            ours, theirs = primary.get(output.name), candidate.get(output.name)
-            if ours is None or theirs is None:
-                continue
-            rows = len(ours)
-            if ours.shape != theirs.shape:
-                # A candidate with another output shape disagrees on every row.
-                labels.insert(0, np.zeros(rows, dtype=np.bool_))
-            elif compared_as(ours.dtype, output.kind) == "label":
-                labels.append(rows_equal(ours, theirs))
-            else:
-                gaps = element_differences(ours, theirs)
-                finite = gaps[np.isfinite(gaps)]
-                differences[output.name] = (float(finite.sum()), int(finite.size))
-                close.append(gaps.max(axis=1, initial=0.0) <= self.tolerance)
-        agreeing = rows_agree(labels, close)
-        if rows == 0 or agreeing is None:
-            return
-        agree = int(agreeing.sum())
-        self.rows_compared += rows
-        self.rows_agreeing += agree
-        self._recent.append((rows, agree, differences))
-        self._recent_rows += rows
-        while self._recent_rows - self._recent[0][0] >= LIVE_ROWS:
-            self._recent_rows -= self._recent.popleft()[0]
-
-    def agreement(self) -> float | None:
-        """Share of the recent compared rows that agree; None before any."""
-        if not self._recent_rows:
-            return None
-        return sum(a for _, a, _ in self._recent) / self._recent_rows
-
-    def mean_differences(self) -> dict[str, float]:
-        """Mean absolute difference per float output over the recent rows."""
-        totals: dict[str, float] = defaultdict(float)
-        counts: dict[str, int] = defaultdict(int)
-        for _, _, differences in self._recent:
-            for name, (total, count) in differences.items():
-                totals[name] += total
-                counts[name] += count
-        return {name: totals[name] / counts[name] for name in totals if counts[name]}
 
 
 class ShadowMirror:
