@@ -163,6 +163,10 @@ class ShadowMirror:
                 await self._mirror(job)
             finally:
                 self._busy.discard(me)
+            # With jobs queued, neither the queue nor a quiet loop suspends: a backlog
+            # (the one a pause leaves, say) would be drained in one go while requests
+            # wait. One job per turn of the loop bounds their wait by one job's work.
+            await asyncio.sleep(0)
 
     async def _mirror(self, job: _Job) -> None:
         # The call starts, and its outcome is booked, only while the primary is not
