@@ -9,10 +9,12 @@ primary's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -33,6 +35,10 @@ from keel.settings import Settings, ShadowSettings, ShadowTarget
 from keel.shadow.http_client import CandidateHTTPError, HTTPPool
 
 log = logging.getLogger("keel.shadow")
+
+
+Decode = Callable[[], dict[str, np.ndarray]]
+"""Turns a candidate's answer into its outputs (``Candidate.call``)."""
 
 
 class CandidateFailed(KeelError):
@@ -57,8 +63,13 @@ class Candidate(Protocol):
         """Load or reach the candidate; its facts for the log, or None if it is not usable."""
         ...
 
-    async def predict(self, inputs: Tensors, timeout_s: float) -> dict[str, np.ndarray]:
-        """The candidate's outputs; raises on error, TimeoutError past ``timeout_s``."""
+    async def call(self, inputs: Tensors, timeout_s: float) -> Decode:
+        """Call the candidate; once it has answered, what turns the answer into its outputs.
+
+        Raises on error, TimeoutError past ``timeout_s``; the decoding raises
+        ``CandidateFailed`` for an answer it cannot read. Split in two so that the
+        mirror times the call alone and decodes when the serving loop is quiet.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -124,13 +135,14 @@ class LocalCandidate:
             host=server_name(),
         )
 
-    async def predict(self, inputs: Tensors, timeout_s: float) -> dict[str, np.ndarray]:
+    async def call(self, inputs: Tensors, timeout_s: float) -> Decode:
         assert self.served is not None
         batcher = self.served.require_batcher()
         deadline = asyncio.get_running_loop().time() + timeout_s
         # The batcher's deadline withdraws a request still queued; wait_for also
         # covers one whose model call hangs.
-        return await asyncio.wait_for(batcher.submit(dict(inputs), deadline), timeout_s)
+        outputs = await asyncio.wait_for(batcher.submit(dict(inputs), deadline), timeout_s)
+        return lambda: outputs
 
     async def close(self) -> None:
         if self.served is not None:
@@ -195,7 +207,7 @@ class RemoteCandidate:
             host=server_name(),
         )
 
-    async def predict(self, inputs: Tensors, timeout_s: float) -> dict[str, np.ndarray]:
+    async def call(self, inputs: Tensors, timeout_s: float) -> Decode:
         body = orjson.dumps(
             {"inputs": [_json_tensor(n, a) for n, a in inputs.items()]},
             option=orjson.OPT_SERIALIZE_NUMPY,
@@ -209,6 +221,9 @@ class RemoteCandidate:
         if status != 200:
             text = answer[:300].decode("utf-8", errors="replace")
             raise CandidateFailed(f"HTTP {status}: {text}")
+        return functools.partial(self._decode, answer)
+
+    def _decode(self, answer: bytes) -> dict[str, np.ndarray]:
         try:
             payload = orjson.loads(answer)
             version = payload.get("model_version")

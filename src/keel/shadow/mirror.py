@@ -177,7 +177,7 @@ class ShadowMirror:
             return
         started = time.perf_counter()
         try:
-            answer = await self.candidate.predict(job.inputs, self.timeout_s)
+            decode = await self.candidate.call(job.inputs, self.timeout_s)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
@@ -193,20 +193,31 @@ class ShadowMirror:
         except Exception as exc:  # noqa: BLE001 - whatever the candidate does is only counted
             elapsed_ms = (time.perf_counter() - started) * 1e3
             await self.activity.quiet(QUIET_WAIT_S)
-            self._answered()
-            self._record(
-                job,
-                CandidateStatus.ERROR,
-                elapsed_ms=elapsed_ms,
-                error=f"{type(exc).__name__}: {exc}"[:1000],
-            )
+            self._failed(job, exc, elapsed_ms)
             return
         elapsed_ms = (time.perf_counter() - started) * 1e3
+        # The answer is decoded only now: a candidate that answers while a primary
+        # request is being served must not cost that request the decoding.
         await self.activity.quiet(QUIET_WAIT_S)
+        try:
+            answer = decode()
+        except Exception as exc:  # noqa: BLE001 - an unreadable answer is an error, counted
+            self._failed(job, exc, elapsed_ms)
+            return
         self._answered()
         self.candidate_latency.observe(elapsed_ms / 1e3)
         self.live.add(job.primary.metadata.signature.outputs, job.outputs, answer)
         self._record(job, CandidateStatus.OK, elapsed_ms=elapsed_ms, output=answer)
+
+    def _failed(self, job: _Job, error: Exception, elapsed_ms: float) -> None:
+        # Any answer, even an error, shows the candidate is alive: it ends a pause.
+        self._answered()
+        self._record(
+            job,
+            CandidateStatus.ERROR,
+            elapsed_ms=elapsed_ms,
+            error=f"{type(error).__name__}: {error}"[:1000],
+        )
 
     def _timed_out(self) -> None:
         pause_s = self.pausing.timed_out()
