@@ -63,6 +63,11 @@ class LoadSpec:
     connect_timeout_s: float = 5.0
     keep_samples: bool = False
     """Return every measured latency too, so runs can be pooled before taking percentiles."""
+    slot_s: float = 0.0
+    """Open loop: when set, time is cut into slots of this many seconds, dealt in turn to
+    ``slot_count`` runs, and this run sends only the requests due in slot ``slot``."""
+    slot_count: int = 1
+    slot: int = 0
 
 
 @dataclass
@@ -253,8 +258,12 @@ def content_length(head: bytes) -> int:
     return int(head[at + 17 : stop if stop >= 0 else len(head)])
 
 
-async def load(spec: LoadSpec) -> LoadResult:
-    """Run the load ``spec`` describes against a server; returns when the run is over."""
+async def load(spec: LoadSpec, start_at: float | None = None) -> LoadResult:
+    """Run the load ``spec`` describes against a server; returns when the run is over.
+
+    ``start_at`` (a ``time.perf_counter`` time) fixes when the run's clock starts,
+    once its connections are open, so that runs on one loop keep a set phase apart.
+    """
     if spec.connections < 1 or spec.duration_s <= 0 or spec.warmup_s < 0:
         raise ValueError("connections >= 1, duration > 0 and warmup >= 0 are required")
     if spec.rate is not None and spec.rate <= 0:
@@ -265,7 +274,12 @@ async def load(spec: LoadSpec) -> LoadResult:
     connections = await _connect(loop, run, host, port, spec)
     cpu_marks: list[float] = []
     try:
-        started = time.perf_counter()
+        if start_at is not None:
+            early = start_at - time.perf_counter()
+            if early < 0:
+                raise RuntimeError(f"connecting took {-early:.3f} s past the run's agreed start")
+            await asyncio.sleep(early)
+        started = time.perf_counter() if start_at is None else start_at
         run.window_start = started + spec.warmup_s
         loop.call_at(loop.time() + spec.warmup_s, lambda: cpu_marks.append(time.process_time()))
         window_end = run.window_end = run.window_start + spec.duration_s
@@ -276,7 +290,7 @@ async def load(spec: LoadSpec) -> LoadResult:
         else:
             run.idle = list(connections)
             assert spec.rate is not None
-            await _schedule(run, started, window_end, spec.rate, spec.max_requests)
+            await _schedule(run, started, window_end, spec)
         run.stop()
         cpu_marks.append(time.process_time())
         # Answers that never come within the drain are reported as unanswered.
@@ -304,15 +318,26 @@ async def _connect(
         return list(await asyncio.gather(*(one() for _ in range(spec.connections))))
 
 
-async def _schedule(run: _Run, started: float, end: float, rate: float, limit: int) -> None:
-    """Make request ``i`` due at ``started + i / rate`` until ``end`` (or ``limit`` requests)."""
-    interval = 1.0 / rate
+async def _schedule(run: _Run, started: float, end: float, spec: LoadSpec) -> None:
+    """Make request ``i`` due at ``started + i / rate`` until ``end`` (or ``max_requests``).
+
+    With slots, only the requests due in this run's own slots are sent.
+    """
+    assert spec.rate is not None
+    interval = 1.0 / spec.rate
     index = 0
-    total = min(limit, int((end - started) * rate))
+    total = min(spec.max_requests, int((end - started) * spec.rate))
+
+    def mine(i: int) -> bool:
+        return not spec.slot_s or int(i * interval / spec.slot_s) % spec.slot_count == spec.slot
+
     while index < total:
         now = time.perf_counter()
         while index < total and started + index * interval <= now:
-            run.due(started + index * interval)
+            if mine(index):
+                run.due(started + index * interval)
+            index += 1
+        while index < total and not mine(index):
             index += 1
         if index >= total:
             break
@@ -365,6 +390,25 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
 def run_load(spec: LoadSpec) -> LoadResult:
     """Run ``load(spec)`` on a fresh uvloop event loop; blocks until the run is over."""
     return uvloop.run(load(spec))
+
+
+# Time the runs of ``run_loads_together`` get to open their connections before they start.
+TOGETHER_LEAD_S = 0.5
+
+
+def run_loads_together(specs: Sequence[LoadSpec]) -> list[LoadResult]:
+    """Run several loads on one fresh event loop, their clocks started at the same moment.
+
+    Open loops at one rate with slots (``slot_s``, ``slot_count`` the number of runs,
+    ``slot`` each its own) take turns: each server is driven for a slot, then left
+    idle while the others are, and all meet the same seconds of the machine's noise.
+    """
+
+    async def together() -> list[LoadResult]:
+        start = time.perf_counter() + TOGETHER_LEAD_S
+        return list(await asyncio.gather(*(load(spec, start) for spec in specs)))
+
+    return uvloop.run(together())
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loadgen import LoadSpec, run_load
+from loadgen import LoadResult, LoadSpec, run_load, run_loads_together
 from monitor import ServerMonitor, speed_probe, wait_for_quiet
 from payloads import Payload
 from servers import LOAD_CORE, SERVER_CORE, ServerProcess
@@ -42,7 +44,53 @@ def load_run(
 
     With ``keep_samples`` the result's ``samples_s`` holds every measured latency.
     """
-    spec = LoadSpec(
+    spec = _spec(server, payload, windows, connections, rate, keep_samples)
+    waited, probe = _before_run()
+    with ServerMonitor(server.pid, SERVER_CORE, LOAD_CORE) as monitor:
+        result = run_load(spec)
+    return _measured(result, monitor, waited, probe)
+
+
+def open_loops_in_turn(
+    servers: Sequence[ServerProcess], payload: Payload, windows: Windows, rate: float, slot_s: float
+) -> list[dict[str, Any]]:
+    """An open loop at ``rate`` for each server, the servers taking turns ``slot_s`` each.
+
+    Over the window each server is driven for one slot in ``len(servers)``, so it
+    answers ``rate / len(servers)`` requests per second on average, at ``rate``
+    while it is driven. Every measured latency is kept (``samples_s``).
+    """
+    specs = [
+        dataclasses.replace(
+            _spec(server, payload, windows, OPEN_LOOP_CONNECTIONS, rate, True),
+            slot_s=slot_s,
+            slot_count=len(servers),
+            slot=slot,
+        )
+        for slot, server in enumerate(servers)
+    ]
+    waited, probe = _before_run()
+    with contextlib.ExitStack() as stack:
+        monitors = [
+            stack.enter_context(ServerMonitor(server.pid, SERVER_CORE, LOAD_CORE))
+            for server in servers
+        ]
+        results = run_loads_together(specs)
+    return [
+        _measured(result, monitor, waited, probe)
+        for result, monitor in zip(results, monitors, strict=True)
+    ]
+
+
+def _spec(
+    server: ServerProcess,
+    payload: Payload,
+    windows: Windows,
+    connections: int,
+    rate: float | None,
+    keep_samples: bool,
+) -> LoadSpec:
+    return LoadSpec(
         url=server.url(payload.path),
         body=payload.body,
         headers=payload.headers,
@@ -52,12 +100,19 @@ def load_run(
         rate=rate,
         keep_samples=keep_samples,
     )
+
+
+def _before_run() -> tuple[float, float]:
+    """Wait (within a budget) for quiet cores; the seconds waited and a speed probe."""
     global _quiet_waited
     waited = wait_for_quiet(min(QUIET_WAIT_S, max(0.0, QUIET_BUDGET_S - _quiet_waited)))
     _quiet_waited += waited
-    probe = speed_probe(SERVER_CORE)
-    with ServerMonitor(server.pid, SERVER_CORE, LOAD_CORE) as monitor:
-        result = run_load(spec)
+    return waited, speed_probe(SERVER_CORE)
+
+
+def _measured(
+    result: LoadResult, monitor: ServerMonitor, waited: float, probe: float
+) -> dict[str, Any]:
     return {
         **asdict(result),
         "quiet_wait_s": waited,

@@ -7,14 +7,21 @@ record: the real in-process candidate (breast-cancer@candidate, gradient
 boosting) mirrored at 100%.
 
 A p99 at 500 req/s is the 1% worst of a few thousand latencies, and on this
-shared virtual machine the noise comes in bursts of seconds that move one
-window's p99 by tens of percent, or several times over. So every
-configuration's server is started once and kept running, idle but for its own
-windows, and they take turns: short windows, one configuration after another in
-an order that rotates each cycle, many cycles. Each configuration's p99 is taken
-over all of its windows' latencies pooled, and judged by the median of the
-cycles' ratios to no shadow (each compares windows seconds apart; a single
-burst window can set a pooled p99 by itself), the pooled ratio beside it.
+shared virtual machine the noise comes in bursts that move one window's p99 by
+tens of percent, or several times over, from one second to the next: two
+identical servers measured in windows taken one after the other differed by
+11-17% in p99. So each configuration is measured in the same windows as the
+server with no shadow, the two taking turns a quarter of a second at a time
+(``SLOT_S``): an open loop at 500 req/s drives one of them, then the other,
+and both meet the same seconds of the machine's noise. Both are pinned to
+the server core but never driven at once, so neither's work lands in the
+other's requests, except what a slot leaves running when it ends. Every
+server is started once and kept running; the pairs take turns, one window
+each in an order that rotates every cycle, many cycles, and which of the two
+has the first slot alternates. A configuration is judged by the median of
+its cycles' p99 ratios to the no-shadow slots beside it; the ratio of their
+pooled p99s is given too. A second server with no shadow is measured the same
+way, as a control: its ratio shows this benchmark's resolution.
 After each shadowed window the benchmark waits until that server's mirror
 queue is empty and its last candidate calls are over, so nothing of one window
 runs beside the next. A hanging candidate therefore spends most of the run
@@ -67,7 +74,11 @@ def _candidate(log: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
 
 # Short windows, many of them: the machine's noise comes in bursts of seconds, and
 # windows of every configuration taken in turn a few seconds apart meet the same bursts.
-SHADOW_WINDOW_S = 2.0
+# Each window drives the two servers of a pair in turn, a slot each: within the seconds
+# the noise lasts, and long enough (125 requests) that what a slot leaves running when it
+# ends (a last candidate answer, a log write at the lowest priority) is a small part.
+SLOT_S = 0.25
+SHADOW_WINDOW_S = 4.0
 SHADOW_WARMUP_S = 0.25
 SHADOW_CYCLES = 30
 QUICK_CYCLES = 3
@@ -75,6 +86,10 @@ QUICK_CYCLES = 3
 # timeout (100 ms by default); nothing of one window may run beside the next.
 SETTLE_S = 0.2
 BASELINE = "no shadow"
+# A second server with no shadow, measured against the first like the others: how far
+# apart two identical servers' p99s come out, the resolution of this benchmark.
+CONTROL = "no shadow, a second server"
+SHADOWED = ("slow candidate (10x)", "hanging candidate", "in-process candidate")
 
 
 def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) -> dict[str, Any]:
@@ -96,6 +111,7 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
     hang, hang_port = _candidate(logs / "hang-candidate.log", "--hang")
     configs: dict[str, Callable[[Path, Path], ServerProcess]] = {
         BASELINE: lambda log, _: start_keel(registry, [SMALL], log),
+        CONTROL: lambda log, _: start_keel(registry, [SMALL], log),
         "slow candidate (10x)": lambda log, store: _shadowed(
             registry, log, store, f"http://127.0.0.1:{slow_port}/v2/models/candidate"
         ),
@@ -117,82 +133,94 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
     cycles = SHADOW_CYCLES if windows.repeats >= 3 else QUICK_CYCLES
     window = Windows(SHADOW_WINDOW_S, SHADOW_WARMUP_S, cycles)
     servers: dict[str, ServerProcess] = {}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
-    order = list(configs)
+    # Each configuration's windows, and the no-shadow windows measured at the same time.
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs if name != BASELINE}
+    paired: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    order = list(runs)
     try:
         # Every configuration's server runs for the whole comparison, idle but for its
         # own windows, so a window is never seconds of start-up away from the others.
         for name, start in configs.items():
-            slug = name.split(" ")[0]
+            slug = name.split(" ")[0] + ("-2" if name == CONTROL else "")
             servers[name] = start(logs / f"shadow-{slug}.log", logs / f"shadow-{slug}.sqlite")
         for name, server in servers.items():
             server.wait_ready()
-            if name != BASELINE:
+            if name in SHADOWED:
                 _wait_shadow_ready(server, model)
             measure.open_loop(server, body, Windows(1.0, 0.0, 1), RATE)  # unmeasured
-            if name != BASELINE:
+            if name in SHADOWED:
                 _settle(server, model)
         for cycle in range(cycles):
             turn = order[cycle % len(order) :] + order[: cycle % len(order)]
             for name in turn:
-                runs[name].append(
-                    measure.load_run(
-                        servers[name],
-                        body,
-                        window,
-                        measure.OPEN_LOOP_CONNECTIONS,
-                        RATE,
-                        keep_samples=True,
-                    )
-                )
-                if name != BASELINE:
+                # Which of the two has the earlier phase alternates from cycle to cycle.
+                pair = [servers[BASELINE], servers[name]]
+                if cycle % 2:
+                    pair.reverse()
+                together = measure.open_loops_in_turn(pair, body, window, RATE, SLOT_S)
+                if cycle % 2:
+                    together.reverse()
+                paired[name].append(together[0])
+                runs[name].append(together[1])
+                if name in SHADOWED:
                     _settle(servers[name], model)
             if (cycle + 1) % 5 == 0 or cycle + 1 == cycles:
                 progress(
-                    f"cycle {cycle + 1}/{cycles}: p99 at {RATE:,.0f} req/s so far: "
-                    + ", ".join(f"{name} {_pooled(runs[name]).get('p99')} µs" for name in configs)
+                    f"cycle {cycle + 1}/{cycles}: p99 / no shadow beside it so far: "
+                    + ", ".join(
+                        f"{name} {_pooled(runs[name]).get('p99')} / "
+                        f"{_pooled(paired[name]).get('p99')} µs"
+                        for name in runs
+                    )
                 )
-        counts = {
-            name: _shadow_counts(server, model)
-            for name, server in servers.items()
-            if name != BASELINE
-        }
+        counts = {name: _shadow_counts(servers[name], model) for name in SHADOWED}
     finally:
         for server in servers.values():
             server.stop()
         for process in (slow, hang):
             process.terminate()
             process.wait(10)
-    base = _pooled(runs[BASELINE])
+    every_base = [run for name in paired for run in paired[name]]
     result: dict[str, Any] = {
         "rate": RATE,
         "primary_lone_p50_us": lone["latency_us"]["p50"],
         "slow_delay_ms": round(delay_ms, 3),
         "windows": {"duration_s": window.duration_s, "repeats": cycles},
-        "configs": {},
+        "baseline_p99_us": _pooled(every_base).get("p99"),
+        "configs": {BASELINE: _config(every_base, every_base, [])},
     }
-    for name, config_runs in runs.items():
-        pooled = _pooled(config_runs)
-        cycle_ratios = [
-            a["latency_us"]["p99"] / b["latency_us"]["p99"]
-            for a, b in zip(config_runs, runs[BASELINE], strict=True)
-            if a["latency_us"] and b["latency_us"]
-        ]
+    for name in runs:
+        result["configs"][name] = _config(
+            runs[name], paired[name], [counts[name]] if name in counts else []
+        )
+    for config_runs in [every_base, *runs.values()]:
         for run in config_runs:
-            del run["samples_s"]
-        result["configs"][name] = {
-            **measure.summarize(config_runs),
-            "latency_us": pooled,
-            "p99_ratio_to_no_shadow": round(pooled["p99"] / base["p99"], 3)
-            if pooled and base
-            else None,
-            "p99_ratio_cycle_median": round(statistics.median(cycle_ratios), 3)
-            if cycle_ratios
-            else None,
-            "shadow_requests": [counts[name]] if name in counts else [],
-        }
-    result["baseline_p99_us"] = base.get("p99")
+            run.pop("samples_s", None)
     return result
+
+
+def _config(
+    config_runs: list[dict[str, Any]], beside: list[dict[str, Any]], counts: list[dict[str, int]]
+) -> dict[str, Any]:
+    """One configuration's windows against the no-shadow windows measured beside them."""
+    pooled, base = _pooled(config_runs), _pooled(beside)
+    cycle_ratios = [
+        a["latency_us"]["p99"] / b["latency_us"]["p99"]
+        for a, b in zip(config_runs, beside, strict=True)
+        if a["latency_us"] and b["latency_us"]
+    ]
+    return {
+        **measure.summarize(config_runs),
+        "latency_us": pooled,
+        "no_shadow_beside_p99_us": base.get("p99"),
+        "p99_ratio_to_no_shadow": round(pooled["p99"] / base["p99"], 3)
+        if pooled and base
+        else None,
+        "p99_ratio_cycle_median": round(statistics.median(cycle_ratios), 3)
+        if cycle_ratios
+        else None,
+        "shadow_requests": counts,
+    }
 
 
 def _pooled(runs: list[dict[str, Any]]) -> dict[str, float]:
