@@ -68,6 +68,9 @@ class LoadSpec:
     ``slot_count`` runs, and this run sends only the requests due in slot ``slot``."""
     slot_count: int = 1
     slot: int = 0
+    slot_guard_s: float = 0.0
+    """No request is due in the last ``slot_guard_s`` of a slot: what the requests of one
+    server's slot leave running ends before the next server's slot begins."""
 
 
 @dataclass
@@ -329,7 +332,10 @@ async def _schedule(run: _Run, started: float, end: float, spec: LoadSpec) -> No
     total = min(spec.max_requests, int((end - started) * spec.rate))
 
     def mine(i: int) -> bool:
-        return not spec.slot_s or int(i * interval / spec.slot_s) % spec.slot_count == spec.slot
+        if not spec.slot_s:
+            return True
+        slot, into = divmod(i * interval, spec.slot_s)
+        return int(slot) % spec.slot_count == spec.slot and into < spec.slot_s - spec.slot_guard_s
 
     while index < total:
         now = time.perf_counter()

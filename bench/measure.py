@@ -52,13 +52,18 @@ def load_run(
 
 
 def open_loops_in_turn(
-    servers: Sequence[ServerProcess], payload: Payload, windows: Windows, rate: float, slot_s: float
+    servers: Sequence[ServerProcess],
+    payload: Payload,
+    windows: Windows,
+    rate: float,
+    slot_s: float,
+    guard_s: float,
 ) -> list[dict[str, Any]]:
     """An open loop at ``rate`` for each server, the servers taking turns ``slot_s`` each.
 
-    Over the window each server is driven for one slot in ``len(servers)``, so it
-    answers ``rate / len(servers)`` requests per second on average, at ``rate``
-    while it is driven. Every measured latency is kept (``samples_s``).
+    Over the window each server is driven for one slot in ``len(servers)``, at
+    ``rate`` while it is driven, and no request is due in the last ``guard_s`` of a
+    slot. Every measured latency is kept (``samples_s``).
     """
     specs = [
         dataclasses.replace(
@@ -66,6 +71,7 @@ def open_loops_in_turn(
             slot_s=slot_s,
             slot_count=len(servers),
             slot=slot,
+            slot_guard_s=guard_s,
         )
         for slot, server in enumerate(servers)
     ]

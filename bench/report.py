@@ -444,7 +444,12 @@ def _shadow(results: dict[str, Any]) -> str:
                 f"{latency['p99']:,.0f}",
                 f"{entry['no_shadow_beside_p99_us']:,.0f}",
                 f"{entry['p99_ratio_to_no_shadow']}x",
-                f"{entry['p99_ratio_cycle_median']}x",
+                f"{entry['p99_ratio_cycle_median']}x"
+                + (
+                    " ({}–{})".format(*interval)
+                    if (interval := entry.get("p99_ratio_cycle_median_95"))
+                    else ""
+                ),
                 ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "—",
                 f"{entry['server_cpu']:.0%}",
                 f"{entry['peak_rss'] / MIB:.0f}",
@@ -456,7 +461,7 @@ def _shadow(results: dict[str, Any]) -> str:
         ("p99 µs", "r"),
         ("no shadow beside, p99 µs", "r"),
         ("pooled p99 / no shadow", "r"),
-        ("median of cycle ratios", "r"),
+        ("median of cycle ratios (95%)", "r"),
         ("candidate outcomes (all rounds)", "l"),
         ("server CPU", "r"),
         ("peak RSS MiB", "r"),
@@ -474,15 +479,17 @@ def _shadow(results: dict[str, Any]) -> str:
             "on the server's core. Default shadow settings: timeout 100 ms, 2 calls at once,",
             "a queue of 256, a pause after 5 timeouts in a row. Every outcome is logged to",
             "SQLite. Each configuration is measured beside the server with no shadow, in the",
-            "same windows: the open loop drives one of the two for a quarter of a second, then",
-            "the other, so both meet the same seconds of this machine's noise, which moves a",
-            "p99 by tens of percent from one second to the next. Every server runs for the whole",
+            "same windows: the open loop drives one of the two for 50 ms (the last 5 ms send",
+            "nothing, so what a slot leaves running ends before the other's), then the other, so",
+            "both meet the same moments of this machine's noise, which moves a p99 by tens of",
+            "percent from one second to the next. Every server runs for the whole",
             "comparison; the pairs take turns, one window each in an order that rotates every",
             f"cycle: {shadow['windows']['repeats']} cycles of {shadow['windows']['duration_s']:g} s"
-            " windows, half of each for each server (so 250 req/s on average, 500 while driven).",
+            " windows, 45% of each for each server (225 req/s on average, 500 while driven).",
             "Latencies are the percentiles of all of a configuration's windows pooled; the no",
             "shadow row pools all of its windows. The target is judged on the median of the",
-            "cycles' own ratios to the no-shadow slots beside them: one window's p99 can move a",
+            "cycles' own ratios to the no-shadow slots beside them (with a 95% bootstrap",
+            "interval of that median): one window's p99 can move a",
             "hundred times over here, and that one window then sets a pooled p99 by itself. The",
             "second server with no shadow is the control: how far apart two identical servers",
             "come out, the resolution of this benchmark.",

@@ -11,17 +11,18 @@ shared virtual machine the noise comes in bursts that move one window's p99 by
 tens of percent, or several times over, from one second to the next: two
 identical servers measured in windows taken one after the other differed by
 11-17% in p99. So each configuration is measured in the same windows as the
-server with no shadow, the two taking turns a quarter of a second at a time
-(``SLOT_S``): an open loop at 500 req/s drives one of them, then the other,
-and both meet the same seconds of the machine's noise. Both are pinned to
-the server core but never driven at once, so neither's work lands in the
-other's requests, except what a slot leaves running when it ends. Every
+server with no shadow, the two taking turns 50 ms at a time (``SLOT_S``): an
+open loop at 500 req/s drives one of them, then the other, and both meet the
+same moments of the machine's noise. Both are pinned to the server core but
+never driven at once, and the last 5 ms of each slot send nothing, so what
+one server's requests leave running is over before the other's begin. Every
 server is started once and kept running; the pairs take turns, one window
 each in an order that rotates every cycle, many cycles, and which of the two
 has the first slot alternates. A configuration is judged by the median of
-its cycles' p99 ratios to the no-shadow slots beside it; the ratio of their
-pooled p99s is given too. A second server with no shadow is measured the same
-way, as a control: its ratio shows this benchmark's resolution.
+its cycles' p99 ratios to the no-shadow slots beside it, with a 95% bootstrap
+interval of that median; the ratio of their pooled p99s is given too. A
+second server with no shadow is measured the same way, as a control: its
+ratio shows this benchmark's resolution.
 After each shadowed window the benchmark waits until that server's mirror
 queue is empty and its last candidate calls are over, so nothing of one window
 runs beside the next. A hanging candidate therefore spends most of the run
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -74,10 +76,15 @@ def _candidate(log: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
 
 # Short windows, many of them: the machine's noise comes in bursts of seconds, and
 # windows of every configuration taken in turn a few seconds apart meet the same bursts.
-# Each window drives the two servers of a pair in turn, a slot each: within the seconds
-# the noise lasts, and long enough (125 requests) that what a slot leaves running when it
-# ends (a last candidate answer, a log write at the lowest priority) is a small part.
-SLOT_S = 0.25
+# Each window drives the two servers of a pair in turn, a slot each. Shorter slots share
+# more of the noise: two identical servers' p99 ratio had a 95% interval of 0.76-1.07
+# with 250 ms slots and 0.95-1.05 with 50 ms in one sitting. No request is due in a slot's
+# last GUARD_S, so what it leaves running (the slow candidate's last answers, 10x the
+# primary's latency, and their bookkeeping) is over before the other server's slot.
+SLOT_S = 0.05
+GUARD_S = 0.005
+# Resamples of the cycles' ratios for the 95% interval of their median.
+BOOTSTRAP = 2000
 SHADOW_WINDOW_S = 4.0
 SHADOW_WARMUP_S = 0.25
 SHADOW_CYCLES = 30
@@ -157,7 +164,7 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
                 pair = [servers[BASELINE], servers[name]]
                 if cycle % 2:
                     pair.reverse()
-                together = measure.open_loops_in_turn(pair, body, window, RATE, SLOT_S)
+                together = measure.open_loops_in_turn(pair, body, window, RATE, SLOT_S, GUARD_S)
                 if cycle % 2:
                     together.reverse()
                 paired[name].append(together[0])
@@ -219,8 +226,22 @@ def _config(
         "p99_ratio_cycle_median": round(statistics.median(cycle_ratios), 3)
         if cycle_ratios
         else None,
+        "p99_ratio_cycle_median_95": _median_interval(cycle_ratios),
+        "p99_cycle_ratios": [round(ratio, 3) for ratio in cycle_ratios],
         "shadow_requests": counts,
     }
+
+
+def _median_interval(ratios: list[float]) -> list[float] | None:
+    """A 95% bootstrap interval of the median of ``ratios`` (fixed seed: the same data, the
+    same interval)."""
+    if len(ratios) < 2:
+        return None
+    draw = random.Random(0)  # noqa: S311 - resampling, not security
+    medians = sorted(
+        statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP)
+    )
+    return [round(medians[int(0.025 * BOOTSTRAP)], 3), round(medians[int(0.975 * BOOTSTRAP)], 3)]
 
 
 def _pooled(runs: list[dict[str, Any]]) -> dict[str, float]:

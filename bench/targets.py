@@ -157,7 +157,9 @@ def _shadow(results: dict[str, Any]) -> list[Verdict]:
             Verdict(
                 f"shadow, {SMALL} at {shadow['rate']:,.0f} req/s: primary p99 with a {name} "
                 f"within {SHADOW_P99_MARGIN:.0%} of no shadow",
-                f"{ratio}x (median of {shadow['windows']['repeats']} cycles' ratios; pooled "
+                f"{ratio}x (median of {shadow['windows']['repeats']} cycles' ratios, 95% "
+                f"interval {'–'.join(map(str, entry.get('p99_ratio_cycle_median_95') or []))}; "
+                "pooled "
                 f"{entry['latency_us']['p99']:,.0f} vs {base:,.0f} µs, "
                 f"{entry['p99_ratio_to_no_shadow']}x)",
                 ratio is not None
