@@ -83,15 +83,20 @@ def held_out_traffic(model: OnnxModel, scratch: Path) -> Traffic:
         source_dir=scratch,
         allow_untracked=True,
     )
-    runtime = load_runtime(model.path)
-    try:
-        arrays = to_arrays(valid_frame, model.signature)
-        outputs = runtime.predict(arrays)
-    finally:
-        runtime.close()
+    arrays, outputs = held_out_tensors(model)
     return Traffic(
         metadata,
         scratch / "registry",
         feature_columns(arrays, model.signature),
         output_columns(outputs, model.signature),
     )
+
+
+def held_out_tensors(model: OnnxModel) -> tuple[Columns, Columns]:
+    """The held-out split as the model's input tensors, and the model's outputs for them."""
+    runtime = load_runtime(model.path)
+    try:
+        arrays = to_arrays(model.valid_frame, model.signature)
+        return arrays, runtime.predict(arrays)
+    finally:
+        runtime.close()

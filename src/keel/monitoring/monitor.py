@@ -3,9 +3,12 @@
 The batcher's run function is wrapped so that every batch's input and output
 tensors are queued (an append; the arrays are not copied: nothing writes to
 them after the call). A task on the event loop drains the queue a few times a
-second, concatenates what piled up and observes it in one go, so the window's
-per-call costs (splitting tensors into feature columns, binning, a bincount)
-are paid per interval rather than per request, and never by a request.
+second, concatenates what piled up and observes it in pieces of at most
+``FLUSH_PIECE_BATCHES`` model calls, so the window's per-call costs (splitting
+tensors into feature columns, binning, a bincount) are paid per piece rather
+than per request, and never by a request. The pieces bound how long the loop
+is held: at 10,000 requests a second a quarter second's 2,500 calls observed
+at once held it for 4.8 ms, and every request arriving meanwhile waited.
 
 If the monitor falls behind, batches beyond ``max_pending_rows`` are dropped
 (counted and logged) rather than queued without bound: monitoring must never
@@ -30,6 +33,11 @@ from keel.signature import Signature
 
 log = logging.getLogger("keel.monitoring")
 
+# Model calls observed in one go: large enough that the window's fixed cost per
+# observation is spread thin (about 0.15 ms), small enough that one piece holds
+# the event loop well under a millisecond (256 single-row calls: about 0.4 ms).
+FLUSH_PIECE_BATCHES = 256
+
 Tensors = dict[str, npt.NDArray[Any]]
 RunBatch = Callable[[Tensors], Tensors]
 
@@ -46,7 +54,7 @@ class VersionMonitor:
         # Off until the version's warm-up traffic (synthetic rows) is through.
         self.enabled = False
         self.dropped_rows = 0
-        self._pending: deque[tuple[Mapping[str, npt.NDArray[Any]], Tensors]] = deque()
+        self._pending: deque[tuple[Mapping[str, npt.NDArray[Any]], Tensors, int]] = deque()
         self._pending_rows = 0
         # Batches finish on several inference threads; the lock is held for an append.
         self._lock = threading.Lock()
@@ -75,15 +83,20 @@ class VersionMonitor:
                         self.window.version,
                     )
                 return
-            self._pending.append((inputs, outputs))
+            self._pending.append((inputs, outputs, rows))
             self._pending_rows += rows
 
-    def flush(self) -> int:
-        """Observe every queued batch in the window at once; the rows observed."""
+    @property
+    def pending_batches(self) -> int:
+        return len(self._pending)
+
+    def flush(self, at_most: int | None = None) -> int:
+        """Observe the queued batches (only the oldest ``at_most``) at once; the rows observed."""
         with self._lock:
-            batches = list(self._pending)
-            self._pending.clear()
-            self._pending_rows = 0
+            taken = len(self._pending) if at_most is None else min(at_most, len(self._pending))
+            batches = [self._pending.popleft() for _ in range(taken)]
+            rows = sum(batch[2] for batch in batches)
+            self._pending_rows -= rows
         if not batches:
             return 0
         inputs = _concatenate([b[0] for b in batches])
@@ -91,7 +104,7 @@ class VersionMonitor:
         self.window.observe(
             feature_columns(inputs, self.signature), output_columns(outputs, self.signature)
         )
-        return len(next(iter(inputs.values())))
+        return rows
 
     def snapshot(self) -> DriftSnapshot:
         """The window's verdict, with every queued batch in it."""
