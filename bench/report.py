@@ -314,6 +314,10 @@ def _batching(results: dict[str, Any]) -> str:
     )
 
 
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
 def _startup(results: dict[str, Any]) -> str:
     s = results["startup"]
     per_model = {
@@ -328,6 +332,8 @@ def _startup(results: dict[str, Any]) -> str:
             f"{row['median_2_to_100_us']:,.0f}",
             f"{row['ratio']}x",
             f"{row['ratio_to_median']}x",
+            _us(row.get("warm_new_connection_us")),
+            _us(row.get("warm_after_idle_us")),
         ]
         for path, row in s["first_vs_hundredth"].items()
     ]
@@ -338,6 +344,8 @@ def _startup(results: dict[str, Any]) -> str:
         ("median of 2nd–100th µs", "r"),
         ("first / 100th", "r"),
         ("first / median", "r"),
+        ("warm, new connection µs", "r"),
+        ("warm, new connection after 1 s idle µs", "r"),
     ]
     models = ", ".join(f"{ref} {t:.2f} s" for ref, t in per_model.items())
     runs = ", ".join(f"{x:.2f}" for x in s["ready_s_runs"])
@@ -358,7 +366,10 @@ def _startup(results: dict[str, Any]) -> str:
             ),
             "",
             "The first hundred requests after ready, alternating between the two models on one",
-            "connection, each sent alone (medians over rounds):",
+            "connection, each sent alone (medians over rounds). The last two columns are the",
+            "same server once warm: a request on a new connection at once, and after the",
+            "machine sat idle for a second. They show what a first request costs that is no",
+            "warm-up tax (the connection, and on a virtual machine an idle core waking up).",
             "",
             *_table(columns, rows),
         ]

@@ -3,7 +3,8 @@
 Per round: time from process start until ``/v2/health/ready`` answers 200;
 then the first hundred real requests, alternating between the two models on
 one kept-alive connection, each timed alone (does the first pay a warm-up
-tax?); resident memory once ready and at its peak under concurrent load on
+tax?), and for comparison a request on a new connection once the server is warm, at
+once and after a second idle; resident memory once ready and at its peak under concurrent load on
 the large model (does a second batch in flight copy the model?).
 """
 
@@ -29,6 +30,7 @@ from servers import ServerProcess, start_keel
 
 Progress = Callable[[str], None]
 SEQUENCE = 100
+IDLE_S = 1.0
 
 
 def measure_startup(
@@ -47,6 +49,11 @@ def measure_startup(
             ready_s = server.wait_ready()
             rss_ready = rss_of(server.pid)
             latencies = first_requests(server, bodies, SEQUENCE)
+            # The same server, warm now: what a first request on a new connection costs by
+            # itself, at once and after the machine sat idle (as it did before the first).
+            new_connection = first_requests(server, bodies, 1)
+            time.sleep(IDLE_S)
+            after_idle = first_requests(server, bodies, 1)
             rss_after_sequence = rss_of(server.pid)
             under_load = measure.saturation(server, bodies[-1], windows)
             time_to_ready = {m.ref: _time_to_ready(server, m) for m in models}
@@ -64,6 +71,14 @@ def measure_startup(
                 "sequence_us": {
                     body.path: [round(s * 1e6, 1) for s in series]
                     for body, series in zip(bodies, latencies, strict=True)
+                },
+                "warm_new_connection_us": {
+                    body.path: round(series[0] * 1e6, 1)
+                    for body, series in zip(bodies, new_connection, strict=True)
+                },
+                "warm_after_idle_us": {
+                    body.path: round(series[0] * 1e6, 1)
+                    for body, series in zip(bodies, after_idle, strict=True)
                 },
             }
         )
@@ -138,6 +153,11 @@ def _summary(rounds: list[dict[str, Any]], bodies: list[Payload]) -> dict[str, A
             "ratio_to_median": round(
                 statistics.median(s[0] / statistics.median(s[1:]) for s in series), 2
             ),
+            **{
+                key: statistics.median(r[key][body.path] for r in rounds)
+                for key in ("warm_new_connection_us", "warm_after_idle_us")
+                if all(key in r for r in rounds)
+            },
         }
     return {
         "ready_s": round(statistics.median(r["ready_s"] for r in rounds), 3),
