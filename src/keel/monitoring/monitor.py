@@ -17,6 +17,7 @@ be what runs a server out of memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import deque
@@ -86,9 +87,12 @@ class VersionMonitor:
             self._pending.append((inputs, outputs, rows))
             self._pending_rows += rows
 
-    @property
-    def pending_batches(self) -> int:
-        return len(self._pending)
+    async def drain(self) -> None:
+        """Observe what is queued now, ``FLUSH_PIECE_BATCHES`` calls at a time, yielding the
+        event loop between pieces; what arrives meanwhile waits for the next drain."""
+        for _ in range(-(-len(self._pending) // FLUSH_PIECE_BATCHES)):
+            self.flush(FLUSH_PIECE_BATCHES)
+            await asyncio.sleep(0)
 
     def flush(self, at_most: int | None = None) -> int:
         """Observe the queued batches (only the oldest ``at_most``) at once; the rows observed."""

@@ -14,7 +14,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from keel.errors import KeelError, ModelNotFound, RegistryError
-from keel.monitoring.monitor import FLUSH_PIECE_BATCHES
 from keel.registry import ModelMetadata, ModelRef, Registry, parse_ref
 from keel.registry.names import DEFAULT_ALIAS
 from keel.serving.served_version import (
@@ -131,14 +130,8 @@ class ModelManager:
         while True:
             await asyncio.sleep(MONITOR_INTERVAL_S)
             for version in self.versions():
-                monitor = version.monitor
-                if monitor is None:
-                    continue
-                # A piece at a time, requests served in between (see keel.monitoring.monitor);
-                # what arrives meanwhile waits for the next round.
-                for _ in range(-(-monitor.pending_batches // FLUSH_PIECE_BATCHES)):
-                    monitor.flush(FLUSH_PIECE_BATCHES)
-                    await asyncio.sleep(0)
+                if version.monitor is not None:
+                    await version.monitor.drain()
 
     # -- routing -----------------------------------------------------------------
 
