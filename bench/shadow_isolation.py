@@ -74,8 +74,6 @@ def _candidate(log: Path, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-# Short windows, many of them: the machine's noise comes in bursts of seconds, and
-# windows of every configuration taken in turn a few seconds apart meet the same bursts.
 # Each window drives the two servers of a pair in turn, a slot each. Shorter slots share
 # more of the noise: two identical servers' p99 ratio had a 95% interval of 0.76-1.07
 # with 250 ms slots and 0.95-1.05 with 50 ms in one sitting. No request is due in a slot's
@@ -96,7 +94,10 @@ BASELINE = "no shadow"
 # A second server with no shadow, measured against the first like the others: how far
 # apart two identical servers' p99s come out, the resolution of this benchmark.
 CONTROL = "no shadow, a second server"
-SHADOWED = ("slow candidate (10x)", "hanging candidate", "in-process candidate")
+SLOW = "slow candidate (10x)"
+HANGING = "hanging candidate"
+IN_PROCESS = "in-process candidate"
+SHADOWED = (SLOW, HANGING, IN_PROCESS)
 
 
 def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) -> dict[str, Any]:
@@ -119,13 +120,13 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
     configs: dict[str, Callable[[Path, Path], ServerProcess]] = {
         BASELINE: lambda log, _: start_keel(registry, [SMALL], log),
         CONTROL: lambda log, _: start_keel(registry, [SMALL], log),
-        "slow candidate (10x)": lambda log, store: _shadowed(
+        SLOW: lambda log, store: _shadowed(
             registry, log, store, f"http://127.0.0.1:{slow_port}/v2/models/candidate"
         ),
-        "hanging candidate": lambda log, store: _shadowed(
+        HANGING: lambda log, store: _shadowed(
             registry, log, store, f"http://127.0.0.1:{hang_port}/v2/models/candidate"
         ),
-        "in-process candidate": lambda log, store: start_keel(
+        IN_PROCESS: lambda log, store: start_keel(
             registry,
             [SMALL],
             log,
@@ -147,8 +148,8 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
     try:
         # Every configuration's server runs for the whole comparison, idle but for its
         # own windows, so a window is never seconds of start-up away from the others.
-        for name, start in configs.items():
-            slug = name.split(" ")[0] + ("-2" if name == CONTROL else "")
+        for index, (name, start) in enumerate(configs.items()):
+            slug = f"{index}-{name.split(' ')[0]}"
             servers[name] = start(logs / f"shadow-{slug}.log", logs / f"shadow-{slug}.sqlite")
         for name, server in servers.items():
             server.wait_ready()
@@ -160,15 +161,14 @@ def compare(registry: Path, windows: Windows, logs: Path, progress: Progress) ->
         for cycle in range(cycles):
             turn = order[cycle % len(order) :] + order[: cycle % len(order)]
             for name in turn:
-                # Which of the two has the earlier phase alternates from cycle to cycle.
-                pair = [servers[BASELINE], servers[name]]
-                if cycle % 2:
-                    pair.reverse()
-                together = measure.open_loops_in_turn(pair, body, window, RATE, SLOT_S, GUARD_S)
-                if cycle % 2:
-                    together.reverse()
-                paired[name].append(together[0])
-                runs[name].append(together[1])
+                # Which of the two has the first slot alternates from cycle to cycle.
+                pair = (BASELINE, name) if cycle % 2 == 0 else (name, BASELINE)
+                measured = measure.open_loops_in_turn(
+                    [servers[n] for n in pair], body, window, RATE, SLOT_S, GUARD_S
+                )
+                by_name = dict(zip(pair, measured, strict=True))
+                paired[name].append(by_name[BASELINE])
+                runs[name].append(by_name[name])
                 if name in SHADOWED:
                     _settle(servers[name], model)
             if (cycle + 1) % 5 == 0 or cycle + 1 == cycles:

@@ -3,9 +3,9 @@
 Per round: time from process start until ``/v2/health/ready`` answers 200;
 then the first hundred real requests, alternating between the two models on
 one kept-alive connection, each timed alone (does the first pay a warm-up
-tax?), and for comparison a request on a new connection once the server is warm, at
-once and after a second idle; resident memory once ready and at its peak under concurrent load on
-the large model (does a second batch in flight copy the model?).
+tax?); for comparison, the warm server's first request on a new connection, at
+once and after a second idle; resident memory once ready and at its peak under
+concurrent load on the large model (does a second batch in flight copy the model?).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any
 
 from measure import ratio_of_rounds
 from models import SMALL, WIDE
+from shadow_isolation import HANGING, SLOW
 
 MIB = 2**20
 # What "within 2x" and the other thresholds of the issue become as numbers.
@@ -22,7 +23,6 @@ FIRST_REQUEST_RATIO = 2.0
 MONITORING_OVERHEAD = 0.05
 # Issue 5: the primary's p99 at a fixed rate with a bad candidate, against no shadow.
 SHADOW_P99_MARGIN = 0.10
-SHADOW_CONFIGS = ("slow candidate (10x)", "hanging candidate")
 # Memory: what the large model may add beyond its file size (allocator pages, ORT's
 # arena and its per-session structures), and how much load may add over idle before it
 # looks like a copy of the model.
@@ -147,7 +147,7 @@ def _shadow(results: dict[str, Any]) -> list[Verdict]:
     if shadow is None:
         return []
     verdicts = []
-    for name in SHADOW_CONFIGS:
+    for name in (SLOW, HANGING):
         entry = shadow["configs"][name]
         base = entry["no_shadow_beside_p99_us"]
         # The median of the cycles' paired ratios: one burst of the machine's noise can
