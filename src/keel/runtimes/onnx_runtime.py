@@ -77,6 +77,7 @@ class OnnxRuntime(Runtime):
             tuple(_spec(path, "output", arg) for arg in session.get_outputs()),
         )
         self._session: ort.InferenceSession | None = session
+        self._output_names = [spec.name for spec in self._outputs]
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Read once: close() may clear the attribute while this call is running, and the
@@ -84,7 +85,7 @@ class OnnxRuntime(Runtime):
         session = self._session
         if session is None:
             raise RuntimeFailure(f"the ONNX model {self._path} has been closed")
-        names = [spec.name for spec in self._outputs]
+        names = self._output_names
         try:
             # InferenceSession.run is documented as safe to call from several threads.
             results = session.run(names, dict(inputs))

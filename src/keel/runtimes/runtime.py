@@ -35,21 +35,30 @@ class TensorSpec:
         """``dtype`` as a numpy dtype, which compares faster than names do."""
         return np.dtype(self.dtype)
 
+    @functools.cached_property
+    def fixed_dims(self) -> tuple[tuple[int, int], ...]:
+        """``(axis, size)`` of every dimension that is not dynamic: what a value must match."""
+        return tuple((axis, size) for axis, size in enumerate(self.shape) if size is not None)
+
 
 def check_inputs(specs: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray]) -> None:
     """Raise :class:`RuntimeFailure` unless ``inputs`` match ``specs`` by name, dtype and shape."""
-    expected = [spec.name for spec in specs]
-    missing = [name for name in expected if name not in inputs]
-    extra = sorted(name for name in inputs if name not in expected)
-    if missing or extra:
+    try:
+        values = [inputs[spec.name] for spec in specs] if len(inputs) == len(specs) else None
+    except KeyError:
+        values = None
+    if values is None:
+        expected = [spec.name for spec in specs]
+        missing = [name for name in expected if name not in inputs]
+        extra = sorted(name for name in inputs if name not in expected)
         parts = []
         if missing:
             parts.append(f"missing input(s) {missing}")
         if extra:
             parts.append(f"unexpected input(s) {extra}")
         raise RuntimeFailure(f"{' and '.join(parts)}; the model expects {expected}")
-    for spec in specs:
-        _check_one(spec, inputs[spec.name])
+    for spec, value in zip(specs, values, strict=True):
+        _check_one(spec, value)
 
 
 def _check_one(spec: TensorSpec, value: object) -> None:
@@ -68,12 +77,18 @@ def _check_one(spec: TensorSpec, value: object) -> None:
             f"input '{spec.name}' has dtype {value.dtype.name}, expected {spec.dtype}; "
             "convert it explicitly before calling predict"
         )
-    if value.ndim != len(spec.shape) or any(
-        want is not None and want != got for want, got in zip(spec.shape, value.shape, strict=True)
-    ):
+    if value.ndim != len(spec.shape) or not _fixed_dims_match(spec, value.shape):
         raise RuntimeFailure(
             f"input '{spec.name}' has shape {tuple(value.shape)}, expected {spec.describe()}"
         )
+
+
+def _fixed_dims_match(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
+    # A plain loop: all() over a generator costs more than the check on a hot path.
+    for axis, want in spec.fixed_dims:  # noqa: SIM110
+        if shape[axis] != want:
+            return False
+    return True
 
 
 class Runtime(ABC):

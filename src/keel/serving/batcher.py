@@ -147,6 +147,7 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: DeadlineWatch  # with the loop, in _start
         self._dispatcher: asyncio.Task[None] | None = None
+        self._inline_due = False
         self._waiting = _Wait.NOTHING
         self._wakeup: asyncio.Future[None] | None = None
         self._refusal: str | None = None
@@ -235,6 +236,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._deadlines = DeadlineWatch(loop, self._expire)
+        if self.inline:
+            # No dispatcher task: an inline batch never waits for a slot or for company,
+            # so a plain callback per batch does its job without a task's wake-ups.
+            return loop
         self._dispatcher = loop.create_task(self._dispatch_forever(), name=f"batcher {self.name}")
         self._dispatcher.add_done_callback(self._dispatcher_ended)
         return loop
@@ -280,7 +285,9 @@ class Batcher:
     def _enqueue(self, request: _Request) -> None:
         self._queue.append(request)
         self._queued_rows += request.rows
-        if self._waiting is _Wait.WORK or (
+        if self.inline:
+            self._schedule_inline()
+        elif self._waiting is _Wait.WORK or (
             self._waiting is _Wait.FILL and self._queued_rows >= self._max_rows
         ):
             self._wake()
@@ -294,6 +301,27 @@ class Batcher:
             self._queue = deque(entry for entry in self._queue if entry.queued)
             self._withdrawn = 0
         self._check_drained()
+
+    def _schedule_inline(self) -> None:
+        """Run the queue's next batch once the requests already parsed this loop pass are in."""
+        if not self._inline_due:
+            assert self._loop is not None
+            self._inline_due = True
+            self._loop.call_soon(self._dispatch_inline)
+
+    def _dispatch_inline(self) -> None:
+        self._inline_due = False
+        batch = self._take_batch()
+        try:
+            if batch:
+                self._run_inline(batch)
+        except Exception as error:  # noqa: BLE001 - a bug here must not strand the callers
+            self._stopped(error)
+            self._fail(batch, RuntimeFailure(self._refusal or ""))
+            return
+        # One batch per callback, so sockets are read between the batches of a long queue.
+        if self._queued_rows:
+            self._schedule_inline()
 
     async def _dispatch_forever(self) -> None:
         assert self._loop is not None
@@ -355,15 +383,6 @@ class Batcher:
         assert self._loop is not None
         parts = [request.inputs for request in batch]
         counts = [request.rows for request in batch]
-        if self.inline:
-            outcome: Outcome = concurrent.futures.Future()
-            try:
-                outcome.set_result(_run_batch(self._run, parts, counts))
-            except Exception as exc:  # noqa: BLE001 - every failure goes to the callers
-                outcome.set_exception(exc)
-            self._running[outcome] = (batch, self._loop.time())
-            self._finish(outcome)
-            return
         try:
             future = self._executor.submit(_run_batch, self._run, parts, counts)
         except RuntimeError as exc:  # the executor was shut down under us
@@ -383,9 +402,30 @@ class Batcher:
             # The loop is closed: close() gave up on this run and failed its callers already.
             log.debug("%s: a batch finished after its event loop closed", self._label)
 
-    def _finish(self, future: Outcome) -> None:
+    def _run_inline(self, batch: list[_Request]) -> None:
         assert self._loop is not None
+        started = self._loop.time()
+        answers = _run_batch(self._run, [r.inputs for r in batch], [r.rows for r in batch])
+        self._settle(batch, started, answers)
+
+    def _finish(self, future: Outcome) -> None:
         batch, started = self._running.pop(future)
+        if future.cancelled():
+            self._settle(
+                batch, started, RuntimeFailure(f"{self._label}: the batch was cancelled unrun")
+            )
+        elif (error := future.exception()) is not None:
+            self._settle(batch, started, error)
+        else:
+            self._settle(batch, started, future.result())
+        if self._waiting is _Wait.SLOT or (self._waiting is _Wait.FILL and not self._running):
+            self._wake()
+
+    def _settle(
+        self, batch: list[_Request], started: float, outcome: Answers | BaseException
+    ) -> None:
+        """Count a finished batch and give each caller its rows, or the error that is theirs."""
+        assert self._loop is not None
         elapsed = self._loop.time() - started
         if self.batches_run == 0:
             self._batch_s = elapsed
@@ -396,27 +436,21 @@ class Batcher:
         self.rows_run += rows
         if self.observer is not None:
             self.observer(rows, [started - request.queued_at for request in batch], elapsed)
-        if future.cancelled():
+        if isinstance(outcome, BaseException):
             self.batches_failed += 1
-            self._fail(batch, RuntimeFailure(f"{self._label}: the batch was cancelled unrun"))
-        elif (error := future.exception()) is not None:
-            self.batches_failed += 1
-            self._fail(batch, error)
+            self._fail(batch, outcome)
         else:
-            answers = future.result()
-            if any(isinstance(answer, Exception) for answer in answers):
-                self.batches_failed += 1
-            for request, answer in zip(batch, answers, strict=True):
-                # Done already when the caller left or its deadline passed: rows discarded.
-                if request.future.done():
-                    continue
+            failed = False
+            for request, answer in zip(batch, outcome, strict=True):
                 if isinstance(answer, Exception):
-                    request.future.set_exception(self._caller_error(answer))
-                else:
+                    failed = True
+                    if not request.future.done():
+                        request.future.set_exception(self._caller_error(answer))
+                # Done already when the caller left or its deadline passed: rows discarded.
+                elif not request.future.done():
                     request.future.set_result(answer)
+            self.batches_failed += failed
         self._deadlines.forget_answered()
-        if self._waiting is _Wait.SLOT or (self._waiting is _Wait.FILL and not self._running):
-            self._wake()
         self._check_drained()
 
     def _fail(self, batch: list[_Request], error: BaseException) -> None:
@@ -450,8 +484,10 @@ class Batcher:
             self._fail(batch, error)
 
     def _dispatcher_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or (error := task.exception()) is None:
-            return
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._stopped(error)
+
+    def _stopped(self, error: BaseException) -> None:
         log.error("%s: the batcher stopped", self._label, exc_info=error)
         self._refusal = f"{self._label}: the batcher stopped after an internal error: {error}"
         self._abandon(RuntimeFailure(self._refusal))
