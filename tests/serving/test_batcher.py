@@ -456,3 +456,25 @@ def test_an_inline_batcher_gives_a_model_error_to_its_callers_and_goes_on(
         await batcher.close(timeout=5)
 
     run(scenario)
+
+
+def test_an_inline_batcher_that_breaks_fails_its_callers_and_refuses_new_ones(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = Batcher(model, BatchingSettings(), executor, name="inline", inline=True)
+
+        def broken_observer(rows: int, waits: list[float], seconds: float) -> None:
+            raise ZeroDivisionError("bug in the metrics")
+
+        batcher.observer = broken_observer
+        results = await asyncio.gather(
+            *(batcher.submit({"x": rows(1)}) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeFailure) for r in results)
+        assert all("bug in the metrics" in str(r) for r in results)
+        with pytest.raises(NotReady, match="stopped after an internal error"):
+            await batcher.submit({"x": rows(1)})
+        await batcher.close(timeout=5)
+
+    run(scenario)

@@ -1,7 +1,8 @@
 """Dynamic batching for one model version: many callers' rows, one runtime call.
 
-Scheduling is done by one dispatcher task per batcher, which turns the queue into
-batches by three rules:
+Scheduling is done by one dispatcher task per batcher (for an ``inline`` model, a
+loop callback per batch: it never waits), which turns the queue into batches by
+three rules:
 
 * Idle model (no batch in flight): dispatch whatever is queued at once. A lone
   request never waits ``max_queue_delay_ms`` for company it will not get, so under
@@ -28,9 +29,9 @@ batches' work and ``2 log2(n)`` extra calls; only the requests that fail alone f
 
 Per request the loop does a shape check, one future and two deque appends (the
 queue, and the ``DeadlineWatch`` whose one timer serves every deadline); the
-dispatcher and the executor callback work per batch. Deadlines and cancellation
-withdraw a queued request lazily (a flag, and the queue is compacted when dead
-entries pile up), so neither costs a scan of the queue.
+dispatcher (or inline callback) and the executor callback work per batch.
+Deadlines and cancellation withdraw a queued request lazily (a flag, and the
+queue is compacted when dead entries pile up), so neither costs a scan of the queue.
 """
 
 from __future__ import annotations
@@ -316,8 +317,7 @@ class Batcher:
             if batch:
                 self._run_inline(batch)
         except Exception as error:  # noqa: BLE001 - a bug here must not strand the callers
-            self._stopped(error)
-            self._fail(batch, RuntimeFailure(self._refusal or ""))
+            self._fail(batch, self._stopped(error))
             return
         # One batch per callback, so sockets are read between the batches of a long queue.
         if self._queued_rows:
@@ -449,7 +449,8 @@ class Batcher:
                 # Done already when the caller left or its deadline passed: rows discarded.
                 elif not request.future.done():
                     request.future.set_result(answer)
-            self.batches_failed += failed
+            if failed:
+                self.batches_failed += 1
         self._deadlines.forget_answered()
         self._check_drained()
 
@@ -487,10 +488,13 @@ class Batcher:
         if not task.cancelled() and (error := task.exception()) is not None:
             self._stopped(error)
 
-    def _stopped(self, error: BaseException) -> None:
+    def _stopped(self, error: BaseException) -> RuntimeFailure:
+        """Refuse from now on and fail every queued request; the failure they were given."""
         log.error("%s: the batcher stopped", self._label, exc_info=error)
         self._refusal = f"{self._label}: the batcher stopped after an internal error: {error}"
-        self._abandon(RuntimeFailure(self._refusal))
+        failure = RuntimeFailure(self._refusal)
+        self._abandon(failure)
+        return failure
 
     def _expire(self, request: _Request) -> None:
         """The request's deadline passed: its caller gets 504 whether it is queued or running."""
