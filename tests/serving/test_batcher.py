@@ -14,6 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from keel.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge, RuntimeFailure
+from keel.serving.arrivals import Arrivals
 from keel.serving.batcher import Batcher, Tensors
 from keel.settings import BatchingSettings
 
@@ -74,6 +75,15 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 def batcher_for(model: LinearModel, executor: ThreadPoolExecutor, **settings: Any) -> Batcher:
     return Batcher(model, BatchingSettings(**settings), executor, name="test")
+
+
+def inline_batcher(
+    model: LinearModel, executor: ThreadPoolExecutor, arrivals: Arrivals | None = None
+) -> Batcher:
+    """A batcher that calls the model on the loop, as the server does for a fast one."""
+    return Batcher(
+        model, BatchingSettings(), executor, name="inline", inline=True, arrivals=arrivals
+    )
 
 
 def rows(count: int, seed: int = 1) -> npt.NDArray[Any]:
@@ -432,7 +442,7 @@ def test_an_inline_batcher_merges_same_tick_requests_and_answers_each(
     model: LinearModel, executor: ThreadPoolExecutor
 ) -> None:
     async def scenario() -> None:
-        batcher = Batcher(model, BatchingSettings(), executor, name="inline", inline=True)
+        batcher = inline_batcher(model, executor)
         data = rows(16)
         results = await asyncio.gather(*(batcher.submit({"x": data[i : i + 1]}) for i in range(16)))
         for i, result in enumerate(results):
@@ -447,7 +457,7 @@ def test_an_inline_batcher_gives_a_model_error_to_its_callers_and_goes_on(
     model: LinearModel, executor: ThreadPoolExecutor
 ) -> None:
     async def scenario() -> None:
-        batcher = Batcher(model, BatchingSettings(), executor, name="inline", inline=True)
+        batcher = inline_batcher(model, executor)
         model.fail_next = ValueError("broken weights")
         with pytest.raises(RuntimeFailure, match="broken weights"):
             await batcher.submit({"x": rows(1)})
@@ -462,7 +472,7 @@ def test_an_inline_batcher_that_breaks_fails_its_callers_and_refuses_new_ones(
     model: LinearModel, executor: ThreadPoolExecutor
 ) -> None:
     async def scenario() -> None:
-        batcher = Batcher(model, BatchingSettings(), executor, name="inline", inline=True)
+        batcher = inline_batcher(model, executor)
 
         def broken_observer(rows: int, waits: list[float], seconds: float) -> None:
             raise ZeroDivisionError("bug in the metrics")
@@ -475,6 +485,76 @@ def test_an_inline_batcher_that_breaks_fails_its_callers_and_refuses_new_ones(
         assert all("bug in the metrics" in str(r) for r in results)
         with pytest.raises(NotReady, match="stopped after an internal error"):
             await batcher.submit({"x": rows(1)})
+        await batcher.close(timeout=5)
+
+    run(scenario)
+
+
+def test_an_inline_batcher_with_no_request_on_its_way_answers_in_the_callers_own_step(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        arrivals = Arrivals()
+        batcher = inline_batcher(model, executor, arrivals)
+        data = rows(1)
+        # Driven by hand: a coroutine that never suspends ends at its first send().
+        call = batcher.submit({"x": data}, deadline=asyncio.get_running_loop().time() + 5)
+        with pytest.raises(StopIteration) as answered:
+            call.send(None)
+        np.testing.assert_allclose(answered.value.value["y"], data @ WEIGHTS)
+        await batcher.close(timeout=5)
+
+    run(scenario)
+
+
+def test_an_inline_batcher_waits_for_requests_read_but_not_started_and_batches_them(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        arrivals = Arrivals()
+        batcher = inline_batcher(model, executor, arrivals)
+        data = rows(3)
+        order: list[int] = []
+
+        async def answer(i: int) -> Tensors:
+            # As the HTTP server's answering task does: counted out as it starts.
+            arrivals.unstarted -= 1
+            order.append(i)
+            return await batcher.submit({"x": data[i : i + 1]})
+
+        # Three requests read in one pass: each task is counted in as it is created.
+        tasks = []
+        for i in range(3):
+            arrivals.unstarted += 1
+            tasks.append(asyncio.create_task(answer(i)))
+        results = await asyncio.gather(*tasks)
+        assert order == [0, 1, 2]
+        assert model.batch_sizes == [3]
+        for i, result in enumerate(results):
+            np.testing.assert_allclose(result["y"], data[i : i + 1] @ WEIGHTS)
+        assert arrivals.unstarted == 0
+        await batcher.close(timeout=5)
+
+    run(scenario)
+
+
+def test_a_deadline_sooner_than_one_model_run_is_refused_at_once_without_running(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    model.delay_s = 0.05
+
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor)
+        await batcher.submit({"x": rows(1)})
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(DeadlineExceeded, match="sooner than one model run takes"):
+            await batcher.submit({"x": rows(1, seed=2)}, deadline=loop.time() + 0.01)
+        assert loop.time() - started < 0.01
+        assert len(model.batches) == 1
+        # A deadline the model can meet still runs.
+        await batcher.submit({"x": rows(1, seed=3)}, deadline=loop.time() + 5)
+        assert len(model.batches) == 2
         await batcher.close(timeout=5)
 
     run(scenario)

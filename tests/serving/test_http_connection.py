@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 import orjson
 import uvloop
 
+from keel.serving.arrivals import Arrivals
 from keel.serving.http_connection import (
     Answer,
     BadHttp,
@@ -363,5 +365,37 @@ def test_a_client_that_never_reads_its_answers_stops_being_read_from() -> None:
             # a few pipeline depths of 64 KiB answers at the very most.
             assert transport.get_write_buffer_size() < 40 * len(big)
             writer.close()
+
+    run(scenario)
+
+
+def test_a_request_read_is_counted_as_arriving_until_its_answer_starts_or_is_dropped() -> None:
+    async def scenario() -> None:
+        arrivals = Arrivals()
+        seen: list[int] = []
+
+        async def answerer(exchange: Exchange, connection: HttpConnection) -> Answer:
+            seen.append(arrivals.unstarted)
+            return await echo(exchange, connection)
+
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        try:
+            connection = HttpConnection(answerer, LIMITS, set(), lambda: b"", arrivals)
+            await loop.connect_accepted_socket(lambda: connection, ours)
+            connection.data_received(post("/a", b"1"))
+            assert arrivals.expected()
+            await asyncio.sleep(0.05)
+            assert seen == [0]
+            assert not arrivals.expected()
+            # Read, but the connection is dropped before its answer ever starts.
+            connection.data_received(post("/b", b"2"))
+            assert arrivals.unstarted == 1
+            connection.abort()
+            await asyncio.sleep(0.05)
+            assert seen == [0]
+            assert arrivals.unstarted == 0
+        finally:
+            theirs.close()
 
     run(scenario)

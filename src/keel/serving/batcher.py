@@ -1,8 +1,7 @@
 """Dynamic batching for one model version: many callers' rows, one runtime call.
 
-Scheduling is done by one dispatcher task per batcher (for an ``inline`` model, a
-loop callback per batch: it never waits), which turns the queue into batches by
-three rules:
+Scheduling is done by one dispatcher task per batcher, which turns the queue into
+batches by three rules (an ``inline`` model has no dispatcher: see below):
 
 * Idle model (no batch in flight): dispatch whatever is queued at once. A lone
   request never waits ``max_queue_delay_ms`` for company it will not get, so under
@@ -21,6 +20,10 @@ the first request that does not fit starts the next batch. A request larger than
 Concatenating, running and splitting happen in the executor, except for models so
 fast that the hand-off to a thread would cost more than the call (``inline``): those
 run on the loop, which they hold for less time than parsing a request body takes.
+An inline batch never waits for a slot or for company: it runs in the submitting
+request's own step when keel's HTTP server has no other request read and not yet
+started (``Arrivals``), since none could join it; otherwise from a loop callback
+queued behind those requests, so the ones read in the same pass share a batch.
 
 A batch the model fails on is run again in halves, down to the requests that fail on
 their own: one request's rows (an id past a lookup table) must not fail the requests
@@ -57,6 +60,7 @@ from keel.errors import (
     PayloadTooLarge,
     RuntimeFailure,
 )
+from keel.serving.arrivals import Arrivals
 from keel.serving.deadline_watch import DeadlineWatch
 from keel.settings import BatchingSettings
 
@@ -126,6 +130,7 @@ class Batcher:
         executor: concurrent.futures.Executor,
         name: str = "",
         inline: bool = False,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.name = name
         # Set once the version's warm-up batches are through, so metrics show real traffic.
@@ -134,6 +139,9 @@ class Batcher:
         # (measured: hundreds of microseconds of queue and GIL traffic on a busy
         # box) is called on the loop; the server decides from warm-up timings.
         self.inline = inline
+        # Without the HTTP server's count (in-process callers), an inline batch always
+        # waits for the callback, in case other requests are about to be submitted.
+        self._arrivals = arrivals
         self._label = f"model {name}" if name else "model"
         self._run = run
         self._executor = executor
@@ -179,8 +187,19 @@ class Batcher:
             raise NotReady(self._refusal)
         rows, key = _describe(inputs)
         loop = self._loop or self._start()
-        if deadline is not None and deadline <= loop.time():
-            raise DeadlineExceeded(f"{self._label}: the deadline passed before the request queued")
+        if deadline is not None:
+            left_s = deadline - loop.time()
+            if left_s <= 0:
+                raise DeadlineExceeded(
+                    f"{self._label}: the deadline passed before the request queued"
+                )
+            # Answered at once rather than run for nothing: an inline batch that runs in
+            # this very step would otherwise finish past the deadline and still answer.
+            if left_s < self._batch_s:
+                raise DeadlineExceeded(
+                    f"{self._label}: the deadline is {left_s * 1e3:.3f} ms away, sooner than "
+                    f"one model run takes (about {self._batch_s * 1e3:.3f} ms)"
+                )
         if rows > self._max_queued:
             # No retry can make this fit: it is the request, not the load.
             raise PayloadTooLarge(
@@ -196,8 +215,11 @@ class Batcher:
         request = _Request(inputs, rows, key, loop.create_future(), loop.time(), due)
         self._enqueue(request)
         # The watch fails the future, rather than asyncio.timeout_at: that leaves the
-        # caller's task uncancelled and costs far less per request.
-        timer = None if deadline is None else self._deadlines.watch(request)
+        # caller's task uncancelled and costs far less per request. An inline batch
+        # that ran at once has answered already.
+        timer = (
+            None if deadline is None or request.future.done() else self._deadlines.watch(request)
+        )
         try:
             return await request.future
         finally:
@@ -287,7 +309,10 @@ class Batcher:
         self._queue.append(request)
         self._queued_rows += request.rows
         if self.inline:
-            self._schedule_inline()
+            if self._arrivals is None or self._arrivals.expected():
+                self._schedule_inline()
+            else:
+                self._run_next_inline()
         elif self._waiting is _Wait.WORK or (
             self._waiting is _Wait.FILL and self._queued_rows >= self._max_rows
         ):
@@ -312,6 +337,9 @@ class Batcher:
 
     def _dispatch_inline(self) -> None:
         self._inline_due = False
+        self._run_next_inline()
+
+    def _run_next_inline(self) -> None:
         batch = self._take_batch()
         try:
             if batch:

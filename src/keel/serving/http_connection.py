@@ -28,6 +28,7 @@ import httptools
 import orjson
 
 from keel.errors import KeelError, PayloadTooLarge, ProtocolError
+from keel.serving.arrivals import Arrivals
 
 log = logging.getLogger("keel.serving")
 
@@ -123,8 +124,12 @@ class HttpConnection(asyncio.Protocol):
         limits: ConnectionLimits,
         connections: set[HttpConnection],
         date_header: Callable[[], bytes],
+        arrivals: Arrivals | None = None,
     ) -> None:
         self._answerer = answerer
+        self._arrivals = arrivals
+        # Whether _answering was created but has not run yet (counted in arrivals).
+        self._unstarted = False
         self._limits = limits
         self._connections = connections
         self._date_header = date_header
@@ -286,11 +291,15 @@ class HttpConnection(asyncio.Protocol):
         head = self._pending[0]
         if head.ready:
             self._answering = asyncio.get_running_loop().create_task(self._answer_ready())
+            if self._arrivals is not None:
+                self._arrivals.unstarted += 1
+                self._unstarted = True
         elif head.expects_continue and not head.continued and self._transport is not None:
             head.continued = True
             self._transport.write(_CONTINUE)
 
     async def _answer_ready(self) -> None:
+        self._started()
         try:
             while self._pending and self._pending[0].ready and not self.lost:
                 if not self._writable.is_set():
@@ -379,11 +388,18 @@ class HttpConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Close at once, dropping whatever is still being answered."""
         if self._answering is not None:
+            # A task cancelled before its first step never runs its body.
+            self._started()
             self._answering.cancel()
         if self._transport is not None:
             self._transport.abort()
 
     # -- helpers ------------------------------------------------------------------
+
+    def _started(self) -> None:
+        if self._unstarted and self._arrivals is not None:
+            self._unstarted = False
+            self._arrivals.unstarted -= 1
 
     def _exchange(self) -> Exchange:
         if self._parsing is None:  # httptools calls on_message_begin first, always

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from keel.errors import KeelError, ModelNotFound, RegistryError
 from keel.registry import ModelMetadata, ModelRef, Registry, parse_ref
 from keel.registry.names import DEFAULT_ALIAS
+from keel.serving.arrivals import Arrivals
 from keel.serving.served_version import (
     ServedVersion,
     retire_version,
@@ -59,10 +60,18 @@ RETRY_MAX_S = 30.0
 class ModelManager:
     """Loads, verifies, warms, routes to, hot-swaps and retires model versions."""
 
-    def __init__(self, registry: Registry, settings: Settings, executor: Executor) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        executor: Executor,
+        arrivals: Arrivals | None = None,
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.executor = executor
+        # The HTTP server's count of requests read but not started, for inline batches.
+        self.arrivals = arrivals
         self.routes: dict[str, Routes] = {}
         self._watched: list[ModelRef] = []
         self._swap_lock = asyncio.Lock()
@@ -193,7 +202,9 @@ class ModelManager:
             if version is None:
                 version = ServedVersion(metadata)
                 self._add_version(ref, version)
-                await start_version(version, self.registry, self.settings, self.executor)
+                await start_version(
+                    version, self.registry, self.settings, self.executor, self.arrivals
+                )
             if ref.is_version or self.routes[ref.name].aliases.get(ref.selector) == label:
                 return version
             if not version.ready and not route_failed:

@@ -20,6 +20,7 @@ from keel.monitoring.metrics import ServingMetrics
 from keel.monitoring.monitor import VersionMonitor
 from keel.monitoring.window import DriftWindow
 from keel.registry import ModelMetadata, Registry
+from keel.serving.arrivals import Arrivals
 from keel.serving.batcher import Batcher
 from keel.serving.calls import VERSION_HEADER
 from keel.serving.tensor_contract import TensorContract, build_contract
@@ -182,7 +183,11 @@ def warm_up(loaded: LoadedModel, batch_rows: int) -> float:
 
 
 async def start_version(
-    version: ServedVersion, registry: Registry, settings: Settings, executor: Executor
+    version: ServedVersion,
+    registry: Registry,
+    settings: Settings,
+    executor: Executor,
+    arrivals: Arrivals | None = None,
 ) -> None:
     """Prepare a version off the event loop, then give it a batcher; FAILED (with why) on error."""
     loop = asyncio.get_running_loop()
@@ -234,6 +239,7 @@ async def start_version(
         executor,
         name=version.metadata.ref,
         inline=timings.batch_call_s * 1e6 < batching.inline_below_us,
+        arrivals=arrivals,
     )
     try:
         await _warm_batcher(version.batcher, version.metadata.signature, batching)

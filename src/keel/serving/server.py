@@ -26,6 +26,7 @@ import uvloop
 
 from keel.registry import Registry
 from keel.serving.app import create_app
+from keel.serving.arrivals import Arrivals
 from keel.serving.asgi_exchange import answer_with_app
 from keel.serving.calls import Reply
 from keel.serving.http_connection import (
@@ -51,9 +52,13 @@ _BACKLOG = 2048
 class HttpServer:
     """Serves ``front`` on the configured address until a stop signal."""
 
-    def __init__(self, front: InferenceFront, settings: Settings) -> None:
+    def __init__(
+        self, front: InferenceFront, settings: Settings, arrivals: Arrivals | None = None
+    ) -> None:
         self.front = front
         self.settings = settings
+        # Shared with the batchers, which run at once when no other request is due.
+        self.arrivals = arrivals or Arrivals()
         self.connections: set[HttpConnection] = set()
         self._limits = ConnectionLimits(
             max_body_bytes=settings.server.max_body_bytes,
@@ -120,7 +125,9 @@ class HttpServer:
                     self._ticker.cancel()
 
     def _connection(self) -> HttpConnection:
-        return HttpConnection(self.answer, self._limits, self.connections, self._date_header)
+        return HttpConnection(
+            self.answer, self._limits, self.connections, self._date_header, self.arrivals
+        )
 
     async def _drain(self, grace_s: float) -> None:
         """Let every open connection answer what it has read, then close; cut off after grace_s."""
@@ -174,9 +181,10 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
     # pinning leave fewer.
     threads = settings.server.inference_threads or len(os.sched_getaffinity(0)) or 1
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keel-infer")
-    manager = ModelManager(registry, settings, executor)
+    arrivals = Arrivals()
+    manager = ModelManager(registry, settings, executor, arrivals)
     front = create_app(manager, settings, refs)
     try:
-        uvloop.run(HttpServer(front, settings).run())
+        uvloop.run(HttpServer(front, settings, arrivals).run())
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
