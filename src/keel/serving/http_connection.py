@@ -127,7 +127,8 @@ class HttpConnection(asyncio.Protocol):
         arrivals: Arrivals | None = None,
     ) -> None:
         self._answerer = answerer
-        self._arrivals = arrivals
+        # A connection served alone (tests, benchmarks) counts into a count of its own.
+        self._arrivals = arrivals or Arrivals()
         # Whether _answering was created but has not run yet (counted in arrivals).
         self._unstarted = False
         self._limits = limits
@@ -291,9 +292,8 @@ class HttpConnection(asyncio.Protocol):
         head = self._pending[0]
         if head.ready:
             self._answering = asyncio.get_running_loop().create_task(self._answer_ready())
-            if self._arrivals is not None:
-                self._arrivals.unstarted += 1
-                self._unstarted = True
+            self._arrivals.unstarted += 1
+            self._unstarted = True
         elif head.expects_continue and not head.continued and self._transport is not None:
             head.continued = True
             self._transport.write(_CONTINUE)
@@ -397,7 +397,7 @@ class HttpConnection(asyncio.Protocol):
     # -- helpers ------------------------------------------------------------------
 
     def _started(self) -> None:
-        if self._unstarted and self._arrivals is not None:
+        if self._unstarted:
             self._unstarted = False
             self._arrivals.unstarted -= 1
 

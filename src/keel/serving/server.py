@@ -52,13 +52,11 @@ _BACKLOG = 2048
 class HttpServer:
     """Serves ``front`` on the configured address until a stop signal."""
 
-    def __init__(
-        self, front: InferenceFront, settings: Settings, arrivals: Arrivals | None = None
-    ) -> None:
+    def __init__(self, front: InferenceFront, settings: Settings) -> None:
         self.front = front
         self.settings = settings
-        # Shared with the batchers, which run at once when no other request is due.
-        self.arrivals = arrivals or Arrivals()
+        # The count the manager's batchers read, so they run at once when no request is due.
+        self.arrivals = front.state.manager.arrivals or Arrivals()
         self.connections: set[HttpConnection] = set()
         self._limits = ConnectionLimits(
             max_body_bytes=settings.server.max_body_bytes,
@@ -181,10 +179,9 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
     # pinning leave fewer.
     threads = settings.server.inference_threads or len(os.sched_getaffinity(0)) or 1
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keel-infer")
-    arrivals = Arrivals()
-    manager = ModelManager(registry, settings, executor, arrivals)
+    manager = ModelManager(registry, settings, executor, Arrivals())
     front = create_app(manager, settings, refs)
     try:
-        uvloop.run(HttpServer(front, settings, arrivals).run())
+        uvloop.run(HttpServer(front, settings).run())
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
