@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from loadgen import (
     LoadResult,
     LoadSpec,
+    collection_paused,
     content_length,
     encode_request,
     percentiles,
@@ -48,7 +49,10 @@ class Answer:
 
     status: int
     latency_s: float
+    """From when the request was due: what a client of an open system waits."""
     retry_after: str | None
+    response_s: float
+    """From when it was written: the server's part alone, without the generator's delays."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,11 @@ class OpenLoopRun:
         return dict(collections.Counter(answer.status for answer in self.answers))
 
 
-def p99_ms(answers: list[Answer]) -> float:
-    """The 99th percentile latency of ``answers`` in milliseconds (0 when there are none)."""
-    return percentiles([a.latency_s for a in answers]).get("p99", 0.0) / 1000
+def p99_ms(answers: list[Answer], *, from_written: bool = False) -> float:
+    """The 99th percentile latency of ``answers`` in milliseconds (0 when there are none),
+    counted from when each was due, or with ``from_written`` from when it was sent."""
+    samples = [a.response_s if from_written else a.latency_s for a in answers]
+    return percentiles(samples).get("p99", 0.0) / 1000
 
 
 def retry_after_of(head: bytes) -> str | None:
@@ -152,6 +158,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.intended = 0.0
+        self.written = 0.0
         self.busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -166,6 +173,7 @@ class _Connection(asyncio.Protocol):
         self.busy = True
         self.intended = intended
         self.schedule.outstanding += 1
+        self.written = time.perf_counter()
         self.transport.write(self.schedule.request)
 
     def data_received(self, data: bytes) -> None:
@@ -176,15 +184,16 @@ class _Connection(asyncio.Protocol):
             if len(self.buffer) < total:
                 return
             self.buffer = self.buffer[total:]
-            self._answered(Answer(int(head[9:12]), self._elapsed(), retry_after_of(head)))
+            self._answered(self._answer(int(head[9:12]), retry_after_of(head)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.busy and self.schedule.sending:
-            self._answered(Answer(0, self._elapsed(), None), reuse=False)
+            self._answered(self._answer(0, None), reuse=False)
         self.schedule.lost(self)
 
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self.intended
+    def _answer(self, status: int, retry_after: str | None) -> Answer:
+        now = time.perf_counter()
+        return Answer(status, now - self.intended, retry_after, now - self.written)
 
     def _answered(self, answer: Answer, reuse: bool = True) -> None:
         self.schedule.answers.append(answer)
@@ -245,7 +254,8 @@ def open_loop(
 
     Connections are opened as requests find none free, up to ``max_connections``.
     """
-    return uvloop.run(_drive(url, body, rate, duration_s, max_connections))
+    with collection_paused():
+        return uvloop.run(_drive(url, body, rate, duration_s, max_connections))
 
 
 def closed_loop(url: str, body: bytes, connections: int, seconds: float) -> LoadResult:

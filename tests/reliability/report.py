@@ -85,6 +85,7 @@ OVERLOAD_ROWS = (
     ("unsent", "due, never sent (clients' backlog)"),
     ("accepted_p99_us", "p99 of the 200s (ms, from when due)"),
     ("shed_p99_us", "p99 of the 503s (ms, from when due)"),
+    ("shed_response_p99_us", "p99 of the 503s (ms, from when sent)"),
     ("peak_connections", "client connections at the peak"),
     ("rss_before_mib", "resident memory before (MiB)"),
     ("rss_peak_mib", "resident memory at the peak (MiB)"),

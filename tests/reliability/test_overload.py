@@ -59,8 +59,12 @@ SMALL_LIMITS = {
 #   run past the 10 s default deadline, which answers 504. One second sits 10x above
 #   the healthy figure and 6x below the broken one.
 ACCEPTED_P99_BOUND_MS = 1000.0
-# A shed request is refused before it queues: measured p99 4-18 ms. A refusal that
+# A shed request is refused before it queues: measured p99 2-18 ms. A refusal that
 # waited for the queue would take as long as an accepted request's p99 without shedding.
+# Counted from when the request was written, not when it was due: a stall of the
+# generator's own (the VM's noise, a collection in the pytest process) makes the requests
+# due meanwhile arrive together when it ends, and nearly all of them are shed, so their
+# due-time p99 is the stall's length whatever the server does (CI: 1.2 s, twice).
 SHED_P99_BOUND_MS = 1000.0
 # The queue holds 8 rows, so memory may not grow with the load: measured +0-2 MiB. This
 # bound is the weaker witness against a missing queue limit (the generator's 1,024
@@ -116,6 +120,7 @@ class Overload:
             unsent=burst.unsent,
             accepted_p99_us=round(p99_ms(burst.of_status(200)) * 1000),
             shed_p99_us=round(p99_ms(burst.of_status(503)) * 1000),
+            shed_response_p99_us=round(p99_ms(burst.of_status(503), from_written=True) * 1000),
             peak_connections=burst.peak_connections,
             rss_before_mib=round(self.rss_before_mib),
             rss_peak_mib=round(self.rss_peak_mib),
@@ -231,7 +236,7 @@ def test_a_model_bound_server_at_three_times_capacity_sheds_and_keeps_its_p99(
     assert burst.unsent == 0, f"{burst.unsent} requests could not even be sent"
     accepted_p99 = p99_ms(burst.of_status(200))
     assert accepted_p99 < ACCEPTED_P99_BOUND_MS, f"accepted p99 {accepted_p99:.0f} ms"
-    shed_p99 = p99_ms(burst.of_status(503))
+    shed_p99 = p99_ms(burst.of_status(503), from_written=True)
     assert shed_p99 < SHED_P99_BOUND_MS, f"503s took up to {shed_p99:.0f} ms (p99)"
     goodput = result.accepted / burst.duration_s
     assert goodput > MIN_GOODPUT_SHARE * result.capacity_rps, (
