@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from monitoring_support import Columns, held_out_tensors, held_out_traffic
 
-from keel.monitoring.monitor import FLUSH_PIECE_BATCHES, VersionMonitor
+from keel.monitoring.monitor import FLUSH_PIECE_BATCHES, FLUSH_PIECE_ROWS, VersionMonitor
 from keel.monitoring.window import DriftWindow
 from keel.registry import ModelMetadata
 from keel.settings import DriftSettings
@@ -54,6 +54,19 @@ def test_observing_in_pieces_counts_what_one_flush_does(
     ]
 
 
+def _pieces_observed(monitor: VersionMonitor) -> list[int]:
+    """The rows of each observation the monitor's window is handed from now on."""
+    pieces: list[int] = []
+    observe = monitor.window.observe
+
+    def counted(features: Columns, predictions: Columns) -> None:
+        pieces.append(len(next(iter(features.values()))))
+        observe(features, predictions)
+
+    monitor.window.observe = counted  # type: ignore[method-assign]
+    return pieces
+
+
 def test_a_drain_observes_everything_queued_in_pieces(
     breast_cancer_model: OnnxModel, tmp_path: Path
 ) -> None:
@@ -62,17 +75,36 @@ def test_a_drain_observes_everything_queued_in_pieces(
     # Three times the held-out split: more calls than one piece holds.
     rows = 3 * len(next(iter(inputs.values())))
     monitor = _fed(metadata, inputs, outputs, times=3)
-    pieces = []
-    flush = monitor.flush
+    pieces = _pieces_observed(monitor)
 
-    def counted(at_most: int | None = None) -> int:
-        pieces.append(at_most)
-        return flush(at_most)
-
-    monitor.flush = counted  # type: ignore[method-assign]
     asyncio.run(monitor.drain())
 
     assert rows > FLUSH_PIECE_BATCHES
-    assert pieces == [FLUSH_PIECE_BATCHES] * -(-rows // FLUSH_PIECE_BATCHES)
+    whole, rest = divmod(rows, FLUSH_PIECE_BATCHES)
+    assert pieces == [FLUSH_PIECE_BATCHES] * whole + [rest] * bool(rest)
     assert monitor.window.rows == rows
-    assert flush() == 0
+    assert monitor.flush() == 0
+
+
+def test_pieces_hold_at_most_the_row_limit_unless_one_call_is_larger(
+    breast_cancer_model: OnnxModel, tmp_path: Path
+) -> None:
+    metadata = held_out_traffic(breast_cancer_model, tmp_path).metadata
+    inputs, outputs = held_out_tensors(breast_cancer_model)
+    monitor = VersionMonitor(DriftWindow.for_model(metadata, SETTINGS), metadata.signature)
+    monitor.enabled = True
+    call = 100
+    sizes = [call] * 25 + [FLUSH_PIECE_ROWS + 1] + [call] * 3
+    for size in sizes:
+        at = np.arange(size) % len(next(iter(inputs.values())))
+        monitor.record(
+            {name: array[at] for name, array in inputs.items()},
+            {name: array[at] for name, array in outputs.items()},
+        )
+    pieces = _pieces_observed(monitor)
+
+    asyncio.run(monitor.drain())
+
+    per_piece = FLUSH_PIECE_ROWS // call * call
+    assert pieces == [per_piece, per_piece, 500, FLUSH_PIECE_ROWS + 1, 300]
+    assert monitor.flush() == 0

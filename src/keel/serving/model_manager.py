@@ -49,8 +49,12 @@ class Routes:
 
 
 # Batches reach the drift windows this often: late enough to observe many at once,
-# soon enough that a collapse shows on the next scrape.
-MONITOR_INTERVAL_S = 0.25
+# soon enough that the queued tensors stay few. What waits is held in memory, and at
+# saturation (breast-cancer, 32-row calls) folding every twentieth of a second, with
+# keel.monitoring.monitor's row-capped pieces, served 4% more than every quarter second
+# without them (33,254 vs 31,971 req/s, median of 5 alternating runs; the row cap
+# alone measured no difference in the server).
+MONITOR_INTERVAL_S = 0.05
 # A model that cannot be resolved at start (registry unreachable, not published yet)
 # is tried again after these many seconds, doubling up to the last.
 RETRY_FIRST_S = 1.0
@@ -135,7 +139,7 @@ class ModelManager:
         await asyncio.gather(*(retire_version(v, grace) for v in self.versions()))
 
     async def _feed_monitors(self) -> None:
-        """Move every version's recorded batches into its drift window, a few times a second."""
+        """Move every version's recorded batches into its drift window, now and then."""
         while True:
             await asyncio.sleep(MONITOR_INTERVAL_S)
             for version in self.versions():
