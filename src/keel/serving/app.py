@@ -67,8 +67,6 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
 
 async def _load(state: ServerState, refs: Sequence[str]) -> None:
     await state.manager.start(refs)
-    server = state.settings.server
-    await warm_over_http(state.manager, server.host, server.port)
     # Everything allocated so far (libraries, models, schemas) lives as long as the
     # process. Frozen, it is no longer traversed by every full collection, which
     # otherwise stalls the loop for milliseconds under load (a p99 outlier).
@@ -77,6 +75,10 @@ async def _load(state: ServerState, refs: Sequence[str]) -> None:
     log.info(
         "%d long-lived objects moved out of the garbage collector's way", gc.get_freeze_count()
     )
+    # Last before ready: a full collection walks the whole heap and leaves the request
+    # path cold in the caches, so the warm-up requests run after it, not before.
+    server = state.settings.server
+    await warm_over_http(state.manager, server.host, server.port)
     state.warmed = True
     # Candidates load after the primaries are ready: a shadow never delays readiness.
     await state.shadowing.start(state.manager)
