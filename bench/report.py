@@ -300,7 +300,8 @@ def _batching(results: dict[str, Any]) -> str:
         [
             f"## Compute-bound: {WIDE}, batching on and off",
             "",
-            f"4.3 M parameters; in-process one row costs {floor1['us_per_call']:,.0f} µs "
+            f"{_parameters(results, WIDE)}; in-process one row costs "
+            f"{floor1['us_per_call']:,.0f} µs "
             f"({floor1['rows_per_s']:,.0f} rows/s) and a batch of 64 "
             f"{floor64['us_per_call']:,.0f} µs ({floor64['rows_per_s']:,.0f} rows/s).",
             "64 concurrent single-row clients over the records API:",
@@ -312,6 +313,12 @@ def _batching(results: dict[str, Any]) -> str:
             f" (the model call alone: {floor1['us_per_call']:,.0f} µs).",
         ]
     )
+
+
+def _parameters(results: dict[str, Any], ref: str) -> str:
+    """The model's size in parameters, from its file: an MLP's ONNX file is its float32 weights."""
+    size = results["models"][ref]["bytes"]
+    return f"{size / 4 / 1e6:.1f} M parameters ({size / MIB:.1f} MiB of float32 weights)"
 
 
 def _us(value: float | None) -> str:
