@@ -20,7 +20,7 @@ MODEL = "digits-wide-mlp"
 
 @pytest.fixture(scope="module")
 def wide_registry(demo_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo registry plus the wide MLP (about a millisecond per single-row call)."""
+    """The demo registry plus the wide MLP (a millisecond or more per single-row call)."""
     registry = tmp_path_factory.mktemp("wide") / "registry"
     shutil.copytree(demo_registry, registry)
     done = subprocess.run(
