@@ -15,7 +15,7 @@ SMALL = "breast-cancer@production"
 SMALL_CANDIDATE = "breast-cancer@candidate"
 """Gradient boosting, 100 trees of depth 2: still microseconds."""
 WIDE = "digits-wide-mlp@production"
-"""Two 4096-unit layers, 17 M parameters: a millisecond or more per single-row call."""
+"""``keel.examples.digits_wide_mlp``: compute-bound, a millisecond or more per single-row call."""
 
 
 @dataclass(frozen=True)
