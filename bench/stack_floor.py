@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.serving.http_connection import Answer, ConnectionLimits, Exchange, HttpConnection
+from keel.settings import ServerSettings
 
 ANSWER = b'{"predictions":[{"label":1,"probabilities":[0.02,0.98]}]}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
@@ -80,9 +81,7 @@ async def _keel_answer(exchange: Exchange, connection: HttpConnection) -> Answer
 async def serve_keel(host: str, port: int) -> None:
     """keel's HTTP connection answering every request with the fixed bytes, until killed."""
     connections: set[HttpConnection] = set()
-    limits = ConnectionLimits(
-        max_body_bytes=16 * 1024 * 1024, keep_alive_s=75.0, read_timeout_s=30.0
-    )
+    limits = ConnectionLimits.of(ServerSettings())
     date = b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
     loop = asyncio.get_running_loop()
     await loop.create_server(

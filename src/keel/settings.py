@@ -104,6 +104,52 @@ class ServerSettings(BaseModel):
             "after this long, so slow or stalled clients cannot hold connections open."
         ),
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description=(
+            "Most bytes of a request line and headers (and of chunk-size lines and "
+            "trailers), counted as they arrive, so a line that never ends is refused (431) "
+            "at this size rather than buffered."
+        ),
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "The request line and headers must arrive within this long of their first "
+            "byte; a client trickling them slower gets 408 and is closed."
+        ),
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Grace for a request body: after the headers, the body may take this long plus "
+            "its size at body_min_bytes_per_s; a slower sender gets 408 and is closed."
+        ),
+    )
+    body_min_bytes_per_s: int = Field(
+        default=16 * 1024,
+        ge=1,
+        description="Slowest body a client may send, in bytes a second, past body_timeout_s.",
+    )
+    max_connections: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Open client connections served in full; more get 503 on every route but the "
+            "probes and the admin API (/v2/health/*, /v2/repository/*, /metrics), for "
+            "probe_connections more, and past those are refused at once. 0 = from the "
+            "open-file limit (raised to its hard limit at start), less what models and "
+            "logs need."
+        ),
+    )
+    probe_connections: int = Field(
+        default=32,
+        ge=1,
+        description="Connections kept past max_connections for the probes and the admin API.",
+    )
     grace_period_s: float = Field(
         default=20.0,
         ge=0,

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,19 @@ def start_server(
     refs: tuple[str, ...],
     log: Path,
     args: tuple[str, ...] = (),
+    preexec_fn: Callable[[], None] | None = None,
     **env: str,
 ) -> ServerProcess:
-    """Start ``keel serve`` in a subprocess; ``args`` and environment variables configure it."""
+    """Start ``keel serve`` in a subprocess; ``args`` and environment variables configure it.
+
+    ``preexec_fn`` runs in the child before keel starts (to set its resource limits).
+    """
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keel", "serve", *refs, "--registry", str(registry),
          "--port", str(port), *args],
         stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, **env},
+        env={**os.environ, **env}, preexec_fn=preexec_fn,
     )  # fmt: skip
     return ServerProcess(process, f"http://127.0.0.1:{port}", log)
 

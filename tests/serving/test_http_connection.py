@@ -26,7 +26,15 @@ from keel.serving.http_connection import (
     bad_http_answer,
 )
 
-LIMITS = ConnectionLimits(max_body_bytes=1024, keep_alive_s=5.0, read_timeout_s=0.3)
+LIMITS = ConnectionLimits(
+    max_body_bytes=1024,
+    keep_alive_s=5.0,
+    read_timeout_s=0.3,
+    max_header_bytes=4096,
+    header_timeout_s=1.0,
+    body_timeout_s=1.0,
+    body_min_bytes_per_s=256,
+)
 
 
 async def echo(exchange: Exchange, connection: HttpConnection) -> Answer:
@@ -40,7 +48,7 @@ async def echo(exchange: Exchange, connection: HttpConnection) -> Answer:
     body = orjson.dumps(
         {"method": exchange.method, "path": exchange.path, "body": exchange.body.decode()}
     )
-    return Answer(200, [(b"content-type", b"application/json")], body, exchange.method == "HEAD")
+    return Answer(200, [(b"content-type", b"application/json")], body)
 
 
 class Served:
@@ -76,11 +84,12 @@ async def _read_answers(reader: asyncio.StreamReader, count: int) -> bytes:
 @asynccontextmanager
 async def serving(
     answerer: Callable[[Exchange, HttpConnection], Awaitable[Answer]] = echo,
+    limits: ConnectionLimits = LIMITS,
 ) -> AsyncIterator[Served]:
     connections: set[HttpConnection] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: HttpConnection(answerer, LIMITS, connections, lambda: b"date: now\r\n"),
+        lambda: HttpConnection(answerer, limits, connections, lambda: b"date: now\r\n"),
         "127.0.0.1",
         0,
     )
@@ -264,9 +273,9 @@ def test_an_idle_connection_is_closed_by_the_sweep_after_keep_alive() -> None:
             await asyncio.wait_for(_read_answers(reader, 1), 5)
             (connection,) = served.connections
             # Idle between requests: the read timeout does not apply, keep-alive does.
-            connection.close_if_silent(time.monotonic() + LIMITS.read_timeout_s + 0.01)
+            connection.sweep(time.monotonic() + LIMITS.read_timeout_s + 0.01)
             assert not connection.lost
-            connection.close_if_silent(time.monotonic() + LIMITS.keep_alive_s + 0.01)
+            connection.sweep(time.monotonic() + LIMITS.keep_alive_s + 0.01)
             assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
 
@@ -282,9 +291,9 @@ def test_a_connection_silent_part_way_through_a_request_is_closed_after_the_read
             while not served.connections or not next(iter(served.connections)).reading:
                 await asyncio.sleep(0.01)
             (connection,) = served.connections
-            connection.close_if_silent(time.monotonic())
+            connection.sweep(time.monotonic())
             assert not connection.lost
-            connection.close_if_silent(time.monotonic() + LIMITS.read_timeout_s + 0.01)
+            connection.sweep(time.monotonic() + LIMITS.read_timeout_s + 0.01)
             # Closed part way through a request: a reset is a close too.
             with contextlib.suppress(ConnectionResetError):
                 assert await asyncio.wait_for(reader.read(), 5) == b""
@@ -397,5 +406,175 @@ def test_a_request_read_is_counted_as_arriving_until_its_answer_starts_or_is_dro
             assert arrivals.unstarted == 0
         finally:
             theirs.close()
+
+    run(scenario)
+
+
+def test_a_header_line_that_never_ends_is_refused_at_the_limit_not_buffered() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(b"GET /x HTTP/1.1\r\nHost: t\r\nX-Endless: ")
+            first = asyncio.create_task(reader.read(12))
+            sent = 0
+            # httptools holds an unfinished line itself: only counting what is fed bounds it.
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                while sent < 64 * LIMITS.max_header_bytes and not first.done():
+                    writer.write(b"a" * 1024)
+                    await writer.drain()
+                    await asyncio.sleep(0.001)
+                    sent += 1024
+            assert await asyncio.wait_for(first, 5) == b"HTTP/1.1 431"
+            assert sent < 4 * LIMITS.max_header_bytes
+            # The refusal is readable in full, then the connection closes.
+            assert b"exceed 4096 bytes" in await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+
+    run(scenario)
+
+
+def test_an_endless_chunk_size_line_or_trailer_is_refused() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            head = b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            for start, endless in ((b"1;ext=", b"e"), (b"1\r\na\r\n0\r\nX-Trailer: ", b"t")):
+                reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+                writer.write(head + start)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                # Counted from the parser's last progress, in the reads that follow it.
+                for _ in range(3):
+                    writer.write(endless * 4096)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+                answer = await asyncio.wait_for(reader.read(), 5)
+                assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+                assert b"chunk-size lines or trailers exceed 4096 bytes" in answer
+                writer.close()
+
+    run(scenario)
+
+
+def test_a_body_of_one_byte_chunks_is_kept_in_one_buffer() -> None:
+    async def scenario() -> None:
+        seen: list[Exchange] = []
+
+        async def keep(exchange: Exchange, connection: HttpConnection) -> Answer:
+            seen.append(exchange)
+            return await echo(exchange, connection)
+
+        async with serving(keep) as served:
+            body = b"0123456789" * 100
+            chunks = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
+            head = b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            answer = await served.exchange(head + chunks + b"0\r\n\r\n")
+        assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["body"] == body.decode()
+        assert isinstance(seen[0].body, bytes)
+
+    run(scenario)
+
+
+def test_a_malformed_chunk_size_is_answered_400_at_once() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+            # Not after the read timeout: the refusal takes the unfinished request's place.
+            answer = await asyncio.wait_for(reader.read(), 1.0)
+            assert answer.startswith(b"HTTP/1.1 400 ")
+            assert b"chunk size" in answer
+            writer.close()
+
+    run(scenario)
+
+
+# A client trickling a byte at a time is never silent for the read timeout.
+TRICKLING = LIMITS._replace(read_timeout_s=30.0)
+
+
+def test_headers_trickled_past_the_header_timeout_get_408() -> None:
+    async def scenario() -> None:
+        async with serving(limits=TRICKLING) as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(b"GET /x HTTP/1.1\r\nHost: t\r\n")
+            await writer.drain()
+            while not served.connections or not next(iter(served.connections)).reading:
+                await asyncio.sleep(0.01)
+            (connection,) = served.connections
+            # A byte a moment keeps the read timeout from firing; the header deadline does not.
+            connection.sweep(time.monotonic() + LIMITS.header_timeout_s / 2)
+            assert not connection.lost
+            connection.sweep(time.monotonic() + LIMITS.header_timeout_s + 0.01)
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 408 ")
+            assert b"headers took longer" in answer
+            writer.close()
+
+    run(scenario)
+
+
+def test_a_body_slower_than_the_minimum_rate_gets_408() -> None:
+    async def scenario() -> None:
+        async with serving(limits=TRICKLING) as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(
+                b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"b" * 256
+            )
+            await writer.drain()
+            while not served.connections or not next(iter(served.connections)).reading:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            (connection,) = served.connections
+            # 256 bytes buy one second at 256 bytes a second, after the grace of one.
+            allowed = LIMITS.body_timeout_s + 256 / LIMITS.body_min_bytes_per_s
+            connection.sweep(time.monotonic() + allowed - 0.2)
+            assert not connection.lost
+            connection.sweep(time.monotonic() + allowed + 0.01)
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 408 ")
+            assert b"256 bytes a second" in answer
+            writer.close()
+
+    run(scenario)
+
+
+def test_head_on_any_answer_sends_no_body_and_the_next_request_reads_cleanly() -> None:
+    async def refuse(exchange: Exchange, connection: HttpConnection) -> Answer:
+        if exchange.path == "/post-only":
+            return Answer(405, [(b"content-type", b"application/json")], b'{"error":"no"}')
+        return await echo(exchange, connection)
+
+    async def scenario() -> None:
+        async with serving(refuse) as served:
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(b"HEAD /post-only HTTP/1.1\r\nHost: t\r\n\r\n" + post("/next", b"after"))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 405 ")
+            # The next bytes are the next answer, not the 405's body.
+            following = await asyncio.wait_for(_read_answers(reader, 1), 5)
+            assert following.startswith(b"HTTP/1.1 200 ")
+            assert b"after" in following
+            writer.close()
+
+    run(scenario)
+
+
+def test_an_upgrade_to_h2c_is_ignored_and_the_body_is_read() -> None:
+    async def scenario() -> None:
+        async with serving() as served:
+            upgrade = (
+                "Connection: Upgrade, HTTP2-Settings",
+                "Upgrade: h2c",
+                "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+            )
+            chunked = (
+                b"POST /c HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            )
+            raw = post("/x", b'{"a": 1}', *upgrade) + chunked + post("/y", b"then")
+            answers = _split(await served.exchange(raw))
+        bodies = [orjson.loads(part.split(b"\r\n\r\n", 1)[1])["body"] for part in answers]
+        assert bodies == ['{"a": 1}', "abc", "then"]
+        assert all(part.startswith(b"HTTP/1.1 200 ") for part in answers)
 
     run(scenario)

@@ -80,4 +80,4 @@ async def answer_with_app(
     if not status:
         log.error("%s %s ended without an answer", exchange.method, exchange.path)
         return INTERNAL_ERROR
-    return Answer(status, headers, b"".join(chunks), head_only=exchange.method == "HEAD")
+    return Answer(status, headers, b"".join(chunks))

@@ -9,8 +9,16 @@ the reply goes out as one write. The rules of HTTP/1.1 that matter to a client
 are kept: keep-alive and ``Connection: close``, pipelined requests answered in
 the order they came, ``Expect: 100-continue``, chunked request bodies, 413 for a
 body over the limit before any of it is kept, 400 and a closed connection for
-bytes that are not HTTP, an idle connection closed after ``keep_alive_s`` and one
-silent part way through a request after ``read_timeout_s``.
+bytes that are not HTTP, no body in an answer to HEAD, an ``Upgrade`` (``h2c``)
+ignored as RFC 9110 allows, an idle connection closed after ``keep_alive_s`` and
+one silent part way through a request after ``read_timeout_s``.
+
+Every resource a client controls is bounded (docs/reliability.md): the bytes the
+parser holds before it makes progress (an endless header line, chunk-size line or
+trailer is refused at ``max_header_bytes``, not buffered), a body's memory (one
+growing buffer, never an object per chunk), the time to send the header block
+(``header_timeout_s``) and the body (``body_timeout_s`` plus its size at
+``body_min_bytes_per_s``), and, in the server, the number of open connections.
 """
 
 from __future__ import annotations
@@ -29,13 +37,25 @@ import orjson
 
 from keel.errors import KeelError, PayloadTooLarge, ProtocolError
 from keel.serving.arrivals import Arrivals
+from keel.settings import ServerSettings
 
 log = logging.getLogger("keel.serving")
 
 # More requests than this parsed ahead of their answers, and reading pauses.
 _PIPELINE_DEPTH = 16
-# Header bytes one request may send; past it the connection is refused (431).
-_MAX_HEADER_BYTES = 64 * 1024
+# After refusing bytes that are not an acceptable request, what is still coming is read
+# and dropped for this long (and this many bytes) before closing, as nginx's lingering
+# close does: closing a socket with unread input resets it, and the client would lose
+# the answer that says why.
+_LINGER_S = 2.0
+_LINGER_BYTES = 1 << 20
+# A read this large is a client sending in bulk: the connection then skips a turn of the
+# loop before reading more. libuv reads a readable socket up to 32 times a turn, and
+# 8 MiB of one-byte chunks held the loop (and every probe) for a second.
+_BULK_READ = 64 * 1024
+# How long a new connection may stay silent before the server, at its connection cap,
+# may close it to make room.
+_FRESH_GRACE_S = 1.0
 
 STATUS_LINES: dict[int, bytes] = {
     int(status): f"HTTP/1.1 {int(status)} {status.phrase}\r\n".encode("latin-1")
@@ -49,6 +69,7 @@ class Exchange:
 
     __slots__ = (
         "body",
+        "buffer",
         "complete",
         "continued",
         "expects_continue",
@@ -56,12 +77,12 @@ class Exchange:
         "http_version",
         "keep_alive",
         "method",
-        "parts",
         "path",
         "query",
         "raw_path",
         "refusal",
         "size",
+        "upgrade_body",
         "url",
     )
 
@@ -73,7 +94,9 @@ class Exchange:
         self.path = ""
         self.raw_path = b""
         self.query = b""
-        self.parts: list[bytes] = []
+        # The body so far: the first piece as it came, then one buffer that grows. A list
+        # of pieces cost 90 bytes of memory per body byte when the client sent one-byte chunks.
+        self.buffer: bytes | bytearray = b""
         self.size = 0
         self.body = b""
         self.keep_alive = True
@@ -82,6 +105,8 @@ class Exchange:
         self.complete = False
         # Set when the request is answered without being run: its body is not kept.
         self.refusal: KeelError | None = None
+        # The framing headers of a body that follows an ignored Upgrade (see data_received).
+        self.upgrade_body: bytes = b""
 
     @property
     def ready(self) -> bool:
@@ -95,7 +120,6 @@ class Answer(typing.NamedTuple):
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
-    head_only: bool = False
 
 
 INTERNAL_ERROR = Answer(
@@ -109,10 +133,29 @@ Answerer = Callable[[Exchange, "HttpConnection"], Awaitable[Answer]]
 
 
 class ConnectionLimits(typing.NamedTuple):
+    """What one connection may make the server hold, and for how long (see ServerSettings)."""
+
     max_body_bytes: int
     # Silence allowed between requests, and part way through one.
     keep_alive_s: float
     read_timeout_s: float
+    max_header_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    body_min_bytes_per_s: int
+
+    @classmethod
+    def of(cls, server: ServerSettings) -> ConnectionLimits:
+        """The limits the server settings set."""
+        return cls(
+            max_body_bytes=server.max_body_bytes,
+            keep_alive_s=server.keep_alive_s,
+            read_timeout_s=server.read_timeout_s,
+            max_header_bytes=server.max_header_bytes,
+            header_timeout_s=server.header_timeout_s,
+            body_timeout_s=server.body_timeout_s,
+            body_min_bytes_per_s=server.body_min_bytes_per_s,
+        )
 
 
 class HttpConnection(asyncio.Protocol):
@@ -137,6 +180,17 @@ class HttpConnection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._parsing: Exchange | None = None
+        # Whether the message being parsed is still in its request line and headers.
+        self._in_headers = False
+        # When the message being parsed began, and when its body began to be owed.
+        self._began_at = 0.0
+        self._body_since = 0.0
+        # Bytes fed to the parser since it last made progress (headers done, body bytes,
+        # message done): httptools buffers an unfinished line itself, so this bounds it.
+        self._unparsed = 0
+        self._progressed = False
+        # The exchange whose body follows an Upgrade that was ignored (see _ignore_upgrade).
+        self._resuming: Exchange | None = None
         self._pending: deque[Exchange] = deque()
         self._answering: asyncio.Task[None] | None = None
         # When the client last sent bytes or got an answer; the server's sweep closes
@@ -149,7 +203,14 @@ class HttpConnection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._stopping = False
+        # Whether no request has begun on this connection yet.
+        self._fresh = True
+        # When the connection began dropping what it reads, before it closes (_linger).
+        self._lingering_since: float | None = None
+        self._lingered = 0
         self.peer: tuple[str, int] | None = None
+        # Set by the server for a connection over its cap: only probes are answered.
+        self.restricted = False
         # Set once the connection is lost; an answer still being computed is dropped.
         self.lost = False
         # Set once the client has gone, for an app that wants to know (ASGI http.disconnect).
@@ -173,25 +234,49 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_active = time.monotonic()
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # keel speaks HTTP/1.1 only: the request is answered as it is, and since the
-            # parser stops at an upgrade, the connection closes after the answer.
-            if self._pending:
-                self._pending[-1].keep_alive = False
+        if self._lingering_since is not None:
+            self._lingered += len(data)
+            if self._lingered > _LINGER_BYTES:
+                self.abort()
+            return
+        self._progressed = False
+        while True:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as upgrade:
+                # The parser stops where the upgraded protocol would begin.
+                data = data[int(upgrade.args[0]) :]
+                if self._ignore_upgrade():
+                    continue
+                return
+            except httptools.HttpParserCallbackError as exc:
+                if isinstance(exc.__context__, _HeadersTooLarge):
+                    self._refuse_headers()
+                else:
+                    log.error("HTTP connection failed while parsing", exc_info=exc.__context__)
+                    self._refuse_connection(400, "the request could not be read")
+                return
+            except httptools.HttpParserError as exc:
+                self._refuse_connection(400, f"malformed HTTP request: {_reason(exc)}")
+                return
+            break
+        if len(data) >= _BULK_READ and not self._paused:
             self._stop_reading()
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadersTooLarge):
-                self._refuse_connection(431, f"request headers exceed {_MAX_HEADER_BYTES} bytes")
+            asyncio.get_running_loop().call_soon(self._resume_after_turn)
+        self._unparsed = 0 if self._progressed else self._unparsed + len(data)
+        if self._unparsed > self._limits.max_header_bytes:
+            if self._in_headers:
+                self._refuse_headers()
             else:
-                log.error("HTTP connection failed while parsing", exc_info=exc.__context__)
-                self._refuse_connection(400, "the request could not be read")
-        except httptools.HttpParserError as exc:
-            self._refuse_connection(400, f"malformed HTTP request: {_reason(exc)}")
+                self._refuse_connection(
+                    400,
+                    f"chunk-size lines or trailers exceed {self._limits.max_header_bytes} bytes",
+                )
 
     def eof_received(self) -> bool:
         """The client shut its side: answer what it already sent, then close."""
+        if self._lingering_since is not None:
+            return False
         if self._pending or self._answering is not None:
             # Half-closed, the socket can still carry the answers owed.
             self._stopping = True
@@ -212,16 +297,26 @@ class HttpConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self._resuming is not None:
+            # The made-up head of a body that followed an ignored Upgrade.
+            self._parsing = self._resuming
+            return
         self._parsing = Exchange()
+        self._fresh = False
+        self._in_headers = True
+        self._began_at = self._last_active
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         exchange = self._exchange()
-        exchange.url += url
-        self._count_header_bytes(len(url))
+        if self._resuming is None:
+            exchange.url += url
+            self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         exchange = self._exchange()
+        if self._resuming is not None:
+            return
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             exchange.expects_continue = True
@@ -230,6 +325,12 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         exchange = self._exchange()
+        self._progressed = True
+        self._in_headers = False
+        self._body_since = time.monotonic()
+        if self._resuming is not None:
+            self._resuming = None
+            return
         exchange.method = self._parser.get_method().decode("ascii")
         exchange.http_version = self._parser.get_http_version()
         exchange.keep_alive = self._parser.should_keep_alive() and not self._stopping
@@ -248,34 +349,49 @@ class HttpConnection(asyncio.Protocol):
             # The rest of the body is read and dropped, then the connection closes: a
             # client still sending would otherwise be reset before it reads the answer.
             exchange.keep_alive = False
+        elif self._parser.should_upgrade():
+            # httptools skips the body of a request that asks to upgrade; keep what frames
+            # it, so that the body can be read after all (_ignore_upgrade).
+            exchange.upgrade_body = _body_framing(exchange.headers)
         self._pending.append(exchange)
         if len(self._pending) > _PIPELINE_DEPTH:
             self._stop_reading()
         self._advance()
 
     def on_body(self, body: bytes) -> None:
-        exchange = self._exchange()
-        if exchange.refusal is not None:
+        self._progressed = True
+        exchange = self._parsing
+        if exchange is None or exchange.refusal is not None:
             return
         exchange.size += len(body)
         if exchange.size > self._limits.max_body_bytes:
             exchange.refusal = PayloadTooLarge(
                 f"the body exceeds the limit of {self._limits.max_body_bytes} bytes"
             )
-            exchange.parts = []
+            exchange.buffer = b""
             exchange.keep_alive = False
             self._advance()
             return
-        exchange.parts.append(body)
+        buffer = exchange.buffer
+        if not buffer:
+            exchange.buffer = body
+        elif isinstance(buffer, bytearray):
+            buffer += body
+        else:
+            exchange.buffer = bytearray(buffer) + body
 
     def on_message_complete(self) -> None:
         exchange = self._exchange()
+        self._progressed = True
+        if exchange.upgrade_body:
+            # The body comes after the Upgrade that data_received is about to ignore.
+            return
         self._parsing = None
         exchange.complete = True
         if exchange.refusal is None:
-            parts = exchange.parts
-            exchange.body = parts[0] if len(parts) == 1 else b"".join(parts)
-            exchange.parts = []
+            buffer = exchange.buffer
+            exchange.body = buffer if isinstance(buffer, bytes) else bytes(buffer)
+            exchange.buffer = b""
         elif exchange not in self._pending and self._transport is not None:
             # Its answer is out already; its body has now been read to the end.
             self._transport.close()
@@ -296,6 +412,8 @@ class HttpConnection(asyncio.Protocol):
             self._unstarted = True
         elif head.expects_continue and not head.continued and self._transport is not None:
             head.continued = True
+            # The client waited for this before sending: its body's time starts now.
+            self._body_since = time.monotonic()
             self._transport.write(_CONTINUE)
 
     async def _answer_ready(self) -> None:
@@ -332,7 +450,7 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self.lost:
             return False
-        status, headers, body, head_only = answer
+        status, headers, body = answer
         out = [
             STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
             b"content-length: ",
@@ -345,11 +463,15 @@ class HttpConnection(asyncio.Protocol):
         # A stopping connection still answers every request it has already read.
         closing = not exchange.keep_alive or (self._stopping and not self._pending)
         out.append(b"connection: close\r\n\r\n" if closing else b"\r\n")
-        if not head_only:
+        # An answer to HEAD, whatever its route or status, is its headers alone (RFC 9110
+        # 9.3.2): a body here would be read by the client as the start of its next answer.
+        if exchange.method != "HEAD":
             out.append(body)
         transport.write(b"".join(out))
         if closing:
-            if exchange.complete:
+            if isinstance(exchange.refusal, BadHttp):
+                self._linger()
+            elif exchange.complete:
                 self._close()
             else:
                 # A refused request whose body is still coming: read it to the end and
@@ -367,23 +489,89 @@ class HttpConnection(asyncio.Protocol):
         if self._answering is None and not self._pending:
             self._close()
 
+    def evictable(self, now: float) -> bool:
+        """Idle between requests, or silent a while since it opened: room to reclaim.
+
+        A connection just opened has not had its turn to send yet, so it is not idle
+        until it has been silent for ``_FRESH_GRACE_S``.
+        """
+        return (
+            self._parsing is None
+            and not self._pending
+            and self._answering is None
+            and self._lingering_since is None
+            and not self.lost
+            and (not self._fresh or now - self._last_active > _FRESH_GRACE_S)
+        )
+
+    @property
+    def last_active(self) -> float:
+        """When the client last sent bytes or got an answer (time.monotonic)."""
+        return self._last_active
+
+    def close_idle(self) -> None:
+        """Close an idle connection to make room for another (the server is at its cap)."""
+        self._stopping = True
+        self._close()
+        # Its room is free now, for the connections accepted before it is fully closed.
+        self._connections.discard(self)
+
     @property
     def reading(self) -> bool:
         """Part of a request has arrived (or a refused body is being read and dropped)."""
         return self._parsing is not None or self._stopping
 
-    def close_if_silent(self, now: float) -> None:
-        """Close if nothing is owed to the client and it has been silent too long.
+    def sweep(self, now: float) -> None:
+        """Enforce the time limits: called by the server about once a second.
 
-        Too long is ``keep_alive_s`` between requests and ``read_timeout_s`` part way
-        through one (or while a refused body is still being read and dropped).
+        A request whose header block has taken longer than ``header_timeout_s``, or
+        whose body is slower than ``body_timeout_s`` plus its size at
+        ``body_min_bytes_per_s``, is answered 408 in its turn and the connection
+        closes, however steadily its bytes trickle. Otherwise the connection closes if
+        nothing is owed to the client and it has been silent too long:
+        ``keep_alive_s`` between requests and ``read_timeout_s`` part way through one.
         """
+        if self._lingering_since is not None:
+            if now - self._lingering_since > _LINGER_S:
+                self.abort()
+            return
+        if self._sending_too_slowly(now):
+            return
         # Answers go out in order, so an unfinished request at the head means none is owed.
         if self._answering is not None or (self._pending and self._pending[0].ready):
             return
-        limit = self._limits.read_timeout_s if self.reading else self._limits.keep_alive_s
+        if self.reading:
+            limit = self._limits.read_timeout_s
+        elif self._fresh:
+            # Not one byte since it opened: a client that connects has a request to send.
+            limit = self._limits.header_timeout_s
+        else:
+            limit = self._limits.keep_alive_s
         if now - self._last_active > limit:
             self._close()
+
+    def _sending_too_slowly(self, now: float) -> bool:
+        """Refuse (408) a request that is taking too long to arrive; whether it did."""
+        exchange = self._parsing
+        if exchange is None or self._transport is None or self._transport.is_closing():
+            return False
+        limits = self._limits
+        if self._in_headers:
+            if now - self._began_at <= limits.header_timeout_s:
+                return False
+            message = f"the request headers took longer than {limits.header_timeout_s:g} s"
+        else:
+            if exchange.expects_continue and not exchange.continued:
+                return False  # the client is waiting for our 100 Continue, not sending
+            allowed = limits.body_timeout_s + exchange.size / limits.body_min_bytes_per_s
+            if now - self._body_since <= allowed:
+                return False
+            message = (
+                f"the request body arrived slower than {limits.body_min_bytes_per_s} bytes a "
+                f"second after the first {limits.body_timeout_s:g} s"
+            )
+        self._refuse_connection(408, message)
+        return True
 
     def abort(self) -> None:
         """Close at once, dropping whatever is still being answered."""
@@ -406,6 +594,28 @@ class HttpConnection(asyncio.Protocol):
             raise RuntimeError("HTTP callback outside a message")
         return self._parsing
 
+    def _ignore_upgrade(self) -> bool:
+        """Serve a request that asked to upgrade as HTTP/1.1; whether to parse on.
+
+        RFC 9110 (7.8) lets a server ignore Upgrade, and ``curl --http2`` sends its
+        POST with ``Upgrade: h2c`` and the body right behind the headers. httptools has
+        skipped that body and stops; a fresh parser reads it, behind a made-up head
+        that frames it as the original did, then the requests that follow.
+        """
+        exchange = self._pending[-1] if self._pending else None
+        if exchange is None or not exchange.keep_alive or exchange.method == "CONNECT":
+            # Nothing after a tunnel request or a refused one is HTTP to us: answer, close.
+            if exchange is not None:
+                exchange.keep_alive = False
+            self._stop_reading()
+            return False
+        self._parser = httptools.HttpRequestParser(self)
+        if exchange.upgrade_body:
+            self._resuming = exchange
+            framing, exchange.upgrade_body = exchange.upgrade_body, b""
+            self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n")
+        return True
+
     def _body_refusal(self, exchange: Exchange) -> KeelError | None:
         limit = self._limits.max_body_bytes
         for name, value in exchange.headers:
@@ -418,25 +628,46 @@ class HttpConnection(asyncio.Protocol):
 
     def _count_header_bytes(self, count: int) -> None:
         self._header_bytes += count
-        if self._header_bytes > _MAX_HEADER_BYTES:
+        if self._header_bytes > self._limits.max_header_bytes:
             raise _HeadersTooLarge
 
+    def _refuse_headers(self) -> None:
+        limit = self._limits.max_header_bytes
+        self._refuse_connection(431, f"request headers exceed {limit} bytes")
+
     def _refuse_connection(self, status: int, message: str) -> None:
-        """Bytes that are not HTTP: answer in turn, then close; nothing more is read."""
+        """Bytes that are not an acceptable request: answer in turn, then close; read no more.
+
+        A request whose headers were read is refused in its own place, so the answer
+        does not wait behind a body that will never be finished.
+        """
         self._stop_reading()
         self._stopping = True
-        refusal = Exchange()
-        refusal.complete = True
-        refusal.keep_alive = False
-        refusal.refusal = BadHttp(status, message)
-        self._parsing = None
-        self._pending.append(refusal)
+        exchange, self._parsing = self._parsing, None
+        in_headers, self._in_headers = self._in_headers, False
+        if exchange is None or exchange not in self._pending:
+            if exchange is not None and not in_headers and exchange.refusal is not None:
+                # Refused and answered already, its body was being dropped: just close.
+                self._close()
+                return
+            exchange = Exchange()
+            self._pending.append(exchange)
+        exchange.refusal = BadHttp(status, message)
+        exchange.complete = True
+        exchange.keep_alive = False
+        exchange.buffer = b""
         self._advance()
 
     def _stop_reading(self) -> None:
         if not self._paused and self._transport is not None and not self.lost:
             self._paused = True
             self._transport.pause_reading()
+
+    def _resume_after_turn(self) -> None:
+        # Unless reading was paused meanwhile for a reason of its own (pipelined requests
+        # piling up, a client not reading its answers, a refusal).
+        if len(self._pending) <= _PIPELINE_DEPTH:
+            self._resume_reading()
 
     def _resume_reading(self) -> None:
         if (
@@ -448,6 +679,21 @@ class HttpConnection(asyncio.Protocol):
         ):
             self._paused = False
             self._transport.resume_reading()
+
+    def _linger(self) -> None:
+        """Close after a refusal: our side at once, theirs once read out or after a while."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            self._close()
+            return
+        transport.write_eof()
+        self._lingering_since = time.monotonic()
+        self._parsing = None
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
 
     def _close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -470,6 +716,15 @@ def bad_http_answer(refusal: BadHttp) -> Answer:
     """The answer to bytes the connection could not take as a request."""
     body = orjson.dumps({"error": str(refusal)})
     return Answer(refusal.status, [(b"content-type", b"application/json")], body)
+
+
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The headers that say how a request's body is framed, as header lines."""
+    return b"".join(
+        name + b": " + value + b"\r\n"
+        for name, value in headers
+        if name in (b"content-length", b"transfer-encoding")
+    )
 
 
 def _reason(exc: Exception) -> str:

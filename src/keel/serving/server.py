@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import heapq
 import logging
 import os
+import resource
 import signal
 import sys
 import time
+import typing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import uvloop
 
+from keel.errors import Overloaded
 from keel.registry import Registry
 from keel.serving.app import create_app
 from keel.serving.arrivals import Arrivals
@@ -47,6 +51,20 @@ log = logging.getLogger("keel.serving")
 
 # Connections waiting to be accepted, as the kernel queues them.
 _BACKLOG = 2048
+# Open files kept back from client connections when the cap is derived from the open-file
+# limit: model files, the registry, the prediction log, the alias watcher, the loop's own.
+_RESERVED_FILES = 128
+# Paths a connection over the cap is still answered on: probes and the admin API must
+# work when the server is full, that being when they are needed.
+_PROBE_PREFIXES = ("/v2/health/", "/v2/repository/", "/metrics")
+# Idle connections closed at once when the cap is reached, so the scan runs once per batch.
+_EVICT_AT_ONCE = 32
+# What a connection past the probe headroom gets before it is closed, unread.
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: 51\r\n\r\n"
+    b'{"error":"too many open connections; retry later"}\n'
+)
 
 
 class HttpServer:
@@ -58,11 +76,9 @@ class HttpServer:
         # The count the manager's batchers read, so they run at once when no request is due.
         self.arrivals = front.state.manager.arrivals or Arrivals()
         self.connections: set[HttpConnection] = set()
-        self._limits = ConnectionLimits(
-            max_body_bytes=settings.server.max_body_bytes,
-            keep_alive_s=settings.server.keep_alive_s,
-            read_timeout_s=settings.server.read_timeout_s,
-        )
+        self._limits = ConnectionLimits.of(settings.server)
+        # Decided when the server listens (it may raise the open-file limit first).
+        self.max_connections = settings.server.max_connections
         self._address: tuple[str, int] | None = None
         self._date = b""
         self._ticker: asyncio.TimerHandle | None = None
@@ -72,6 +88,11 @@ class HttpServer:
         refusal = exchange.refusal
         if isinstance(refusal, BadHttp):
             return bad_http_answer(refusal)
+        if connection.restricted:
+            # One answer, then its room goes back to the pool.
+            exchange.keep_alive = False
+            if not exchange.path.startswith(_PROBE_PREFIXES):
+                return _answer_of(error_reply(self._too_many()))
         route = match(exchange.path)
         if route is not None:
             # A refused body goes through the front too, so the refusal counts for its version.
@@ -102,6 +123,9 @@ class HttpServer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
         server_settings = self.settings.server
+        self.max_connections = connection_cap(
+            server_settings.max_connections, server_settings.probe_connections
+        )
         async with self.front.lifespan():
             listener = await loop.create_server(
                 self._connection,
@@ -113,7 +137,12 @@ class HttpServer:
             sockname = listener.sockets[0].getsockname()
             self._address = (str(sockname[0]), int(sockname[1]))
             self._tick()
-            log.info("keel listening on http://%s:%d", *self._address)
+            log.info(
+                "keel listening on http://%s:%d (at most %d connections, %d more for probes)",
+                *self._address,
+                self.max_connections,
+                server_settings.probe_connections,
+            )
             try:
                 await stop.wait()
             finally:
@@ -122,9 +151,39 @@ class HttpServer:
                 if self._ticker is not None:
                     self._ticker.cancel()
 
-    def _connection(self) -> HttpConnection:
-        return HttpConnection(
+    def _connection(self) -> asyncio.Protocol:
+        open_now = len(self.connections)
+        if open_now >= self.max_connections:
+            self._evict_idle()
+            open_now = len(self.connections)
+        if open_now >= self.max_connections + self.settings.server.probe_connections:
+            return _Refused()
+        connection = HttpConnection(
             self.answer, self._limits, self.connections, self._date_header, self.arrivals
+        )
+        connection.restricted = open_now >= self.max_connections
+        return connection
+
+    def _evict_idle(self) -> None:
+        """At the cap, close the connections idle longest between requests.
+
+        As nginx reuses idle keep-alive connections when it runs out: a client holding
+        connections it does not use must not keep out one that has a request to send.
+        Those part way through a request are not idle; the header and body time limits
+        bound them instead.
+        """
+        now = time.monotonic()
+        idle = [c for c in self.connections if c.evictable(now)]
+        # Enough to bring the count under the cap, and a batch more for those to come.
+        count = len(self.connections) - self.max_connections + _EVICT_AT_ONCE
+        evicted = heapq.nsmallest(count, idle, key=lambda c: c.last_active)
+        for connection in evicted:
+            connection.close_idle()
+
+    def _too_many(self) -> Overloaded:
+        return Overloaded(
+            f"too many open connections (server.max_connections is {self.max_connections}); "
+            "this connection is answered only on the probes and the admin API: retry later"
         )
 
     async def _drain(self, grace_s: float) -> None:
@@ -154,8 +213,46 @@ class HttpServer:
         self._date = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
         now = time.monotonic()
         for connection in list(self.connections):
-            connection.close_if_silent(now)
+            connection.sweep(now)
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past every cap: told so and closed, without a byte read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        typing.cast(asyncio.Transport, transport).write(_FULL)
+        transport.close()
+
+
+def connection_cap(configured: int, probes: int) -> int:
+    """The connections served in full: ``configured``, or derived from the open-file limit.
+
+    The soft limit is raised to the hard one first, as Go's runtime does for every
+    server: the soft default (often 1024) is a relic of select(), which keel never uses.
+    Past the limit accept() fails with EMFILE and every other file the server opens
+    (a model, the registry, the log) fails with it, so the cap stays well below.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    derived = max(16, soft - _RESERVED_FILES - probes)
+    if configured == 0:
+        return derived
+    if configured > derived:
+        log.warning(
+            "server.max_connections is %d but the open-file limit (%d) leaves room for %d",
+            configured,
+            soft,
+            derived,
+        )
+    return configured
 
 
 def _answer_of(reply: Reply) -> Answer:
