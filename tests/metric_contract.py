@@ -24,6 +24,7 @@ DECLARED_METRICS = frozenset(
         "keel_environment_mismatch",
         "keel_process_resident_memory_bytes",
         "keel_build_info",
+        "keel_inline_demotions_total",
         # ML signals
         "keel_prediction_value",
         "keel_prediction_entropy",
@@ -62,6 +63,7 @@ SHADOW_METRICS = frozenset(
         "keel_prediction_log_written_total",
         "keel_prediction_log_dropped_total",
         "keel_prediction_log_pending",
+        "keel_prediction_log_pending_limit",
         "keel_prediction_log_up",
     }
 )

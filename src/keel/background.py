@@ -18,11 +18,15 @@ log = logging.getLogger("keel")
 LOWEST_PRIORITY = 19
 
 
-def lower_this_thread() -> None:
-    """Give the calling thread the lowest scheduling priority (a thread-pool initializer)."""
+def lower_this_thread(niceness: int = LOWEST_PRIORITY) -> None:
+    """Give the calling thread the scheduling priority ``niceness`` (a thread-pool initializer).
+
+    The lowest, 19, unless a thread must keep up with the requests (see the
+    prediction-log writer).
+    """
     try:
         # Linux schedules threads one by one: PRIO_PROCESS with a thread id changes
         # that thread alone. Lowering one's priority needs no privilege.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except OSError as exc:  # not Linux, or a sandbox that forbids it: run at normal priority
         log.debug("could not lower the priority of %s: %s", threading.current_thread().name, exc)

@@ -75,6 +75,10 @@ class RuntimeFailure(KeelError):
     """A model runtime failed to load or to run a prediction."""
 
 
+class NonFiniteOutput(RuntimeFailure):
+    """A model returned NaN or an infinity, which no prediction may carry."""
+
+
 class ProtocolError(KeelError):
     """A request body breaks the protocol: malformed JSON, or tensor shape and data disagree."""
 

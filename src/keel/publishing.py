@@ -72,7 +72,9 @@ def publish(
     stored with the tolerance they must be reproduced to.
     """
     store = registry if isinstance(registry, Registry) else Registry(registry)
-    artifact = Path(artifact)
+    # The file the user names may be a link (DVC and git-annex keep files that way): the
+    # bytes it leads to are published, and copied, so the registry holds no link itself.
+    artifact = Path(artifact).resolve()
     source = git_source(Path(source_dir), allow_untracked=allow_untracked)
     runtime = load_runtime(
         artifact, settings=runtime_settings, forward=forward, forward_config=forward_config

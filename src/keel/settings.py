@@ -65,9 +65,11 @@ class BatchingSettings(BaseModel):
         default=500.0,
         ge=0,
         description=(
-            "A model whose full batch ran faster than this at warm-up is called on the event "
-            "loop: handing it to a worker thread would cost more than the call. 0 = always "
-            "use the worker threads."
+            "A model whose full batch ran faster than this at warm-up, and whose cost its "
+            "input shapes bound (no loops, no value-sized outputs, no string inputs), is "
+            "called on the event loop: handing it to a worker thread would cost more than "
+            "the call. One run over 4 times this (at least 1 ms) of the loop's CPU time "
+            "moves the version to its threads for good. 0 = always use the threads."
         ),
     )
 
@@ -163,7 +165,10 @@ class ServerSettings(BaseModel):
     inference_threads: int = Field(
         default=0,
         ge=0,
-        description="Threads running model calls, shared by all models (0 = one per core).",
+        description=(
+            "Threads that load and verify model versions (0 = one per core). Model calls "
+            "run on each version's own threads, batching.max_batches_in_flight of them."
+        ),
     )
     switch_interval_ms: float = Field(
         default=0.5,
@@ -393,8 +398,18 @@ class LogStoreSettings(BaseModel):
         default=50_000,
         ge=1,
         description=(
-            "Records buffered while the store is slow or down; past it new records are "
-            "dropped (and counted), so a dead store never grows the server's memory."
+            "Records buffered at most, whatever the measured rate (the limit until a full "
+            "batch has been measured); past it new records are dropped (and counted), so a "
+            "dead store never grows the server's memory."
+        ),
+    )
+    max_pending_s: float = Field(
+        default=2.0,
+        gt=0,
+        description=(
+            "Seconds of writing the buffer may hold, at the rate the store was last "
+            "measured to write full batches; past it new records are dropped (and counted "
+            "as queue_full). Bounds what a SIGKILL can lose."
         ),
     )
     close_timeout_s: float = Field(

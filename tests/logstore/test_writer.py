@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -16,7 +17,9 @@ import numpy as np
 import pytest
 from logstore_support import make_record, wait_until
 
+from keel.background import LOWEST_PRIORITY
 from keel.logstore import CandidateInfo, PredictionLog, PredictionRecord, SQLiteStore
+from keel.logstore.writer import WRITER_NICENESS
 from keel.settings import LogStoreSettings
 
 
@@ -96,6 +99,81 @@ def test_a_full_buffer_drops_new_records_and_counts_them(tmp_path: Path) -> None
     run(scenario())
 
     assert [r.request_id for r in store.read("iris")] == [f"request-{i}" for i in range(10)]
+
+
+class SlowStore(SQLiteStore):
+    """A real SQLite store that takes ``seconds`` more for every batch, as a slow disk would."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        super().__init__(path)
+        self.seconds = seconds
+
+    def write(self, records: Sequence[PredictionRecord], store_inputs: bool = True) -> None:
+        time.sleep(self.seconds)
+        super().write(records, store_inputs)
+
+
+def test_the_buffer_holds_what_the_store_was_measured_to_write_in_two_seconds(
+    tmp_path: Path,
+) -> None:
+    # 10 records a batch, 0.1 s a batch: about 100 records/s, so about 200 records.
+    store = SlowStore(tmp_path / "log.sqlite", seconds=0.1)
+
+    async def scenario() -> None:
+        log = PredictionLog(store, settings(flush_interval_s=60, batch_records=10))
+        assert log.pending_limit == log.settings.max_pending  # nothing measured yet
+        await log.start()
+        for index in range(30):
+            log.add(make_record(index))
+        await wait_until(lambda: log.written >= 20)
+        assert 2 * 40 <= log.pending_limit <= 2 * 100  # 40: a slow, busy test machine
+        limit = log.pending_limit
+        for index in range(30, 30 + 2 * limit):
+            log.add(make_record(index))
+        assert log.pending <= limit
+        assert log.dropped["queue_full"] >= limit
+        await log.close()
+        accepted = 30 + 2 * limit - log.dropped["queue_full"]
+        assert (log.written, log.dropped["store_error"]) == (accepted, 0)
+
+    run(scenario())
+
+
+def test_small_batches_do_not_lower_the_limit(tmp_path: Path) -> None:
+    store = SlowStore(tmp_path / "log.sqlite", seconds=0.05)
+
+    async def scenario() -> None:
+        log = PredictionLog(store, settings(batch_records=100))
+        await log.start()
+        for index in range(3):
+            log.add(make_record(index))
+        await wait_until(lambda: log.written == 3)
+        # 3 records in 50 ms is the transaction's cost, not a rate of 60 records/s.
+        assert log.pending_limit == log.settings.max_pending
+        await log.close()
+
+    run(scenario())
+
+
+def test_the_writer_runs_at_the_priority_it_is_given_not_the_lowest(tmp_path: Path) -> None:
+    niceness: list[int] = []
+
+    class PriorityNotingStore(SQLiteStore):
+        def write(self, records: Sequence[PredictionRecord], store_inputs: bool = True) -> None:
+            niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            super().write(records, store_inputs)
+
+    async def scenario() -> None:
+        log = PredictionLog(PriorityNotingStore(tmp_path / "log.sqlite"), settings())
+        await log.start()
+        log.add(make_record(0))
+        await log.close()
+
+    run(scenario())
+
+    # A thread can lower its priority without privilege, never raise it.
+    assert niceness == [max(WRITER_NICENESS, os.getpriority(os.PRIO_PROCESS, 0))]
+    assert niceness[0] < LOWEST_PRIORITY
 
 
 def test_close_writes_what_is_pending_and_later_records_are_counted_as_dropped(

@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,11 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keel.errors import AmbiguousVersion, IntegrityError, InvalidName, ModelNotFound, RegistryError
+from keel.errors import (
+    AmbiguousVersion,
+    IntegrityError,
+    InvalidName,
+    ModelNotFound,
+    RegistryError,
+    UnsafeArtifact,
+)
 from keel.loading import load_version
 from keel.publishing import publish
 from keel.registry import Registry, parse_ref
 from keel.registry.storage import Storage
+from keel.verification import verify
 from support import OnnxModel, git
 
 
@@ -295,3 +304,102 @@ def test_registry_url_from_environment_variable(tmp_path: Path) -> None:
         env={**os.environ, "KEEL_REGISTRY": str(tmp_path)},
     )
     assert result.stdout.strip() == str(tmp_path)
+
+
+# -- files replaced by links ---------------------------------------------------------------
+
+
+def _replace_with_link(path: Path, outside: Path) -> None:
+    """Move ``path``'s bytes outside the registry and leave a symbolic link to them."""
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(outside)
+    path.symlink_to(outside)
+
+
+@pytest.mark.parametrize("file_name", ["model.onnx", "requirements.lock"])
+def test_a_version_file_replaced_by_a_link_to_the_same_bytes_is_refused_on_load(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path, tmp_path: Path,
+    file_name: str,
+) -> None:  # fmt: skip
+    meta = _publish(breast_cancer_model, registry, git_repo)
+    stored = registry.storage.local_path(f"cancer/{meta.version}/{file_name}")
+    _replace_with_link(stored, tmp_path / "outside" / file_name)
+    with pytest.raises(
+        UnsafeArtifact, match=rf"{re.escape(file_name)} is reached through a symbolic link"
+    ):
+        load_version(registry, meta)
+
+
+def test_metadata_replaced_by_a_link_is_refused_before_it_is_read(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path, tmp_path: Path
+) -> None:
+    meta = _publish(breast_cancer_model, registry, git_repo)
+    stored = registry.storage.local_path(f"cancer/{meta.version}/metadata.json")
+    _replace_with_link(stored, tmp_path / "outside" / "metadata.json")
+    with pytest.raises(UnsafeArtifact, match=r"metadata\.json is reached through a symbolic link"):
+        registry.resolve(f"cancer@{meta.version}")
+
+
+def test_a_version_folder_replaced_by_a_link_is_refused(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path, tmp_path: Path
+) -> None:
+    meta = _publish(breast_cancer_model, registry, git_repo)
+    folder = registry.storage.local_path(f"cancer/{meta.version}")
+    _replace_with_link(folder, tmp_path / "outside" / "version")
+    # Not listed as a version; named exactly (as an alias names it), read nowhere.
+    assert registry.versions("cancer") == []
+    with pytest.raises(UnsafeArtifact, match=r"the folder .* on the way is one"):
+        registry.metadata("cancer", meta.version)
+    with pytest.raises(UnsafeArtifact, match=r"the folder .* on the way is one"):
+        load_version(registry, meta)
+
+
+def test_an_artifact_that_is_a_named_pipe_is_refused_without_blocking(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path
+) -> None:
+    meta = _publish(breast_cancer_model, registry, git_repo)
+    artifact = registry.storage.local_path(f"cancer/{meta.version}/model.onnx")
+    artifact.unlink()
+    os.mkfifo(artifact)
+    with pytest.raises(UnsafeArtifact, match="a named pipe, not a regular file"):
+        load_version(registry, meta)
+
+
+def test_keel_verify_refuses_a_linked_artifact(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path, tmp_path: Path
+) -> None:
+    meta = _publish(breast_cancer_model, registry, git_repo)
+    stored = registry.storage.local_path(f"cancer/{meta.version}/model.onnx")
+    _replace_with_link(stored, tmp_path / "outside" / "model.onnx")
+    report = verify(registry, meta)
+    assert not report.ok
+    assert "symbolic link" in " ".join(report.problems())
+
+
+def test_a_registry_root_reached_through_a_link_still_loads(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path, tmp_path: Path
+) -> None:
+    meta = _publish(breast_cancer_model, registry, git_repo)
+    linked = tmp_path / "linked-registry"
+    linked.symlink_to(registry.storage.local_path(""), target_is_directory=True)
+    through_link = Registry(linked)
+    load_version(through_link, through_link.resolve(f"cancer@{meta.version}")).close()
+
+
+def test_an_artifact_named_through_a_link_is_published_as_its_bytes(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path, tmp_path: Path
+) -> None:
+    # DVC and git-annex keep a workspace's files as links: the bytes are what is stored.
+    link = tmp_path / "workspace" / "model.onnx"
+    link.parent.mkdir()
+    link.symlink_to(breast_cancer_model.path)
+    meta = publish(
+        link,
+        name="cancer",
+        signature=breast_cancer_model.signature,
+        registry=registry,
+        source_dir=git_repo,
+    )
+    stored = registry.storage.local_path(f"cancer/{meta.version}/model.onnx")
+    assert not stored.is_symlink()
+    load_version(registry, meta).close()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from built_models import publish_store_lookup, publish_wide_mlp
+from built_models import publish_log_of_input, publish_store_lookup, publish_wide_mlp
 from figures import (
     DEFAULT_FUZZ_EXAMPLES,
     DEFAULT_OVERLOAD_SECONDS,
@@ -69,6 +69,14 @@ def lookup_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry holding ``store-lookup@production``, which fails at run time on unknown ids."""
     scratch = tmp_path_factory.mktemp("store-lookup")
     publish_store_lookup(scratch / "registry", scratch)
+    return scratch / "registry"
+
+
+@pytest.fixture(scope="session")
+def log_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding ``log-of-input@production``, which answers NaN for negative input."""
+    scratch = tmp_path_factory.mktemp("log-of-input")
+    publish_log_of_input(scratch / "registry", scratch)
     return scratch / "registry"
 
 

@@ -141,12 +141,23 @@ def access(cases: Cases) -> list[str]:
     return lines
 
 
+def hostile_clients(cases: Cases) -> list[str]:
+    lines = ["| Attack | Measured |", "| --- | --- |"]
+    for case in sorted(cases):
+        measured = ", ".join(
+            f"{name.replace('_', ' ')}: {value:,}" for name, value in sorted(cases[case].items())
+        )
+        lines.append(f"| {case} | {measured} |")
+    return lines
+
+
 SECTIONS: dict[str, Callable[[Cases], list[str]]] = {
     "hostile_requests": hostile_requests,
     "hostile_models": hostile_models,
     "overload": overload,
     "faults": faults,
     "access": access,
+    "hostile_clients": hostile_clients,
 }
 # The setting that sets a section's length, and the run fact that records it.
 LENGTHS = {

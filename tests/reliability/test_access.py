@@ -228,6 +228,15 @@ BODIES = (
     b'{"parameters": "x"}',
     b'{"parameters": {"version": "no-such-version"}}',
     b'{"parameters": {"version": "../../../etc"}}',
+    # Past what Python's parsers and repr() take: 4,300 digits, a thousand levels.
+    b'{"instances": [{"mean radius": ' + b"1" * 5000 + b"}]}",
+    b'{"instances": [{"mean radius": NaN, "x": ' + b"[" * 900 + b"]" * 900 + b"}]}",
+    b'{"parameters": {"version": ' + b"[" * 1000 + b"]" * 1000 + b"}}",
+    b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": '
+    + b"[" * 1000
+    + b"]" * 1000
+    + b', "data": [1]}]}',
+    b"[" * 100_000,
 )
 Request = tuple[str, str, bytes]
 

@@ -1,9 +1,11 @@
 """Faults a running server must ride out, on real ``keel serve`` processes.
 
-A corrupt artifact behind a hot swap, SIGTERM with many requests in flight, and a model
-that raises on input its signature lets through. The faults covered elsewhere (a publish
-killed with SIGKILL, the registry unreadable at start, the prediction log down, a shadow
-candidate crashing or hanging) are listed in docs/reliability.md with their tests.
+A corrupt artifact behind a hot swap, SIGTERM with many requests in flight, a model
+that raises on input its signature lets through, a model answering NaN or infinity, and
+SIGTERM with thousands of prediction-log records unwritten. The faults covered elsewhere
+(a publish killed with SIGKILL, the registry unreadable at start, the prediction log
+down, a shadow candidate crashing or hanging) are listed in docs/reliability.md with
+their tests.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import asyncio
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
-from built_models import STORE_LOOKUP, UNKNOWN_STORE, WIDE_MLP
+from built_models import LOG_OF_INPUT, STORE_LOOKUP, UNKNOWN_STORE, WIDE_MLP
 from figures import Figures
+from load_driver import JSON_HEADERS, LoadSpec, run_load
 from served_models import BINARY_HEADER, json_body, read_served_models
 
 from keel.registry import Registry
@@ -286,3 +291,134 @@ def test_a_model_raising_at_run_time_fails_only_that_request_and_the_server_live
     logged = [line for line in server.log.read_text().splitlines() if "request failed" in line]
     assert len(logged) == len(poisoned), logged
     assert all("indices element out of data bounds" in line for line in logged), logged
+
+
+# -- a model that answers NaN or infinity --------------------------------------------------
+
+
+def _log_of(client: httpx.Client, api: str, x: float, binary: bool = False) -> httpx.Response:
+    if api == "records":
+        return client.post(f"/v1/models/{LOG_OF_INPUT}/predict", json={"instances": [{"x": x}]})
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 1], "data": [x]}
+    body: dict[str, Any] = {"inputs": [tensor]}
+    if binary:
+        body["parameters"] = {"binary_data_output": True}
+    return client.post(f"/v2/models/{LOG_OF_INPUT}/infer", json=body)
+
+
+def _rejected(client: httpx.Client, reason: str) -> float:
+    lines = client.get("/metrics").text.splitlines()
+    prefix = "keel_requests_rejected_total{"
+    return sum(
+        float(line.split()[-1])
+        for line in lines
+        if line.startswith(prefix) and f'reason="{reason}"' in line
+    )
+
+
+def test_a_nan_or_infinite_output_is_refused_as_a_model_failure_on_every_api(
+    log_registry: Path, tmp_path: Path, figures: Figures
+) -> None:
+    server = start_server(
+        log_registry,
+        (f"{LOG_OF_INPUT}@production",),
+        tmp_path / "server.log",
+        KEEL_SERVER__WATCH_INTERVAL_S="0",
+    )
+    cases = [("records", -1.0, False), ("records", 0.0, False)]
+    cases += [("v2 JSON", -1.0, False), ("v2 JSON", 0.0, False), ("v2 binary", -1.0, True)]
+    try:
+        server.wait_ready()
+        with server.client() as client:
+            refused = [_log_of(client, api, x, binary) for api, x, binary in cases]
+            finite = [_log_of(client, api, 2.0) for api in ("records", "v2 JSON")]
+            counted = _rejected(client, "nonfinite_output")
+            ready = client.get("/v2/health/ready").status_code
+    finally:
+        _stopped_cleanly(server)
+    figures.add(
+        SECTION,
+        "a model answering NaN or infinity (records, v2 JSON, v2 binary)",
+        requests=len(refused),
+        answered_500=sum(a.status_code == 500 for a in refused),
+        answered_null=sum(b"null" in a.content for a in refused),
+        counted=int(counted),
+    )
+    for (api, x, _), answer in zip(cases, refused, strict=True):
+        assert answer.status_code == 500, (api, x, answer.text)
+        assert "the model failed to run this request" in answer.json()["error"], answer.text
+        assert b"null" not in answer.content
+    assert [a.status_code for a in finite] == [200, 200], [a.text for a in finite]
+    assert counted == len(cases)
+    assert ready == 200
+    logged = [line for line in server.log.read_text().splitlines() if "request failed" in line]
+    assert len(logged) == len(cases), logged
+    assert all("returned NaN or infinity in output 'value'" in line for line in logged), logged
+
+
+# -- SIGTERM with thousands of log records pending -----------------------------------------
+
+
+def _log_state(client: httpx.Client) -> dict[str, Any]:
+    state: dict[str, Any] = client.get(f"/v2/models/{BREAST_CANCER}/shadow").json()["log"]
+    return state
+
+
+def _send_records(server: ServerProcess, body: dict[str, Any]) -> dict[str, int]:
+    """Two seconds of records requests on 16 connections; the answers' statuses, counted."""
+    url = f"{server.url}/v1/models/{BREAST_CANCER}/predict"
+    body_bytes = orjson.dumps(body)
+    spec = LoadSpec(
+        url, body_bytes, headers=JSON_HEADERS, connections=16, duration_s=2.0, warmup_s=0
+    )
+    return run_load(spec).status
+
+
+def _settled_log_state(client: httpx.Client) -> dict[str, Any]:
+    time.sleep(0.5)
+    return _log_state(client)
+
+
+def test_sigterm_writes_every_accepted_log_record_before_the_server_exits(
+    demo_registry: Path, tmp_path: Path, figures: Figures
+) -> None:
+    log_path = tmp_path / "predictions.sqlite"
+    # Nothing is written before the signal: the flush interval and the batch are out of reach.
+    server = start_server(
+        demo_registry,
+        (f"{BREAST_CANCER}@production",),
+        tmp_path / "server.log",
+        args=("--shadow", f"{BREAST_CANCER}@candidate", "--log-store", f"sqlite:///{log_path}"),
+        KEEL_SERVER__WATCH_INTERVAL_S="0",
+        KEEL_SHADOW__LOG__FLUSH_INTERVAL_S="3600",
+        KEEL_SHADOW__LOG__BATCH_RECORDS="100000",
+    )
+    try:
+        server.wait_ready()
+        body = {"instances": _records(demo_registry, f"{BREAST_CANCER}@production", 1)}
+        statuses = _send_records(server, body)
+        with server.client() as client:
+            # The load is over once its answers are in; the mirror may still be logging.
+            state = _log_state(client)
+            for _ in range(60):
+                settled = _settled_log_state(client)
+                if settled == state:
+                    break
+                state = settled
+        signalled = time.monotonic()
+    finally:
+        _stopped_cleanly(server)
+    exit_s = time.monotonic() - signalled
+    with sqlite3.connect(log_path) as connection:
+        (rows,) = connection.execute("SELECT count(*) FROM keel_predictions").fetchone()
+    figures.add(
+        SECTION,
+        "SIGTERM with thousands of prediction-log records pending",
+        pending_at_signal=state["pending"],
+        written_by_exit=rows,
+        exit_s=round(exit_s, 2),
+    )
+    assert set(statuses) == {"200"}
+    assert state["pending"] >= 1000, "too few requests to fill the log"
+    assert state["written"] == 0
+    assert rows == state["pending"]

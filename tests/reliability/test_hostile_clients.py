@@ -265,7 +265,7 @@ def test_head_is_answered_without_a_body_on_every_path(server: ServerProcess, pa
 
 
 def test_a_malformed_chunk_size_is_answered_400_within_a_second(server: ServerProcess) -> None:
-    with _connect(server) as sock:
+    with _watcher(server).watching(), _connect(server) as sock:
         started = time.monotonic()
         sock.sendall(
             f"POST {PREDICT} HTTP/1.1\r\nHost: k\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
@@ -303,7 +303,7 @@ def test_headers_trickled_slower_than_the_header_timeout_are_cut_off(
     server: ServerProcess, figures: Figures
 ) -> None:
     headers = b"GET /v2/health/live HTTP/1.1\r\nHost: k\r\n" + b"X-Slow: " + b"s" * 200
-    with _connect(server) as sock:
+    with _watcher(server).watching(), _connect(server) as sock:
         took = _trickle(sock, headers, 0.2, 10 * HEADER_TIMEOUT_S)
         answer = _read_all(sock)
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
@@ -316,7 +316,7 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_off(
     server: ServerProcess, figures: Figures
 ) -> None:
     head = f"POST {PREDICT} HTTP/1.1\r\nHost: k\r\nContent-Length: 100000\r\n\r\n".encode()
-    with _connect(server) as sock:
+    with _watcher(server).watching(), _connect(server) as sock:
         sock.sendall(head)
         took = _trickle(sock, b" " * 100_000, 0.2, 10 * BODY_TIMEOUT_S)
         answer = _read_all(sock)

@@ -41,7 +41,7 @@ from hostile_files import (
 
 from keel.errors import RegistryError
 from keel.registry import Registry
-from serving.keel_server import ServerProcess, start_server
+from serving.keel_server import ADMIN_TOKEN, ServerProcess, start_server
 from support import run_keel
 
 pytestmark = pytest.mark.integration
@@ -476,3 +476,89 @@ def test_no_planted_code_ran_anywhere(
     ran = sorted(marker.name for marker in markers.iterdir())
     figures.run["planted_code_markers_found"] = len(ran)
     assert ran == []
+
+
+# -- registry files replaced by links, and what a refusal may show -------------------------
+
+# What a file planted as a model might hold; no answer may quote any of it.
+SECRET = b"root:x:0:0:root:/root:/bin/bash\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG\n"
+LINK = "symbolic link"
+
+
+def _link_out(path: Path, outside: Path) -> None:
+    """Replace ``path`` with a link to a copy of its bytes outside the registry."""
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, outside)
+    path.unlink()
+    path.symlink_to(outside)
+
+
+def _answers_quote(text: str) -> bool:
+    return any(part.decode() in text for part in SECRET.split(b"\n") if part)
+
+
+def test_linked_registry_files_are_refused_and_no_refusal_quotes_a_file(
+    demo_registry: Path,
+    templates: dict[str, Template],
+    tmp_path: Path,
+    figures: Figures,
+) -> None:
+    registry = tmp_path / "registry"
+    shutil.copytree(demo_registry, registry)
+    store = Registry(registry)
+    digits = store.resolve("digits-mlp@production")
+    _link_out(registry / digits.name / digits.version / "model.safetensors", tmp_path / "o" / "a")
+    plant_version(
+        registry, "text-artifact", templates["breast-cancer"], {"model.onnx": SECRET}, "model.onnx"
+    )
+    candidate = store.resolve("breast-cancer@candidate")
+    server = start_server(
+        registry,
+        ("breast-cancer@production", "digits-mlp@production", "text-artifact@production"),
+        tmp_path / "server.log",
+        KEEL_ADMIN_TOKEN=ADMIN_TOKEN,
+        KEEL_SERVER__WATCH_INTERVAL_S="0",
+    )
+    try:
+        server.wait_live()
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            _wait_until_loaded(server, client, ["breast-cancer", "digits-mlp", "text-artifact"])
+            linked = client.get("/v2/models/digits-mlp").json()["keel"]
+            linked_answer = client.post("/v1/models/digits-mlp/predict", json={"instances": [{}]})
+            text = client.get("/v2/models/text-artifact").json()["keel"]
+            text_answer = client.post("/v2/models/text-artifact/infer", json={"inputs": []})
+            # A hot swap to a version whose requirements.lock became a link.
+            lock = registry / candidate.name / candidate.version / "requirements.lock"
+            _link_out(lock, tmp_path / "o" / "b")
+            store.set_alias("breast-cancer", "production", "candidate", reason="test")
+            swap = client.post(
+                "/v2/repository/models/breast-cancer/load",
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            record = {
+                f["name"]: 1.0 for f in templates["breast-cancer"].metadata["signature"]["features"]
+            }
+            served = client.post("/v1/models/breast-cancer/predict", json={"instances": [record]})
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM), server.log.read_text()
+    verified = run_keel("verify", "digits-mlp@production", "--registry", str(registry))
+    figures.add(
+        SECTION,
+        "registry file replaced by a link to the same bytes (load, hot swap, verify)",
+        refused_by_server=int(linked["state"] == "failed"),
+        refused_by_hot_swap=int(swap.status_code == 503),
+        refused_by_verify=int(verified.returncode != 0),
+    )
+    assert linked["state"] == "failed", linked
+    assert LINK in linked["failure"], linked
+    assert linked_answer.status_code == 503, linked_answer.text
+    assert LINK in linked_answer.json()["error"]
+    assert swap.status_code == 503, swap.text
+    assert LINK in swap.json()["error"], swap.text
+    assert served.status_code == 200, served.text
+    assert verified.returncode != 0, verified.stdout
+    assert LINK in verified.stdout + verified.stderr
+    assert text["state"] == "failed", text
+    assert "it looks like text" in text["failure"], text
+    assert text_answer.status_code == 503, text_answer.text
+    assert not _answers_quote(json.dumps(text) + text_answer.text + server.log.read_text())

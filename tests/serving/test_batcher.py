@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -14,13 +15,17 @@ import numpy.typing as npt
 import pytest
 
 from keel.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge, RuntimeFailure
+from keel.serving import run_estimate
 from keel.serving.arrivals import Arrivals
 from keel.serving.batcher import Batcher, Tensors
+from keel.serving.run_estimate import RunTimeEstimate
 from keel.settings import BatchingSettings
 
 WEIGHTS = np.random.default_rng(0).normal(size=(4, 3))
 HOLD = -1.0
 """A row whose first feature is HOLD makes the model wait for its gate (a busy model)."""
+SPIN = -2.0
+"""A row whose first feature is SPIN makes the model compute for ``spin_s`` (a slow input)."""
 
 
 class LinearModel:
@@ -29,6 +34,8 @@ class LinearModel:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.delay_s = 0.0
+        self.spin_s = 0.05
+        self.threads: list[str] = []
         self.fail_next: Exception | None = None
         self.batches: list[npt.NDArray[Any]] = []
         self._lock = threading.Lock()
@@ -37,9 +44,15 @@ class LinearModel:
         x = inputs["x"]
         with self._lock:
             self.batches.append(x.copy())
+            self.threads.append(threading.current_thread().name)
             failure, self.fail_next = self.fail_next, None
         if failure is not None:
             raise failure
+        if (x[:, 0] == SPIN).any():
+            # CPU time, not a sleep: the batcher's bound on inline runs counts CPU time.
+            until_cpu = time.thread_time() + self.spin_s
+            while time.thread_time() < until_cpu:
+                pass
         if (x[:, 0] == HOLD).any():
             self.gate.wait(timeout=10)  # bounded, so a failing test cannot hang the suite
         if self.delay_s:
@@ -93,6 +106,12 @@ def rows(count: int, seed: int = 1) -> npt.NDArray[Any]:
 def held_row() -> npt.NDArray[Any]:
     row = rows(1, seed=99)
     row[0, 0] = HOLD
+    return row
+
+
+def spinning_row() -> npt.NDArray[Any]:
+    row = rows(1, seed=98)
+    row[0, 0] = SPIN
     return row
 
 
@@ -556,5 +575,160 @@ def test_a_deadline_sooner_than_one_model_run_is_refused_at_once_without_running
         await batcher.submit({"x": rows(1, seed=3)}, deadline=loop.time() + 5)
         assert len(model.batches) == 2
         await batcher.close(timeout=5)
+
+    run(scenario)
+
+
+def test_an_inline_run_over_its_bound_moves_the_model_to_threads_for_good(
+    model: LinearModel, executor: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    model.spin_s = 0.05  # 25x the 2 ms bound of the default inline_below_us (500 us)
+    later = [rows(1, seed=seed) for seed in (3, 4)]
+
+    async def scenario() -> None:
+        settings = BatchingSettings(max_batch_size=1)
+        batcher = Batcher(model, settings, executor, name="inline", inline=True)
+        assert batcher.inline_bound_s == pytest.approx(0.002)
+        await batcher.submit({"x": rows(1)})
+        assert batcher.inline
+        # The slow row, and two requests queued behind it in the same tick: one batch each.
+        results = await asyncio.gather(
+            batcher.submit({"x": spinning_row()}), *(batcher.submit({"x": x}) for x in later)
+        )
+        for result, x in zip(results, [spinning_row(), *later], strict=True):
+            np.testing.assert_allclose(result["y"], x @ WEIGHTS)
+        assert not batcher.inline
+        assert batcher.inline_demotions == 1
+        # From now on in a thread, slow rows included, and never moved again.
+        await batcher.submit({"x": spinning_row()})
+        assert batcher.inline_demotions == 1
+        await batcher.close(timeout=5)
+
+    with caplog.at_level(logging.WARNING, logger="keel.serving"):
+        run(scenario)
+    main = threading.main_thread().name
+    assert model.threads[:2] == [main, main]
+    assert len(model.threads) == 5
+    assert all(name.startswith("test-batcher") for name in model.threads[2:])
+    warnings = [r.getMessage() for r in caplog.records if "for good" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "model inline now runs on worker threads" in warnings[0]
+    assert "over its bound of 2.0 ms" in warnings[0]
+
+
+def test_an_inline_run_slowed_by_waiting_not_computing_stays_on_the_loop(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    # A sleep stands for the OS taking the loop's thread away (a busy box, a CPU quota):
+    # no fault of the model, so no move.
+    model.delay_s = 0.02
+
+    async def scenario() -> None:
+        batcher = inline_batcher(model, executor)
+        await batcher.submit({"x": rows(1)})
+        assert batcher.inline
+        assert batcher.inline_demotions == 0
+        await batcher.close(timeout=5)
+
+    run(scenario)
+
+
+def test_an_inline_answer_that_comes_after_the_deadline_is_a_504(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    model.delay_s = 0.05
+
+    async def scenario() -> None:
+        batcher = inline_batcher(model, executor)
+        loop = asyncio.get_running_loop()
+        # The first run: nothing measured yet, so nothing refuses it up front.
+        with pytest.raises(DeadlineExceeded, match="deadline passed"):
+            await batcher.submit({"x": rows(1)}, deadline=loop.time() + 0.01)
+        await batcher.close(timeout=5)
+
+    run(scenario)
+    assert model.batch_sizes == [1]
+
+
+def test_a_long_request_in_chunks_gets_504_at_its_deadline_while_a_chunk_runs(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor, max_batch_size=2)
+        loop = asyncio.get_running_loop()
+        data = rows(5)
+        data[2, 0] = HOLD  # the second chunk runs until the gate opens
+        started = loop.time()
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit({"x": data}, deadline=started + 0.2)
+        assert 0.15 <= loop.time() - started < 1
+        model.gate.set()
+        await until(lambda: batcher.in_flight == 0)
+        await batcher.close(timeout=5)
+
+    run(scenario)
+
+
+def test_one_slow_run_among_fast_ones_never_refuses_a_deadline() -> None:
+    estimate = RunTimeEstimate()
+    for at, seconds in enumerate((0.01, 0.01, 9.0, 0.01)):
+        estimate.record(seconds, at / 1000)
+        assert estimate.expected(at / 1000) <= 0.01
+
+
+def test_slow_runs_stop_refusing_within_seconds_and_a_fast_run_does_not_bring_them_back() -> None:
+    half_life = run_estimate.RUN_ESTIMATE_HALF_LIFE_S
+    estimate = RunTimeEstimate()
+    estimate.record(0.01, 0.0)
+    estimate.record(9.0, 9.0)
+    estimate.record(9.0, 9.5)
+    assert estimate.expected(9.5) > 1.0
+    # 9 s, halved every half-life: under 1 s after log2(9) half-lives, whatever is refused.
+    after = 9.5 + 3.2 * half_life
+    assert estimate.expected(after) < 1.0
+    estimate.record(0.01, after)
+    assert estimate.expected(after) < 1.0
+
+
+def test_a_refused_deadline_is_served_once_the_slow_runs_fade(
+    model: LinearModel, executor: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_estimate, "RUN_ESTIMATE_HALF_LIFE_S", 0.05)
+    model.delay_s = 0.2
+
+    async def scenario() -> None:
+        batcher = batcher_for(model, executor)
+        loop = asyncio.get_running_loop()
+        await batcher.submit({"x": rows(1)})
+        with pytest.raises(DeadlineExceeded, match="sooner than one model run takes"):
+            await batcher.submit({"x": rows(1)}, deadline=loop.time() + 0.1)
+        model.delay_s = 0.0
+        # 200 ms, halved every 50 ms: under 100 ms after 50 ms; refused requests never ran.
+        await asyncio.sleep(0.1)
+        await batcher.submit({"x": rows(1, seed=2)}, deadline=loop.time() + 0.1)
+        await batcher.close(timeout=5)
+
+    run(scenario)
+    assert len(model.batches) == 2
+
+
+def test_a_batcher_without_an_executor_runs_on_threads_of_its_own(model: LinearModel) -> None:
+    async def scenario() -> None:
+        one_row = BatchingSettings(max_batch_size=1, max_batches_in_flight=2)
+        slow = Batcher(model, one_row, name="slow")
+        other = LinearModel()
+        fast = Batcher(other, BatchingSettings(max_batches_in_flight=2), name="fast")
+        # Every thread the slow version may have is busy...
+        held = [asyncio.create_task(slow.submit({"x": held_row()})) for _ in range(2)]
+        await until(lambda: slow.in_flight == 2)
+        # ...and another version is served all the same, on threads of its own.
+        async with asyncio.timeout(2):
+            result = await fast.submit({"x": rows(1)})
+        np.testing.assert_allclose(result["y"], rows(1) @ WEIGHTS)
+        model.gate.set()
+        await asyncio.gather(*held)
+        await asyncio.gather(slow.close(timeout=5), fast.close(timeout=5))
+        assert other.threads == ["keel-run fast_0"]
+        assert set(model.threads) <= {"keel-run slow_0", "keel-run slow_1"}
 
     run(scenario)

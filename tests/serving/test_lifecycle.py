@@ -111,6 +111,20 @@ def test_hot_swap_through_the_repository_api(
         assert client.get("/v2/models/breast-cancer").json()["versions"] == [new]
 
 
+def test_a_load_body_whose_version_is_not_a_string_is_400(
+    registry_copy: Path, tmp_path: Path, stop_later: Any
+) -> None:
+    server = _admin_server(registry_copy, tmp_path, stop_later)
+    deep = b'{"parameters": {"version": ' + b"[" * 1000 + b"]" * 1000 + b"}}"
+    with server.client() as client:
+        for body in (b'{"parameters": {"version": 3}}', deep):
+            answer = client.post(
+                "/v2/repository/models/breast-cancer/load", headers=AUTH, content=body
+            )
+            assert answer.status_code == 400, answer.text
+            assert '{"parameters": {"version": "..."}}' in answer.json()["error"]
+
+
 def test_a_failing_new_version_leaves_the_old_one_serving(
     registry_copy: Path, tmp_path: Path, stop_later: Any
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,6 @@ def test_nan_and_infinity_are_refused(
     server: ServerProcess, record: dict[str, Any], literal: bytes
 ) -> None:
     # Python's json writes NaN and Infinity literals; keel must not accept them.
-    import json
-
     text = json.dumps({"instances": [{**record, "mean_radius": 0.0}]}).encode()
     body = text.replace(b'"mean_radius": 0.0', b'"mean_radius": ' + literal)
     assert _field_error(_predict(server, body)) == (0, "mean_radius", "nan")
@@ -100,6 +100,54 @@ def test_malformed_bodies_are_4xx(server: ServerProcess, body: bytes) -> None:
     response = _predict(server, body)
     assert 400 <= response.status_code < 500
     assert "error" in response.json()
+
+
+def _with_value(record: dict[str, Any], token: bytes, extra: bytes = b"") -> bytes:
+    """A records body whose mean_radius is written as ``token``, as no encoder would."""
+    body = json.dumps({"instances": [{**record, "mean_radius": "@"}]}).encode()
+    return body.replace(b'"@"', token + extra)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [b"1" * 5000, b"-" + b"9" * 4301, b'NaN, "x": ' + b"1" * 5000],
+    ids=["5000-digits", "4301-digits-negative", "beside-a-nan"],
+)
+def test_a_number_past_pythons_4300_digits_is_400_naming_it(
+    server: ServerProcess, record: dict[str, Any], token: bytes
+) -> None:
+    response = _predict(server, _with_value(record, token))
+    assert response.status_code == 400, response.text
+    assert "a number has more than 4300 digits" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        # 60k: the module's server takes 64 KiB bodies.
+        (b"[" * 60_000, "nested too deeply"),
+        (b"[" * 60_000 + b"NaN", "nested too deeply"),
+        # Python's parser (reached for NaN) runs out of stack, or orjson will not write it.
+        (b"NaN " + b"[" * 990 + b"]" * 990, "nested too deeply|Recursion limit"),
+    ],
+    ids=["60k-brackets", "60k-brackets-and-nan", "990-deep-beside-a-nan"],
+)
+def test_json_nested_too_deeply_is_400(
+    server: ServerProcess, record: dict[str, Any], body: bytes, problem: str
+) -> None:
+    if body.startswith(b"NaN "):
+        body = _with_value(record, b'NaN, "x": ', body[4:])
+    response = _predict(server, body)
+    assert response.status_code == 400, response.text
+    assert re.search(problem, response.json()["error"]), response.text
+
+
+def test_a_value_nested_a_thousand_deep_is_422_shown_cut_short(
+    server: ServerProcess, record: dict[str, Any]
+) -> None:
+    response = _predict(server, _with_value(record, b"[" * 1000 + b"]" * 1000))
+    assert _field_error(response) == (0, "mean_radius", "type")
+    assert len(response.content) < 2000
 
 
 def test_version_header_routes_to_the_candidate(

@@ -55,20 +55,35 @@ def load_frame() -> tuple[Any, np.ndarray, list[str]]:
     return frame, data.target.to_numpy(), [str(n) for n in data.target_names]
 
 
+# Far above any nucleus measurement (the largest in training, an area, is 2,501), far
+# below what overflows the model's arithmetic.
+MEASUREMENT_CEILING = 1e6
+
+
 def build_signature(frame: Any, classes: list[str]) -> Signature:
     """Every measurement is a non-negative float; the model outputs a label and probabilities.
 
+    Each measurement is at most ``MEASUREMENT_CEILING``: a logistic regression fed
+    1e38 answers NaN, which the server would have to refuse as the model's failure
+    rather than as the client's mistake it is.
     One measurement, ``OPTIONAL``, may be missing: the model then sees the
     training mean in its place, and the server counts the null (a jump in that
     count is what the null-rate alert watches for).
     """
     features = [
-        Feature(name=column, dtype="float", minimum=0.0, description="cell nucleus measurement")
+        Feature(
+            name=column,
+            dtype="float",
+            minimum=0.0,
+            maximum=MEASUREMENT_CEILING,
+            description="cell nucleus measurement",
+        )
         if column != OPTIONAL
         else Feature(
             name=column,
             dtype="float",
             minimum=0.0,
+            maximum=MEASUREMENT_CEILING,
             nullable=True,
             missing="indicator",
             missing_indicator=float(frame[column].mean()),

@@ -149,6 +149,17 @@ def _lifecycle(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
             for v in versions
         ),
     )
+    demotions = CounterMetricFamily(
+        "keel_inline_demotions",
+        "Times the version's model moved off the event loop to its own threads, for good, "
+        "after one run on the loop took over max(4x batching.inline_below_us, 1 ms) of CPU "
+        "time (0 or 1).",
+        labels=list(MODEL),
+    )
+    for version in versions:
+        if version.batcher is not None:
+            demotions.add_metric(_labels(version), version.batcher.inline_demotions)
+    yield demotions
 
 
 def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
@@ -164,7 +175,8 @@ def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
     )
     rejected = CounterMetricFamily(
         "keel_requests_rejected",
-        "Requests refused, by reason: overloaded, deadline, too_large, invalid, not_ready.",
+        "Requests refused, by reason: overloaded, deadline, too_large, invalid, not_ready, "
+        "nonfinite_output.",
         labels=[*MODEL, "reason"],
     )
     failures = CounterMetricFamily(

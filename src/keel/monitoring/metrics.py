@@ -25,6 +25,7 @@ from keel.errors import (
     FieldError,
     InvalidName,
     InvalidRequest,
+    NonFiniteOutput,
     NotReady,
     Overloaded,
     PayloadTooLarge,
@@ -98,6 +99,8 @@ def rejection_reason(error: Exception) -> str | None:
         return "invalid"
     if isinstance(error, NotReady):
         return "not_ready"
+    if isinstance(error, NonFiniteOutput):
+        return "nonfinite_output"
     return None
 
 

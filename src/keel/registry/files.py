@@ -9,7 +9,8 @@ from pathlib import Path
 
 from keel.errors import RegistryError
 from keel.registry.metadata import FileDigest
-from keel.registry.storage import CHUNK, Progress, sha256_file
+from keel.registry.storage import CHUNK, Progress, sha256_stream
+from keel.regular_files import open_regular
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -40,9 +41,16 @@ def copy_with_digest(source: Path, target: Path, progress: Progress | None = Non
     return FileDigest(sha256=digest.hexdigest(), size=size)
 
 
-def stored_digest(path: Path, progress: Progress | None = None) -> FileDigest | None:
-    """The digest of a stored file, or None when it is missing."""
-    if not path.is_file():
+def stored_digest(path: Path, below: Path, progress: Progress | None = None) -> FileDigest | None:
+    """The digest of a stored file, or None when it is missing.
+
+    Refused (UnsafeArtifact) before a byte is read if the file, or a folder between
+    ``below`` and it, is a symbolic link, or if the file is not a regular file.
+    """
+    try:
+        stream = open_regular(path, below)
+    except FileNotFoundError:
         return None
-    digest, size = sha256_file(path, progress)
+    with stream:
+        digest, size = sha256_stream(stream, progress)
     return FileDigest(sha256=digest, size=size)

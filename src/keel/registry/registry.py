@@ -265,19 +265,23 @@ class Registry:
         """A local folder holding the version's files, every hash verified.
 
         A local registry is verified in place; a remote one is copied into the
-        cache first and verified there, so what is loaded is what was checked.
+        cache first and verified there, so what is loaded is what was checked. A
+        file that is a symbolic link (or reached through one), or not a regular
+        file, is refused (UnsafeArtifact) before any of it is read.
         """
         prefix = f"{meta.name}/{meta.version}"
         if self.storage.is_local:
             folder = self.storage.local_path(prefix)
+            # Nothing from the root down may be a link: the version's folders included.
+            trusted = self.storage.local_path("")
         else:
-            folder = self.cache_dir / "registry" / meta.name / meta.version
+            folder = trusted = self.cache_dir / "registry" / meta.name / meta.version
             for file_name in meta.files:
                 target = folder / file_name
                 if not target.exists():
                     self.storage.get_file(f"{prefix}/{file_name}", target)
         for file_name, expected in meta.files.items():
-            actual = stored_digest(folder / file_name, progress)
+            actual = stored_digest(folder / file_name, trusted, progress)
             if actual != expected:
                 raise IntegrityError(_mismatch(meta, file_name, expected, actual))
         return folder

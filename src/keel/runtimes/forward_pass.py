@@ -17,11 +17,15 @@ class ForwardPass:
 
     ``run`` receives inputs already checked against ``inputs`` and must be safe to call
     from several threads at once (the weights are shared and read-only).
+    ``cost_bounded_by_shape`` promises that no input value makes ``run`` slower than
+    other values of the same shapes (no loops or branches on values); only then may the
+    server call it on its event loop.
     """
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     run: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+    cost_bounded_by_shape: bool = False
 
 
 @runtime_checkable

@@ -85,6 +85,8 @@ class NumpyMlp:
             inputs=(TensorSpec(settings.input_name, "float32", (None, features)),),
             outputs=outputs,
             run=partial(_forward, layers, settings),
+            # Dense layers and a softmax: the same arithmetic whatever the values are.
+            cost_bounded_by_shape=True,
         )
 
 

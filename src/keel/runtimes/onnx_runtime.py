@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from google.protobuf.message import DecodeError
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from keel.errors import RuntimeFailure
+from keel.runtimes.onnx_cost import value_dependent_cost
 from keel.runtimes.runtime import Runtime, TensorSpec
 from keel.settings import RuntimeSettings
 
@@ -78,6 +81,7 @@ class OnnxRuntime(Runtime):
         )
         self._session: ort.InferenceSession | None = session
         self._output_names = [spec.name for spec in self._outputs]
+        self._caveat = _graph_caveat(path)
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Read once: close() may clear the attribute while this call is running, and the
@@ -95,6 +99,19 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self._session = None
+
+    def _cost_caveat(self) -> str | None:
+        return self._caveat
+
+
+def _graph_caveat(path: Path) -> str | None:
+    """Why the graph's cost may depend on input values (see keel.runtimes.onnx_cost)."""
+    try:
+        # The graph only: external weights are ONNX Runtime's to read, and already were.
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError) as exc:
+        return f"its graph could not be inspected: {exc}"
+    return value_dependent_cost(model)
 
 
 def session_options(settings: RuntimeSettings) -> ort.SessionOptions:

@@ -177,9 +177,10 @@ def _describe_zip(path: Path) -> str | None:
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist()[:_MAX_ZIP_MEMBERS]:
                 if _member_is_pickle(archive, member):
+                    # Not the member's name: a refusal never quotes the file's content.
                     return (
-                        f"a zip archive holding a pickle ('{member.filename}'; "
-                        "torch.save and numpy .npz files are built this way)"
+                        "a zip archive holding a pickle (torch.save and numpy .npz files "
+                        "are built this way)"
                     )
     except _ZIP_ERRORS:
         return None

@@ -110,6 +110,23 @@ class Runtime(ABC):
         """The tensors ``predict`` returns, in the model's order."""
         return self._outputs
 
+    @property
+    def value_dependent_cost(self) -> str | None:
+        """Why a run may cost more than its input shapes say; None when the shapes bound it.
+
+        The server calls a model on its event loop only when this is None (and warm-up
+        was fast): the loop must never meet an input that makes a run slower than the
+        warm-up rows were. Strings cost what their lengths say, whatever the runtime.
+        """
+        strings = [spec.name for spec in self._inputs if spec.dtype == "object"]
+        if strings:
+            return f"its input(s) {strings} hold strings, whose lengths set the cost of a run"
+        return self._cost_caveat()
+
+    def _cost_caveat(self) -> str | None:
+        """What about this runtime lets values set the cost; runtimes that know better say so."""
+        return f"the {self.format} runtime does not say that input shapes bound its cost"
+
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check ``inputs`` against :attr:`inputs` and run the model; safe to call from threads."""
         check_inputs(self.inputs, inputs)

@@ -15,6 +15,7 @@ from types import MappingProxyType
 import numpy as np
 
 from keel.errors import RuntimeFailure, UnsafeArtifact
+from keel.regular_files import open_regular
 
 # The reference implementation refuses headers above 100 MB as well; a real header
 # describes tensors, it does not hold them.
@@ -68,7 +69,7 @@ class SafetensorsHeader:
 def check_safetensors_header(path: Path) -> SafetensorsHeader:
     """Read and validate the header of the safetensors file at ``path``; raise UnsafeArtifact."""
     try:
-        with path.open("rb") as stream:
+        with open_regular(path) as stream:
             file_size = os.fstat(stream.fileno()).st_size
             header_size = _read_header_size(path, stream.read(LENGTH_BYTES), file_size)
             raw = stream.read(header_size)
@@ -119,7 +120,10 @@ def _parse_json(path: Path, raw: bytes) -> dict[str, object]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UnsafeArtifact(f"{path}: safetensors header is not UTF-8: {exc}") from exc
+        # The position, not the byte: a refusal never quotes the file's content.
+        raise UnsafeArtifact(
+            f"{path}: safetensors header is not UTF-8 (at byte {LENGTH_BYTES + exc.start})"
+        ) from exc
     if not text.startswith("{"):
         raise UnsafeArtifact(f"{path}: safetensors header is not a JSON object")
     try:

@@ -41,6 +41,7 @@ class SafetensorsRuntime(Runtime):
             raise RuntimeFailure(f"forward pass for {path} could not be built: {exc}") from exc
         super().__init__(built.inputs, built.outputs)
         self._pass: ForwardPass | None = built
+        self._shape_bound = built.cost_bounded_by_shape
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Read once: close() may clear the attribute while this call runs, and the local
@@ -54,6 +55,11 @@ class SafetensorsRuntime(Runtime):
             raise
         except Exception as exc:
             raise RuntimeFailure(f"forward pass for {self._path} failed: {exc}") from exc
+
+    def _cost_caveat(self) -> str | None:
+        if self._shape_bound:
+            return None
+        return "its forward pass does not declare its cost bounded by input shapes"
 
     def close(self) -> None:
         # The mapping itself is released when the last array viewing it is collected;

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import stat
 import struct
 from pathlib import Path
 
 from keel.errors import RuntimeFailure, UnsafeArtifact
+from keel.regular_files import open_regular
 from keel.runtimes.pickles import describe_pickle
 from keel.runtimes.safetensors_header import (
     LENGTH_BYTES,
@@ -76,19 +76,63 @@ def sniff_format(path: Path) -> str:
         # Laid out like safetensors, but its header length is out of bounds: the header
         # check says which bound, which is more use than "unrecognised".
         check_safetensors_header(path)
+    # What the file seems to be, never its bytes: a refusal is shown in answers and
+    # model metadata, and must not hand out what a misplaced file holds.
     raise UnsafeArtifact(
         f"unrecognised model format: {path} is neither an ONNX model nor a safetensors "
-        f"file (first bytes {prefix[:8].hex(' ')}). {_EXPORT_ADVICE}"
+        f"file (it looks like {_apparent_kind(prefix, size)}). {_EXPORT_ADVICE}"
     )
+
+
+# Formats a misplaced file is often in, by their magic numbers.
+_MAGIC_KINDS = (
+    (b"\x7fELF", "an executable (ELF)"),
+    (b"MZ", "a Windows executable"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras .h5 models are these; export to ONNX)"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"BZh", "bz2-compressed data"),
+    (b"\xfd7zXZ\x00", "xz-compressed data"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed data"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+)
+
+
+def _apparent_kind(prefix: bytes, size: int) -> str:
+    """What a file seems to be, in words that quote none of its bytes."""
+    if size == 0:
+        return "an empty file"
+    for magic, kind in _MAGIC_KINDS:
+        if prefix.startswith(magic):
+            return kind
+    try:
+        # A multi-byte character may be cut at the end of the prefix.
+        text = prefix.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(prefix) - 3:
+            return "binary data of no format keel knows"
+        text = prefix[: exc.start].decode("utf-8")
+    if not all(c.isprintable() or c.isspace() for c in text):
+        return "binary data of no format keel knows"
+    start = text.lstrip()[:1]
+    if start in ("{", "["):
+        return "text (JSON, perhaps)"
+    if start == "<":
+        return "text (XML or HTML, perhaps)"
+    if text.startswith("#!"):
+        return "a script"
+    return "text"
 
 
 def _read_prefix(path: Path) -> tuple[bytes, int]:
     try:
-        info = path.stat()
-        # Opening a FIFO or a device could block or read without end.
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeArtifact(f"{path} is not a regular file")
-        with path.open("rb") as stream:
+        # A link could swap other bytes in after the registry checked these; a FIFO or
+        # a device could block or read without end.
+        with open_regular(path) as stream:
             return stream.read(PREFIX_BYTES), os.fstat(stream.fileno()).st_size
     except OSError as exc:
         raise RuntimeFailure(f"cannot read model file {path}: {exc}") from exc

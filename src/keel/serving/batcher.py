@@ -17,13 +17,17 @@ Batches are cut first-in first-out from the head of the queue: consecutive reque
 with the same input names, trailing shapes and dtypes, up to ``max_batch_size`` rows;
 the first request that does not fit starts the next batch. A request larger than
 ``max_batch_size`` is queued as chunks whose results are put back together in order.
-Concatenating, running and splitting happen in the executor, except for models so
-fast that the hand-off to a thread would cost more than the call (``inline``): those
-run on the loop, which they hold for less time than parsing a request body takes.
-An inline batch never waits for a slot or for company: it runs in the submitting
-request's own step when keel's HTTP server has no other request read and not yet
-started (``Arrivals``), since none could join it; otherwise from a loop callback
-queued behind those requests, so the ones read in the same pass share a batch.
+Concatenating, running and splitting happen on the version's own threads (one per
+batch in flight, so a slow model never takes a thread another version needs; or on
+the executor the batcher is given),
+except for models so fast that the hand-off to a thread would cost more than the call
+(``inline``): those run on the loop, which they hold for less time than parsing a
+request body takes. An inline batch never waits for a slot or for company: it runs in
+the submitting request's own step when keel's HTTP server has no other request read and
+not yet started (``Arrivals``), since none could join it; otherwise from a loop callback
+queued behind those requests, so the ones read in the same pass share a batch. One
+inline batch that uses more than ``inline_bound_s`` of the loop thread's CPU time moves
+the version to its threads for good: the loop must not meet that input twice.
 
 A batch the model fails on is run again in halves, down to the requests that fail on
 their own: one request's rows (an id past a lookup table) must not fail the requests
@@ -35,6 +39,9 @@ queue, and the ``DeadlineWatch`` whose one timer serves every deadline); the
 dispatcher (or inline callback) and the executor callback work per batch.
 Deadlines and cancellation withdraw a queued request lazily (a flag, and the
 queue is compacted when dead entries pile up), so neither costs a scan of the queue.
+A deadline holds wherever the request is: queued, running in a thread (its caller gets
+504 when the deadline passes, the run's rows are discarded) or answered by a run that
+ended after it (504, never a late 200).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import enum
 import itertools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +70,7 @@ from keel.errors import (
 )
 from keel.serving.arrivals import Arrivals
 from keel.serving.deadline_watch import DeadlineWatch
+from keel.serving.run_estimate import RunTimeEstimate
 from keel.settings import BatchingSettings
 
 log = logging.getLogger("keel.serving")
@@ -80,8 +89,19 @@ Outcome = concurrent.futures.Future[Answers]
 # Withdrawn requests stay in the queue until the dispatcher reaches them; past this
 # many (and half the queue) the queue is rebuilt so a stuck model cannot make it grow.
 _COMPACT_AFTER = 64
-# Weight of the newest batch in the running average behind Retry-After.
-_DURATION_WEIGHT = 0.2
+# An inline run may use this many times the time warm-up promised
+# (batching.inline_below_us), in CPU time of the loop's thread, before the version
+# leaves the loop for good. Warm-up took the fastest of three full batches; a batch of
+# a model whose input shapes bound its cost costs no more than that, bar cache misses
+# and a garbage collection, so 4x is far above what such a model does and far below
+# what freezes a server (the probes allow 0.5 s). A false move costs only the thread
+# hand-off (tens of microseconds a batch); a missed one lets the next such input
+# freeze every model.
+INLINE_BOUND_FACTOR = 4
+# Never below this: the first run on the loop's thread sets up ONNX Runtime's
+# per-thread state (measured up to 6.8x a warm call), and must not move a model
+# warmed at a very low inline_below_us.
+INLINE_BOUND_FLOOR_S = 0.001
 
 
 class _Wait(enum.Enum):
@@ -119,15 +139,17 @@ class _Request:
 class Batcher:
     """Merges concurrent requests to one model version into batched runtime calls.
 
-    ``batches_run``, ``batches_failed``, ``rows_run`` and ``requests_shed`` count
-    since construction, for metrics; ``queued_rows`` and ``in_flight`` are gauges.
+    ``batches_run``, ``batches_failed``, ``rows_run``, ``requests_shed`` and
+    ``inline_demotions`` count since construction, for metrics; ``queued_rows`` and
+    ``in_flight`` are gauges. Without an ``executor`` the batcher runs the model on
+    threads of its own, ``max_batches_in_flight`` of them, and stops them on close.
     """
 
     def __init__(
         self,
         run: RunBatch,
         settings: BatchingSettings,
-        executor: concurrent.futures.Executor,
+        executor: concurrent.futures.Executor | None = None,
         name: str = "",
         inline: bool = False,
         arrivals: Arrivals | None = None,
@@ -137,13 +159,29 @@ class Batcher:
         self.observer: BatchObserver | None = None
         # A model whose whole batch runs faster than a hand-off to a worker thread
         # (measured: hundreds of microseconds of queue and GIL traffic on a busy
-        # box) is called on the loop; the server decides from warm-up timings.
+        # box), and whose input shapes bound that cost, is called on the loop; the
+        # server decides from the runtime and warm-up timings. True until a run
+        # takes longer than inline_bound_s; never true again after.
         self.inline = inline
+        self.inline_bound_s = max(
+            INLINE_BOUND_FACTOR * settings.inline_below_us / 1e6, INLINE_BOUND_FLOOR_S
+        )
+        self.inline_demotions = 0
         # Without the HTTP server's count (in-process callers), an inline batch always
         # waits for the callback, in case other requests are about to be submitted.
         self._arrivals = arrivals
         self._label = f"model {name}" if name else "model"
         self._run = run
+        # Threads of this version's own, one per batch it may have in flight, rather than
+        # a cap on a pool shared with other versions: a batch never waits for a thread,
+        # so a version whose runs take seconds delays only its own requests. Started
+        # on first use: an inline model never starts one unless it leaves the loop.
+        self._own_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        if executor is None:
+            executor = self._own_executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=settings.max_batches_in_flight,
+                thread_name_prefix=f"keel-run {name}" if name else "keel-run",
+            )
         self._executor = executor
         self._max_rows = settings.max_batch_size
         self._max_queued = settings.max_queue_size
@@ -161,7 +199,7 @@ class Batcher:
         self._wakeup: asyncio.Future[None] | None = None
         self._refusal: str | None = None
         self._drained = asyncio.Event()
-        self._batch_s = 0.0
+        self._run_time = RunTimeEstimate()
         self.batches_run = 0
         self.batches_failed = 0
         self.rows_run = 0
@@ -193,12 +231,14 @@ class Batcher:
                 raise DeadlineExceeded(
                     f"{self._label}: the deadline passed before the request queued"
                 )
-            # Answered at once rather than run for nothing: an inline batch that runs in
-            # this very step would otherwise finish past the deadline and still answer.
-            if left_s < self._batch_s:
+            # Answered at once rather than run for nothing. The median alone first: it
+            # is one comparison, and the decay only matters when it would refuse.
+            if left_s < self._run_time.median and left_s < (
+                expected := self._run_time.expected(loop.time())
+            ):
                 raise DeadlineExceeded(
                     f"{self._label}: the deadline is {left_s * 1e3:.3f} ms away, sooner than "
-                    f"one model run takes (about {self._batch_s * 1e3:.3f} ms)"
+                    f"one model run takes (about {expected * 1e3:.3f} ms)"
                 )
         if rows > self._max_queued:
             # No retry can make this fit: it is the request, not the load.
@@ -254,6 +294,9 @@ class Batcher:
                 self._dispatcher.cancel()
                 # The dispatcher only ever awaits its own wake-up future, so it ends at once.
                 await asyncio.wait([self._dispatcher], timeout=1.0)
+            if self._own_executor is not None:
+                # A run still going ends on its own; its callers were answered above.
+                self._own_executor.shutdown(wait=False, cancel_futures=True)
 
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -263,9 +306,12 @@ class Batcher:
             # No dispatcher task: an inline batch never waits for a slot or for company,
             # so a plain callback per batch does its job without a task's wake-ups.
             return loop
+        self._start_dispatcher(loop)
+        return loop
+
+    def _start_dispatcher(self, loop: asyncio.AbstractEventLoop) -> None:
         self._dispatcher = loop.create_task(self._dispatch_forever(), name=f"batcher {self.name}")
         self._dispatcher.add_done_callback(self._dispatcher_ended)
-        return loop
 
     async def _submit_chunks(
         self,
@@ -337,7 +383,9 @@ class Batcher:
 
     def _dispatch_inline(self) -> None:
         self._inline_due = False
-        self._run_next_inline()
+        # Queued before the version left the loop: the dispatcher has them now.
+        if self.inline:
+            self._run_next_inline()
 
     def _run_next_inline(self) -> None:
         batch = self._take_batch()
@@ -348,7 +396,7 @@ class Batcher:
             self._fail(batch, self._stopped(error))
             return
         # One batch per callback, so sockets are read between the batches of a long queue.
-        if self._queued_rows:
+        if self._queued_rows and self.inline:
             self._schedule_inline()
 
     async def _dispatch_forever(self) -> None:
@@ -433,8 +481,39 @@ class Batcher:
     def _run_inline(self, batch: list[_Request]) -> None:
         assert self._loop is not None
         started = self._loop.time()
+        # Judged on the loop thread's CPU time, not the clock's: on a saturated box or
+        # under a container's CPU quota the OS takes the thread away for milliseconds at
+        # a time, mid-run too, and that is no fault of the model. A CPU clock read is a
+        # system call (0.6 us on a VM, measured), so the clock is read first, and the
+        # CPU clock a second time only when the clock says the bound may be passed: a
+        # thread never gets more CPU time than the time that passes.
+        cpu_started = time.thread_time()
+        clock_started = time.perf_counter()
         answers = _run_batch(self._run, [r.inputs for r in batch], [r.rows for r in batch])
+        over = time.perf_counter() - clock_started > self.inline_bound_s
+        cpu_s = time.thread_time() - cpu_started if over else 0.0
         self._settle(batch, started, answers)
+        if cpu_s > self.inline_bound_s and self.inline:
+            self._leave_loop(sum(r.rows for r in batch), cpu_s)
+
+    def _leave_loop(self, rows: int, run_s: float) -> None:
+        """Move the version to its threads for good: one of its runs held the loop too long."""
+        assert self._loop is not None
+        self.inline = False
+        self.inline_demotions += 1
+        log.warning(
+            "%s now runs on worker threads for good: a batch of %d rows took %.1f ms of "
+            "the event loop's CPU time, over its bound of %.1f ms (%dx "
+            "batching.inline_below_us, at least %.0f ms)",
+            self._label,
+            rows,
+            run_s * 1e3,
+            self.inline_bound_s * 1e3,
+            INLINE_BOUND_FACTOR,
+            INLINE_BOUND_FLOOR_S * 1e3,
+        )
+        if self._refusal is None:
+            self._start_dispatcher(self._loop)
 
     def _finish(self, future: Outcome) -> None:
         batch, started = self._running.pop(future)
@@ -454,11 +533,9 @@ class Batcher:
     ) -> None:
         """Count a finished batch and give each caller its rows, or the error that is theirs."""
         assert self._loop is not None
-        elapsed = self._loop.time() - started
-        if self.batches_run == 0:
-            self._batch_s = elapsed
-        else:
-            self._batch_s += _DURATION_WEIGHT * (elapsed - self._batch_s)
+        now = self._loop.time()
+        elapsed = now - started
+        self._run_time.record(elapsed, now)
         self.batches_run += 1
         rows = sum(request.rows for request in batch)
         self.rows_run += rows
@@ -476,7 +553,12 @@ class Batcher:
                         request.future.set_exception(self._caller_error(answer))
                 # Done already when the caller left or its deadline passed: rows discarded.
                 elif not request.future.done():
-                    request.future.set_result(answer)
+                    if request.deadline < now:
+                        # A run that ended past the deadline, before the watch's timer
+                        # (or inline, where no timer can fire): 504, as at the deadline.
+                        self._expire(request)
+                    else:
+                        request.future.set_result(answer)
             if failed:
                 self.batches_failed += 1
         self._deadlines.forget_answered()
@@ -538,7 +620,7 @@ class Batcher:
         """Seconds until the queue ahead would have drained, from recent batch durations."""
         batches = math.ceil((self._queued_rows + rows) / self._max_rows)
         waves = math.ceil(batches / self._max_in_flight)
-        return float(max(1, math.ceil(waves * self._batch_s)))
+        return float(max(1, math.ceil(waves * self._run_time.median)))
 
 
 def _describe(inputs: Tensors) -> tuple[int, InputKey]:

@@ -388,6 +388,8 @@ class HttpConnection(asyncio.Protocol):
             return
         self._parsing = None
         exchange.complete = True
+        if self._stopping:
+            self._stop_reading()
         if exchange.refusal is None:
             buffer = exchange.buffer
             exchange.body = buffer if isinstance(buffer, bytes) else bytes(buffer)
@@ -483,11 +485,16 @@ class HttpConnection(asyncio.Protocol):
     # -- shutdown -----------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop taking requests: close now if idle, else after the answers already owed."""
+        """Stop taking requests: close now if idle, else after the answers already owed.
+
+        A request part way through arriving is read to its end and answered too: its
+        client sent it before the stop and cannot tell it from one that was complete.
+        """
         self._stopping = True
-        self._stop_reading()
-        if self._answering is None and not self._pending:
-            self._close()
+        if self._parsing is None:
+            self._stop_reading()
+            if self._answering is None and not self._pending:
+                self._close()
 
     def evictable(self, now: float) -> bool:
         """Idle between requests, or silent a while since it opened: room to reclaim.
@@ -672,7 +679,8 @@ class HttpConnection(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if (
             self._paused
-            and not self._stopping
+            # A stopping connection still reads the request it is part way through.
+            and (not self._stopping or self._parsing is not None)
             and self._writable.is_set()
             and self._transport is not None
             and not self.lost

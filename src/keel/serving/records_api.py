@@ -6,6 +6,7 @@ Served at ``/v1/models/{name}[/versions/{version}]/predict`` by ``inference_fron
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -15,13 +16,14 @@ import orjson
 from keel.errors import FieldError, InvalidRequest, ProtocolError
 from keel.serving.calls import Call, Reply
 from keel.serving.context import ServerState, deadline_of
+from keel.serving.model_call import run_model
 from keel.serving.served_version import ServedVersion
 from keel.signature import freshness_of, split_computed_at, to_arrays
 
 
 async def predict(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Validate records with the signature, run them through the batcher, one answer per record."""
-    batcher = version.require_batcher()
+    version.require_batcher()  # NotReady before any parsing
     deadline = deadline_of(call.headers, state)
     instances, request_id = _instances(call.body)
     signature = version.metadata.signature
@@ -32,10 +34,7 @@ async def predict(state: ServerState, version: ServedVersion, call: Call) -> Rep
         raise InvalidRequest(stale + exc.errors) from None
     if stale:
         raise InvalidRequest(stale)
-    outputs = await batcher.submit(arrays, deadline)
-    mirror = state.shadowing.mirrors.get(version.name)
-    if mirror is not None:
-        mirror.offer(version, arrays, outputs, call.received_at, request_id)
+    outputs = await run_model(state, version, arrays, deadline, call.received_at, request_id)
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.label,
@@ -100,20 +99,27 @@ def _lenient_json(body: bytes, error: orjson.JSONDecodeError) -> Any:
 
     Python's json writes them by default, so clients do send them; refusing the
     whole body would hide which feature was NaN. Only reached when orjson has
-    already refused the body, so the hot path keeps orjson's speed.
+    already refused the body, so the hot path keeps orjson's speed. Everything
+    Python's parser can raise is a refusal of the body (400), never a 500.
     """
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except RecursionError:
+        raise ProtocolError("the body is not valid JSON: it is nested too deeply") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise ProtocolError(f"the body is not valid JSON: {error}") from None
-    try:
-        # Python's parser also accepts lone surrogates (\ud800), which no UTF-8
-        # answer can hold; orjson, which writes the answers, refuses them.
-        orjson.dumps(payload)
-    except TypeError:
+    except ValueError:
+        # The only other ValueError: an integer longer than Python converts (CVE-2020-10735).
         raise ProtocolError(
-            "the body is not valid JSON: a string holds a lone surrogate (\\ud800-\\udfff)"
+            f"the body is not valid JSON: a number has more than {sys.get_int_max_str_digits()} "
+            "digits"
         ) from None
+    try:
+        orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:
+        # orjson, which writes the answers, refuses what Python's parser lets through:
+        # lone surrogates (\ud800), which UTF-8 cannot hold, and nesting past 255 levels.
+        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
     return payload
 
 

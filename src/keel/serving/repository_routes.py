@@ -33,16 +33,7 @@ async def load(request: Request) -> Response:
     _authorise(request)
     name = request.path_params["name"]
     body = await read_body(request.receive, request.headers, ADMIN_BODY_LIMIT)
-    selector = "production"
-    if body.strip():
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ProtocolError(f"the body is not valid JSON: {exc}") from None
-        parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
-        if not isinstance(parameters, dict):
-            raise ProtocolError('the body must be {"parameters": {"version": "..."}}')
-        selector = str(parameters.get("version", selector))
+    selector = _selector(body)
     version = await state_of(request).manager.load(parse_ref(f"{name}@{selector}"))
     if not version.ready:
         raise NotReady(f"{name}@{selector} failed to load: {version.failure}")
@@ -57,6 +48,22 @@ async def unload(request: Request) -> Response:
     name = request.path_params["name"]
     await state_of(request).manager.unload(name)
     return Response(orjson.dumps({"name": name, "unloaded": True}), media_type="application/json")
+
+
+def _selector(body: bytes) -> str:
+    """The version or alias a load body names (``production`` when it names none)."""
+    if not body.strip():
+        return "production"
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+    parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
+    selector = parameters.get("version", "production") if isinstance(parameters, dict) else None
+    # Not str() of whatever came: a list nested a thousand deep has no str() (a 500).
+    if not isinstance(selector, str):
+        raise ProtocolError('the body must be {"parameters": {"version": "..."}}')
+    return selector
 
 
 def repository_routes() -> list[Route]:

@@ -188,8 +188,13 @@ async def start_version(
     settings: Settings,
     executor: Executor,
     arrivals: Arrivals | None = None,
+    model_executor: Executor | None = None,
 ) -> None:
-    """Prepare a version off the event loop, then give it a batcher; FAILED (with why) on error."""
+    """Prepare a version off the event loop, then give it a batcher; FAILED (with why) on error.
+
+    ``executor`` loads and checks the version; its batches run on ``model_executor``,
+    or by default on threads of the version's own (see ``Batcher``).
+    """
     loop = asyncio.get_running_loop()
     batching = settings.batching
     environment = await loop.run_in_executor(executor, _environment_of, version.metadata)
@@ -236,9 +241,9 @@ async def start_version(
     version.batcher = Batcher(
         run if monitor is None else monitor.watch(run),
         batching,
-        executor,
+        model_executor,
         name=version.metadata.ref,
-        inline=timings.batch_call_s * 1e6 < batching.inline_below_us,
+        inline=_may_run_inline(version.metadata.ref, loaded, timings, batching),
         arrivals=arrivals,
     )
     try:
@@ -263,6 +268,29 @@ async def start_version(
         timings.golden_s,
         timings.warmup_s,
     )
+
+
+def _may_run_inline(
+    ref: str, loaded: LoadedModel, timings: ReadinessTimings, batching: BatchingSettings
+) -> bool:
+    """Whether the version's batches may run on the event loop: fast, and no input slower.
+
+    Warm-up timed synthetic rows; only a runtime whose cost its input shapes bound
+    promises that no row a client sends costs more (a Loop whose trip count is a
+    feature ran 9 s on one row and microseconds on warm-up's).
+    """
+    if timings.batch_call_s * 1e6 >= batching.inline_below_us:
+        return False
+    caveat = loaded.runtime.value_dependent_cost
+    if caveat is not None:
+        log.info(
+            "model %s runs on worker threads, though its warm-up batch took %.0f us: %s",
+            ref,
+            timings.batch_call_s * 1e6,
+            caveat,
+        )
+        return False
+    return True
 
 
 def _monitor_of(metadata: ModelMetadata, drift: DriftSettings) -> VersionMonitor | None:

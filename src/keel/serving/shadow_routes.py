@@ -52,6 +52,7 @@ async def shadow(request: Request) -> Response:
             "written": prediction_log.written,
             "dropped": dict(prediction_log.dropped),
             "pending": prediction_log.pending,
+            "pending_limit": prediction_log.pending_limit,
             "healthy": prediction_log.healthy,
         },
     }

@@ -12,6 +12,7 @@ import numpy as np
 from keel.errors import InvalidRequest, NotReady, ProtocolError
 from keel.serving.calls import BINARY, Call, Reply
 from keel.serving.context import ServerState, deadline_of
+from keel.serving.model_call import run_model
 from keel.serving.protocols import InferRequest, encode_infer_response, parse_infer_request
 from keel.serving.served_version import ServedVersion
 from keel.signature import COMPUTED_AT_PARAMETER, freshness_of
@@ -22,14 +23,11 @@ _BINARY_HEADER_NAME = BINARY_HEADER.encode()
 
 async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Run one inference request through the batcher; answer in the encoding it asked for."""
-    batcher = version.require_batcher()
+    version.require_batcher()  # NotReady before any parsing
     deadline = deadline_of(call.headers, state)
     parsed, inputs = _decode(version, call)
     _check_freshness(version, parsed)
-    outputs = await batcher.submit(inputs, deadline)
-    mirror = state.shadowing.mirrors.get(version.name)
-    if mirror is not None:
-        mirror.offer(version, inputs, outputs, call.received_at, parsed.id)
+    outputs = await run_model(state, version, inputs, deadline, call.received_at, parsed.id)
     selected, binary = _select_outputs(parsed, outputs)
     payload, json_length = encode_infer_response(
         model_name=version.name,

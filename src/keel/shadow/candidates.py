@@ -118,7 +118,13 @@ class LocalCandidate:
         before = resident_bytes()
         metadata = await loop.run_in_executor(self._executor, self._registry.resolve, self.source)
         self.served = ServedVersion(metadata)
-        await start_version(self.served, self._registry, self._settings, self._executor)
+        await start_version(
+            self.served,
+            self._registry,
+            self._settings,
+            self._executor,
+            model_executor=self._executor,
+        )
         if not self.served.ready:
             log.error(
                 "shadow candidate %s is not used: %s", metadata.ref, self.served.failure or "?"

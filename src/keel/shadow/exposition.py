@@ -104,8 +104,14 @@ def _log_families(shadowing: Shadowing) -> Iterator[Metric]:
         "keel_prediction_log_pending", "Records buffered, waiting to be written."
     )
     pending.add_metric([], prediction_log.pending)
+    limit = GaugeMetricFamily(
+        "keel_prediction_log_pending_limit",
+        "Most records buffered before new ones are dropped: what the store was measured "
+        "to take in two seconds.",
+    )
+    limit.add_metric([], prediction_log.pending_limit)
     up = GaugeMetricFamily(
         "keel_prediction_log_up", "1 while the prediction log's last write succeeded."
     )
     up.add_metric([], float(prediction_log.healthy))
-    yield from (written, dropped, pending, up)
+    yield from (written, dropped, pending, limit, up)

@@ -7,6 +7,7 @@ without parsing messages.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Literal
 
 Rule = Literal[
@@ -33,9 +34,16 @@ class RuleViolation(Exception):
         self.message = message
 
 
+# reprlib stops at a depth (shown as [...]) where repr() would follow a list nested a
+# thousand deep, which a JSON body may hold, until the stack ran out (a 500).
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel = 3
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN.maxlong = 60
+
+
 def shown(value: object) -> str:
-    """Render a submitted value for an error message, cut short if it is long."""
-    text = repr(value)
+    """Render a submitted value for an error message, cut short if it is long or deep."""
+    text = _SHOWN.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -459,6 +459,31 @@ def test_nesting_under_the_json_limit_but_deeper_than_the_shape_is_refused() -> 
     _refused({"inputs": [_input(shape=[1], data=deep)]}, match="at depth 0|nested list")
 
 
+DEEP = b"[" * 1000 + b"1" + b"]" * 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": ' + DEEP + b', "data": [1]}]}',
+         "'shape' must be a list"),
+        (b'{"inputs": [{"name": "x", "datatype": ' + DEEP + b', "shape": [1], "data": [1]}]}',
+         "is not one of"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": ' + DEEP + b"}]}",
+         "nested 'data' does not match|cannot hold a nested list"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [' + DEEP + b"]}]}",
+         "nested 'data' does not match|cannot hold a nested list"),
+        (b"[" * 100_000, "malformed"),
+    ],
+    ids=["shape", "datatype", "data", "element", "100k-brackets"],
+)  # fmt: skip
+def test_json_nested_a_thousand_deep_is_refused_not_a_crash(body: bytes, match: str) -> None:
+    # repr() of such a value exhausted the stack: a RecursionError, answered 500.
+    with pytest.raises(ProtocolError, match=match) as refused:
+        parse_infer_request(body)
+    assert len(str(refused.value)) < 300
+
+
 @pytest.mark.parametrize(
     "body",
     [

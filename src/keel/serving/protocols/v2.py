@@ -23,7 +23,9 @@ Where the spec is silent, keel decides:
 - An empty ``outputs`` list means the same as none: return every output.
 - Shared-memory inputs are refused: keel does not implement that extension.
 - A JSON output holding NaN or infinity is refused (JSON has no spelling for
-  them and ``null`` would lose which one); binary outputs carry them as is.
+  them and ``null`` would lose which one); binary outputs carry them as is. A
+  served request never gets here with one: the server refuses a non-finite
+  output as the model's failure on every API (``keel.serving.model_call``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from keel.serving.protocols.v2_binary import (
     encode_fixed,
     utf8_of,
 )
+from keel.signature.rules import shown
 
 # Far above any real request; checked before anything is allocated so that a
 # shape like [2**40, 2**40] costs nothing.
@@ -276,7 +279,7 @@ def _parse_input(raw: object, position: int, body: bytes, offset: int) -> tuple[
     datatype = raw.get("datatype")
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise ProtocolError(
-            f"{where}: datatype {datatype!r} is not one of {', '.join(V2_DATATYPES)}"
+            f"{where}: datatype {shown(datatype)} is not one of {', '.join(V2_DATATYPES)}"
         )
     shape, count = _shape(raw.get("shape"), where)
     parameters = _parameters(raw.get("parameters"), where)
@@ -317,7 +320,7 @@ def _shape(raw: object, where: str) -> tuple[tuple[int, ...], int]:
     ):
         raise ProtocolError(
             f"{where}: 'shape' must be a list of at most {_MAX_DIMS} non-negative integers, "
-            f"got {raw!r:.80}"
+            f"got {shown(raw)}"
         )
     count = math.prod(raw)
     # numpy refuses a zero-size array whose other dimensions multiply past its
@@ -346,7 +349,7 @@ def _decode_json(
     if not types <= allowed:
         bad = next(element for element in data if type(element) not in allowed)
         kind = _JSON_TYPE_NAMES.get(type(bad), type(bad).__name__)
-        raise ProtocolError(f"{where}: {datatype} data cannot hold {kind} ({bad!r:.40})")
+        raise ProtocolError(f"{where}: {datatype} data cannot hold {kind} ({shown(bad)})")
     dtype = V2_DATATYPES[datatype]
     if datatype == "BYTES":
         array = np.empty(count, dtype=np.object_)

@@ -1,0 +1,65 @@
+"""One request's run through its model version, the same for every API that serves it.
+
+The records API and the Open Inference Protocol differ only in how they read a
+request and write an answer; between the two, every request takes this path:
+the version's batcher, the check that the outputs can be a prediction at all,
+then the shadow mirror. A rule added here holds on every API at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from keel.errors import NonFiniteOutput
+from keel.serving.context import ServerState
+from keel.serving.served_version import ServedVersion
+
+Tensors = dict[str, npt.NDArray[Any]]
+
+# Up to this many elements an output is summed in Python, which costs about 0.2 us for
+# a row of probabilities against 1.5 us for numpy's isfinite and all (measured).
+_SUMMED_IN_PYTHON = 64
+
+
+async def run_model(
+    state: ServerState,
+    version: ServedVersion,
+    inputs: Tensors,
+    deadline: float,
+    received_at: float,
+    request_id: str | None,
+) -> Tensors:
+    """The version's outputs for ``inputs``: batched, checked finite, offered to the shadow."""
+    outputs = await version.require_batcher().submit(inputs, deadline)
+    refuse_non_finite(version.metadata.ref, outputs)
+    mirror = state.shadowing.mirrors.get(version.name)
+    if mirror is not None:
+        mirror.offer(version, inputs, outputs, received_at, request_id)
+    return outputs
+
+
+def refuse_non_finite(model: str, outputs: Tensors) -> None:
+    """Raise NonFiniteOutput if a float output of ``model`` holds NaN or an infinity.
+
+    No prediction may carry one: JSON has no spelling for it (orjson would write
+    ``null``, a silent gap in a client's data), and a binary answer would hand the
+    client a number no output kind (probability, score, regression) can mean. It
+    is the model's failure, not the client's, so it is answered as one (500).
+    """
+    for name, array in outputs.items():
+        if array.dtype.kind == "f" and not _finite(array):
+            raise NonFiniteOutput(
+                f"{model} returned NaN or infinity in output {name!r}; the prediction is refused"
+            )
+
+
+def _finite(array: npt.NDArray[Any]) -> bool:
+    # A NaN or an infinity makes the sum non-finite; so may finite float64 values whose
+    # sum overflows, which the exact check then clears.
+    if array.size <= _SUMMED_IN_PYTHON and math.isfinite(sum(array.ravel().tolist())):
+        return True
+    return bool(np.isfinite(array).all())
