@@ -70,7 +70,10 @@ def main() -> None:
         }
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for round_ in range(args.rounds):
-            for side, env in sides.items():
+            # Each side goes first in every other round, so neither always meets a
+            # machine just warmed (or just disturbed) by the other.
+            order = list(sides.items())
+            for side, env in order if round_ % 2 == 0 else order[::-1]:
                 server = start_keel(registry, [model.ref], scratch / f"{side}-{round_}.log", env)
                 try:
                     server.wait_ready()
@@ -80,7 +83,8 @@ def main() -> None:
                         p99 = run["latency_us"].get("p99")
                         print(
                             f"round {round_ + 1} {side:6} {body.protocol:10} "
-                            f"{run['throughput']:9,.0f} req/s  p99 {p99} µs",
+                            f"{run['throughput']:9,.0f} req/s  p99 {p99} µs  "
+                            f"server CPU {_cpu_us(run):.1f} µs a request",
                             flush=True,
                         )
                 finally:
@@ -91,6 +95,7 @@ def main() -> None:
             f"{protocol:10} before {figures['before']:9,.0f}  after {figures['after']:9,.0f} req/s"
             f"  after/before per round {figures['ratios']} (median {figures['ratio']})"
             f"  p99 µs {figures['p99_before']} -> {figures['p99_after']}"
+            f"  server CPU µs a request {figures['cpu_before']} -> {figures['cpu_after']}"
         )
     if args.out:
         args.out.write_text(json.dumps({"before": args.before, "summary": summary}, indent=2))
@@ -108,7 +113,14 @@ def _summary(by_side: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "ratio": statistics.median(ratios),
         "p99_before": statistics.median(r["latency_us"]["p99"] for r in before),
         "p99_after": statistics.median(r["latency_us"]["p99"] for r in after),
+        "cpu_before": round(statistics.median(_cpu_us(r) for r in before), 1),
+        "cpu_after": round(statistics.median(_cpu_us(r) for r in after), 1),
     }
+
+
+def _cpu_us(run: dict[str, Any]) -> float:
+    """Server CPU per answered request: what bounds throughput on the server's one core."""
+    return float(run["server_cpu"] / run["throughput"] * 1e6) if run["throughput"] else 0.0
 
 
 if __name__ == "__main__":

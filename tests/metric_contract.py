@@ -20,6 +20,7 @@ DECLARED_METRICS = frozenset(
         "keel_model_ready",
         "keel_model_load_duration_seconds",
         "keel_model_warmup_duration_seconds",
+        "keel_warmup_requests_total",
         "keel_golden_check_passed",
         "keel_environment_mismatch",
         "keel_process_resident_memory_bytes",
@@ -65,5 +66,18 @@ SHADOW_METRICS = frozenset(
         "keel_prediction_log_pending",
         "keel_prediction_log_pending_limit",
         "keel_prediction_log_up",
+    }
+)
+
+# The standard process series (prometheus_client's process collector) beside keel's own:
+# what every Prometheus user's process dashboards expect of a Linux server.
+PROCESS_METRICS = frozenset(
+    {
+        "process_start_time_seconds",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
     }
 )

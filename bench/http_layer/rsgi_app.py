@@ -32,6 +32,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from keel.cli.context import open_registry
+from keel.configuration import load_settings
 from keel.errors import PayloadTooLarge, ProtocolError
 from keel.serving.app import create_app
 from keel.serving.arrivals import Arrivals
@@ -40,7 +41,6 @@ from keel.serving.inference_front import InferenceFront
 from keel.serving.inference_paths import match
 from keel.serving.request_body import ClientGone
 from keel.serving.v2_infer import BINARY_HEADER
-from keel.settings import load_settings
 
 log = logging.getLogger("keel.serving")
 

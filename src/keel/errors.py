@@ -121,3 +121,15 @@ class LogStoreUnavailable(KeelError):
 
 class PromotionRefused(KeelError):
     """The shadow evidence does not meet the promotion criteria."""
+
+
+class InvalidConfig(KeelError):
+    """A setting is unknown or out of range, in a config file, a variable or a flag."""
+
+
+class AddressUnavailable(KeelError):
+    """The server cannot listen on its address: in use, not this machine's, or not allowed."""
+
+
+class RegistryNotFound(RegistryError):
+    """A local registry folder named on the command line or in the settings does not exist."""

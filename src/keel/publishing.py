@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from keel.environment import TrainingEnvironment, capture_environment
-from keel.errors import KeelError, SignatureError
-from keel.golden import DEFAULT_ATOL, DEFAULT_RTOL, record_golden
+from keel.errors import KeelError
+from keel.golden import DEFAULT_ATOL, DEFAULT_RTOL, predict_records, record_golden
+from keel.publish_checks import check_outputs_match, check_signature_matches
 from keel.records import Record, as_records, is_json_safe
 from keel.reference import (
     ColumnStats,
@@ -66,7 +67,9 @@ def publish(
     """Publish a model file (ONNX or safetensors) as a new immutable registry version.
 
     The file is refused before it is parsed if it is a pickle in any disguise.
-    The model is loaded and checked against ``signature``; ``reference`` data
+    The model is loaded and checked against ``signature`` (every input and output
+    by name, dtype and shape, statically and on the golden rows' actual outputs:
+    see ``keel.publish_checks``); ``reference`` data
     (records, columns or a DataFrame, e.g. the validation set) gives the
     reference statistics and the golden examples, which are predicted now and
     stored with the tolerance they must be reproduced to.
@@ -83,6 +86,9 @@ def publish(
         check_signature_matches(signature, runtime)
         reference_records = as_records(reference) if reference is not None else None
         golden_records = _golden_records(signature, golden, reference_records)
+        check_outputs_match(
+            signature, predict_records(runtime, signature, golden_records), len(golden_records)
+        )
         environment = capture_environment()
         content = VersionContent(
             artifact=ArtifactInfo(
@@ -126,32 +132,6 @@ def _store(
         lock.write_text(environment.requirements_lock())
         files = {ARTIFACT_NAMES[fmt]: artifact, REQUIREMENTS_FILE: lock}
         return store.publish(name, files, content, source, progress)
-
-
-def check_signature_matches(signature: Signature, runtime: Runtime) -> None:
-    """Refuse a signature whose inputs or outputs do not fit the model's tensors."""
-    model_inputs = {spec.name: spec for spec in runtime.inputs}
-    problems = []
-    for declared in signature.inputs:
-        spec = model_inputs.pop(declared.name, None)
-        if spec is None:
-            problems.append(f"input '{declared.name}' is not an input of the model")
-            continue
-        want = "object" if declared.dtype == "string" else declared.dtype
-        if spec.dtype != want:
-            problems.append(
-                f"input '{declared.name}' is {declared.dtype} in the signature "
-                f"but {spec.dtype} in the model"
-            )
-    problems += [f"model input '{n}' is not declared in the signature" for n in model_inputs]
-    model_outputs = {spec.name for spec in runtime.outputs}
-    problems += [
-        f"output '{o.name}' is not an output of the model (it has {sorted(model_outputs)})"
-        for o in signature.outputs
-        if o.name not in model_outputs
-    ]
-    if problems:
-        raise SignatureError("the signature does not match the model: " + "; ".join(problems))
 
 
 def _golden_records(

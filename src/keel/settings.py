@@ -1,23 +1,20 @@
-"""The one settings object of keel, read at the edge (CLI, app factory) and passed down."""
+"""The one settings object of keel, read at the edge (CLI, app factory) and passed down.
+
+What can be set, with defaults and descriptions; ``keel.configuration`` reads it.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
-
-from keel.errors import KeelError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class RuntimeSettings(BaseModel):
     """How model runtimes are configured when a model is loaded."""
+
+    model_config = ConfigDict(extra="forbid")
 
     intra_op_threads: int = Field(
         default=1,
@@ -41,6 +38,8 @@ class RuntimeSettings(BaseModel):
 
 class BatchingSettings(BaseModel):
     """How requests to one model version are merged into runtime calls."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(
         default=64, ge=1, description="Most rows in one runtime call; 1 turns batching off."
@@ -77,8 +76,10 @@ class BatchingSettings(BaseModel):
 class ServerSettings(BaseModel):
     """The HTTP server: address, limits, deadlines and shutdown."""
 
+    model_config = ConfigDict(extra="forbid")
+
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
-    port: int = Field(default=8080, ge=0, le=65535, description="Port to listen on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port to listen on (1-65535).")
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,
@@ -523,7 +524,7 @@ class ShadowSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything keel can be told; environment variables use the ``KEEL_`` prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="KEEL_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="KEEL_", env_nested_delimiter="__", extra="forbid")
 
     registry: str = Field(
         default="registry",
@@ -552,35 +553,3 @@ class Settings(BaseSettings):
             "with none set those endpoints are off."
         ),
     )
-
-
-def load_settings(config_file: Path | None = None) -> Settings:
-    """Settings from, by priority: ``KEEL_`` environment variables, a TOML file, the defaults.
-
-    The file holds the same names as the settings, e.g. ``registry = "s3://models"``,
-    ``models = ["churn@production"]`` and a ``[batching]`` table.
-    """
-    if config_file is None:
-        return Settings()
-    if not config_file.is_file():
-        raise KeelError(f"config file {config_file} does not exist")
-
-    class FileSettings(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file)
-            return (init_settings, env_settings, toml)
-
-    try:
-        return Settings.model_validate(FileSettings().model_dump())
-    except ValidationError as exc:
-        raise KeelError(f"config file {config_file} is invalid: {exc}") from None
-    except ValueError as exc:  # tomllib.TOMLDecodeError
-        raise KeelError(f"config file {config_file} is not valid TOML: {exc}") from None

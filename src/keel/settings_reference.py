@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel
-
-from keel.settings import Settings
+from keel.configuration import NOT_SETTINGS, env_name, setting_fields
 
 HEADER = """# Configuration
 
@@ -20,6 +18,17 @@ variable (`KEEL_` + the name, `__` between nested names), in a TOML file given t
 few, with a command-line flag. Environment variables override the file; flags
 override both.
 
+Configuration is strict: a key in the file that names no setting (at the top or
+in any table), a `KEEL_` environment variable that names none, or a value out of
+range (a port outside 1-65535) stops any `keel` command that reads the settings
+(`keel serve` before it listens) with exit code 2 and a message naming the key and
+the closest setting: `environment variable KEEL_SERVER__PROT names no setting (did
+you mean KEEL_SERVER__PORT?)`. The only `KEEL_` variables that are not settings
+are those Kubernetes sets for a Service named `keel` or `keel-…` in the pod's
+namespace (`KEEL_SERVICE_HOST`, `KEEL_SERVICE_PORT…`, `KEEL_PORT=tcp://…`,
+`KEEL_PORT_8080_TCP…`) and these, read by keel's test and benchmark harnesses:
+{not_settings}.
+
 | environment variable | default | what it does |
 | --- | --- | --- |
 """
@@ -27,20 +36,17 @@ override both.
 
 def settings_markdown() -> str:
     """The reference table of every setting, nested ones included."""
-    return HEADER + "".join(_rows(Settings, "KEEL_")) + "\n"
+    header = HEADER.format(not_settings=", ".join(f"`{n}`" for n in sorted(NOT_SETTINGS)))
+    return header + "".join(_rows()) + "\n"
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+def _rows() -> list[str]:
     rows = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.extend(_rows(annotation, f"{prefix}{name.upper()}__"))
-            continue
+    for path, field in setting_fields():
         default = field.get_default(call_default_factory=True)
         shown = "(none)" if default is None else f"`{json.dumps(default)}`"
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{prefix}{name.upper()}` | {shown} | {description} |\n")
+        rows.append(f"| `{env_name(path)}` | {shown} | {description} |\n")
     return rows
 
 

@@ -16,7 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from keel.settings import ServerSettings, Settings, load_settings
+from keel.configuration import load_settings
+from keel.settings import ServerSettings, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "deploy" / "k8s"

@@ -158,6 +158,81 @@ def test_versions_resolve_by_unique_prefix(
         registry.resolve("cancer@abcdef0/2")
 
 
+def test_a_short_id_or_a_label_names_a_version_like_the_full_version(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path
+) -> None:
+    first = _publish(breast_cancer_model, registry, git_repo)
+    second = _publish(breast_cancer_model, registry, git_repo)
+    ids = registry.short_ids("cancer")
+    assert list(ids) == [first.version, second.version]
+    assert len(set(ids.values())) == 2
+    for meta in (first, second):
+        assert registry.resolve(f"cancer@{ids[meta.version]}").version == meta.version
+        label = meta.version.replace("/", "-", 1)
+        assert registry.resolve(f"cancer@{label}").version == meta.version
+    registry.set_alias("cancer", "production", ids[first.version])
+    assert registry.aliases("cancer") == {"production": first.version}
+
+
+def test_an_ambiguous_sha_prefix_lists_every_candidate_by_short_id(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path
+) -> None:
+    first = _publish(breast_cancer_model, registry, git_repo)
+    second = _publish(breast_cancer_model, registry, git_repo)
+    ids = registry.short_ids("cancer")
+    with pytest.raises(AmbiguousVersion) as refused:
+        registry.resolve(f"cancer@{first.version[:7]}")
+    message = str(refused.value)
+    assert "matches 2 versions; name one by its short id" in message
+    assert f"{ids[second.version]} ({second.version}), {ids[first.version]} ({first.version})" in (
+        message
+    )
+    with pytest.raises(ModelNotFound, match="keel models versions cancer"):
+        registry.resolve("cancer@0000000")
+
+
+def test_an_alias_differing_from_another_only_by_case_is_refused_naming_it(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path
+) -> None:
+    meta = _publish(breast_cancer_model, registry, git_repo, alias="production")
+    for twin in ("Production", "PRODUCTION"):
+        with pytest.raises(
+            InvalidName, match=r"already has the alias 'production'.*use 'production'"
+        ):
+            registry.set_alias("cancer", twin, "latest")
+    assert registry.aliases("cancer") == {"production": meta.version}
+    registry.set_alias("cancer", "production", "latest", reason="the same alias still moves")
+    registry.set_alias("cancer", "production-eu", "latest")
+    assert set(registry.aliases("cancer")) == {"production", "production-eu"}
+
+
+def test_a_deleted_alias_is_gone_and_its_deletion_is_in_the_history(
+    breast_cancer_model: OnnxModel, registry: Registry, git_repo: Path
+) -> None:
+    meta = _publish(breast_cancer_model, registry, git_repo, alias="candidate")
+    event = registry.delete_alias("cancer", "candidate", by="alice", reason="rolled back")
+    assert (event.alias, event.version, event.previous) == ("candidate", None, meta.version)
+    assert registry.aliases("cancer") == {}
+    assert registry.alias_history("cancer")[-1] == event
+    assert (event.by, event.reason) == ("alice", "rolled back")
+    with pytest.raises(ModelNotFound, match="no such alias"):
+        registry.resolve("cancer@candidate")
+    with pytest.raises(ModelNotFound, match=r"has no alias 'candidate' \(aliases: none\)"):
+        registry.delete_alias("cancer", "candidate")
+    assert len(registry.alias_history("cancer")) == 2
+    with pytest.raises(ModelNotFound, match="no published version"):
+        registry.delete_alias("no-such-model", "production")
+    assert not registry.storage.exists("no-such-model")
+
+
+@pytest.mark.parametrize(
+    "alias", ["abcdef0", "b08cbf8d66233a24847cc621aff9bbd67590bb97-20261206T2005", "untracked-2026"]
+)
+def test_an_alias_that_reads_as_a_version_is_refused(registry: Registry, alias: str) -> None:
+    with pytest.raises(InvalidName, match="mistaken for a version"):
+        registry.set_alias("cancer", alias, "latest")
+
+
 @pytest.mark.parametrize(
     "ref", ["../etc", "a/b@production", ".hidden", "a..b", "", "name@../../x", "x@a/../../b"]
 )

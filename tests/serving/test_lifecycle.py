@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -221,3 +223,27 @@ def test_sigterm_answers_every_accepted_request_then_exits(
     assert exit_code in (0, -signal.SIGTERM)
     assert outcomes.count("200") > 5
     assert set(outcomes) <= {"200", "refused", "reset"}, outcomes
+
+
+def test_a_port_already_in_use_is_one_line_naming_it_with_its_own_exit_code(
+    demo_registry: Path, tmp_path: Path, stop_later: Any
+) -> None:
+    first = start_server(demo_registry, ("breast-cancer@production",), tmp_path / "first.log")
+    stop_later(first)
+    first.wait_ready()
+    address = first.url.removeprefix("http://")
+    second = subprocess.run(
+        [sys.executable, "-m", "keel", "serve", "breast-cancer@production",
+         "--registry", str(demo_registry), "--port", address.rsplit(":", 1)[1]],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert second.returncode == 10, second.stderr
+    assert "Traceback" not in second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: cannot listen on {address}: the address is already in use (another server "
+        "listens there); choose another with --host/--port or KEEL_SERVER__HOST/KEEL_SERVER__PORT"
+    ]
+    # The first server never noticed.
+    with first.client() as client:
+        assert client.get("/v2/health/ready").status_code == 200

@@ -15,7 +15,7 @@ import pytest
 from keel_server import ServerProcess
 
 from keel.registry import Registry
-from metric_contract import DECLARED_METRICS
+from metric_contract import DECLARED_METRICS, PROCESS_METRICS
 
 MODEL = "breast-cancer"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -73,6 +73,10 @@ def test_every_exported_keel_metric_is_declared(
     exported = {name for name in exported_families(exposition) if name.startswith("keel_")}
     assert exported, "no keel_ family found: the parsing is broken"
     assert exported - declared_metrics == set()
+
+
+def test_the_standard_process_series_are_exported(exposition: str) -> None:
+    assert PROCESS_METRICS - exported_families(exposition) == set()
 
 
 def test_families_without_samples_still_name_themselves() -> None:

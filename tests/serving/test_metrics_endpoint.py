@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,15 +98,59 @@ def test_every_model_series_names_its_version(server: ServerProcess) -> None:
     modelled = [s for s in samples if "model" in s.labels]
     assert modelled
     assert all(s.labels.get("model_version") for s in modelled)
-    assert all(s.name.startswith("keel_") for s in samples)
+    assert all(s.name.startswith(("keel_", "process_")) for s in samples)
 
 
-def test_every_route_was_warmed_over_http_before_ready_and_kept_out_of_drift(
-    server: ServerProcess,
-) -> None:
+def test_the_standard_process_series_describe_this_process(server: ServerProcess) -> None:
+    samples = _samples(server)
+    started = _value(samples, "process_start_time_seconds")
+    assert time.time() - 600 < started <= time.time()
+    assert _value(samples, "process_cpu_seconds_total") > 0
+    assert 0 < _value(samples, "process_open_fds") <= _value(samples, "process_max_fds")
+    assert _value(samples, "process_resident_memory_bytes") > 10 * 2**20
+    assert _value(samples, "process_virtual_memory_bytes") > 0
+    # Each series once: no model labels, no second copy under another collector.
+    assert len(_found(samples, "process_start_time_seconds")) == 1
+
+
+def test_warm_up_requests_are_counted_apart_from_traffic(server: ServerProcess) -> None:
+    """No client has called digits-mlp: its only requests were the server's own warm-up."""
     samples = _samples(server)
     digits = {"model": "digits-mlp"}
     for endpoint in ("records", "v2_infer"):
-        served = _value(samples, "keel_requests_total", **digits, endpoint=endpoint, status="200")
-        assert served >= REQUESTS_PER_ROUTE
+        warmed = _value(samples, "keel_warmup_requests_total", **digits, endpoint=endpoint)
+        assert warmed == REQUESTS_PER_ROUTE
+        assert _found(samples, "keel_warmup_requests_total", **digits, endpoint=endpoint) == [
+            REQUESTS_PER_ROUTE
+        ], "every warm-up request should have been answered 200"
+    for traffic in ("keel_requests_total", "keel_request_duration_seconds_count"):
+        assert not _found(samples, traffic, **digits), traffic
+    for per_call in ("keel_batch_size_count", "keel_inference_duration_seconds_count"):
+        assert _value(samples, per_call, **digits) == 0, per_call
     assert _value(samples, "keel_drift_window_rows", **digits) == 0
+    # Every served version, the one only reachable by header included, was warmed.
+    warmed_versions = {
+        s.labels["model_version"]
+        for s in samples
+        if s.name == "keel_warmup_requests_total" and s.labels["model"] == MODEL
+    }
+    assert len(warmed_versions) == 2
+
+
+def test_entropy_is_one_series_per_probability_output(
+    server: ServerProcess, production: tuple[str, dict[str, Any]]
+) -> None:
+    label, record = production
+    version = {"model": MODEL, "model_version": label}
+    with server.client() as client:
+        response = client.post(f"/v1/models/{MODEL}/predict", json={"instances": [record] * 4})
+        assert response.status_code == 200
+    deadline = time.monotonic() + 10
+    while not _found(samples := _samples(server), "keel_prediction_entropy", **version):
+        assert time.monotonic() < deadline, "no entropy series: the window took no rows"
+        time.sleep(0.05)
+    entropy = [s for s in samples if s.name == "keel_prediction_entropy" and
+               version.items() <= s.labels.items()]  # fmt: skip
+    # breast-cancer has one probability output of two classes, and a label output.
+    assert [s.labels["output"] for s in entropy] == ["probabilities"]
+    assert 0.0 <= entropy[0].value <= math.log(2)

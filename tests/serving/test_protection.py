@@ -62,7 +62,7 @@ def test_concurrent_single_rows_are_merged_into_batches(
         server.stop()
     assert {r.status_code for r in responses} == {200}
     expected = Registry(wide_registry).resolve(f"{MODEL}@production").golden.outputs["label"][0]
-    assert {r.json()["predictions"][0]["label"] for r in responses} == {expected}
+    assert {r.json()["predictions"][0]["label_index"] for r in responses} == {expected}
     rows = after["rows_run"] - before["rows_run"]
     batches = after["batches_run"] - before["batches_run"]
     assert rows == 64

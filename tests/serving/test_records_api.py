@@ -9,9 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from keel_server import ServerProcess
+from keel_server import ServerProcess, start_server
+from onnx import TensorProto, helper
 
+from keel import publish
 from keel.registry import Registry
+from keel.signature import Feature, Output, Signature
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +177,76 @@ def test_openapi_describes_the_records_of_each_model(server: ServerProcess) -> N
     schema = body["content"]["application/json"]["schema"]["properties"]["instances"]
     assert "mean_radius" in str(schema)
     assert "/v2/models/digits-mlp/infer" in spec["paths"]
+
+
+def test_a_label_output_answers_its_declared_name_and_keeps_the_index(
+    server: ServerProcess, demo_registry: Path
+) -> None:
+    meta = Registry(demo_registry).resolve("breast-cancer@production")
+    labels = next(o.labels for o in meta.signature.outputs if o.name == "label")
+    assert labels is not None
+    records = meta.golden.inputs[:8]
+    expected = meta.golden.outputs["label"][:8]
+    assert len(set(expected)) == 2, "the golden rows should hold both classes"
+    response = _predict(server, {"instances": records})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["label"] for p in predictions] == [labels[i] for i in expected]
+    assert [p["label_index"] for p in predictions] == expected
+    assert set(predictions[0]) == {"label", "label_index", "probabilities"}
+
+
+def test_v2_answers_the_label_as_its_index(server: ServerProcess, demo_registry: Path) -> None:
+    meta = Registry(demo_registry).resolve("breast-cancer@production")
+    names = [f.name for f in meta.signature.features]
+    rows = [[r[n] for n in names] for r in meta.golden.inputs[:8]]
+    body = {"inputs": [{"name": "input", "shape": [8, len(names)], "datatype": "FP32",
+                        "data": [v for row in rows for v in row]}]}  # fmt: skip
+    with server.client() as client:
+        response = client.post("/v2/models/breast-cancer/infer", json=body)
+    assert response.status_code == 200, response.text
+    label = next(o for o in response.json()["outputs"] if o["name"] == "label")
+    assert label["datatype"] == "INT64"
+    assert label["data"] == meta.golden.outputs["label"][:8]
+
+
+def test_a_label_index_past_the_declared_labels_is_a_500_logged_with_the_output(
+    tmp_path: Path, stop_later: Any
+) -> None:
+    """The argmax of three scores, declared with two labels: publish's golden rows stay in range."""
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["input"], ["label"], axis=1, keepdims=0)],
+        "argmax",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])],
+    )
+    model = tmp_path / "argmax.onnx"
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.write_bytes(onnx_model.SerializeToString())
+    signature = Signature(
+        features=[Feature(name=f"s{i}", dtype="float") for i in range(3)],
+        outputs=[
+            Output(name="label", dtype="int64", shape=[None], kind="label", labels=["a", "b"])
+        ],
+    )
+    golden = [{"s0": 1.0, "s1": 0.0, "s2": 0.0}, {"s0": 0.0, "s1": 1.0, "s2": 0.0}]
+    registry = tmp_path / "registry"
+    publish(model, name="argmax", signature=signature, registry=registry, golden=golden,
+            alias="production", source_dir=tmp_path, allow_untracked=True)  # fmt: skip
+    server = start_server(registry, ("argmax@production",), tmp_path / "server.log")
+    stop_later(server)
+    server.wait_ready()
+    with server.client() as client:
+        ok = client.post("/v1/models/argmax/predict", json={"instances": golden})
+        past = client.post(
+            "/v1/models/argmax/predict", json={"instances": [{"s0": 0.0, "s1": 0.0, "s2": 1.0}]}
+        )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["predictions"] == [
+        {"label": "a", "label_index": 0},
+        {"label": "b", "label_index": 1},
+    ]
+    assert past.status_code == 500
+    assert "output 'label' answered label index 2, but the signature declares 2 labels" in (
+        server.log.read_text()
+    )

@@ -207,9 +207,9 @@ def test_in_process_candidate_sees_every_request_and_both_answers_are_logged(
         records_api, reference["primary"], reference["candidate"], strict=True
     ):
         assert record.rows == len(primary)
-        assert record.primary_output["label"].tolist() == [p["label"] for p in primary]
+        assert record.primary_output["label"].tolist() == [p["label_index"] for p in primary]
         assert record.candidate_output is not None
-        assert record.candidate_output["label"].tolist() == [p["label"] for p in expected]
+        assert record.candidate_output["label"].tolist() == [p["label_index"] for p in expected]
         assert record.inputs is not None
         assert record.input_hash
         assert record.candidate_ms is not None

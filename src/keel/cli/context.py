@@ -18,9 +18,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from keel.configuration import load_settings
+from keel.errors import RegistryNotFound
 from keel.registry import Registry
 from keel.registry.storage import Progress as ProgressCallback
-from keel.settings import Settings, load_settings
+from keel.settings import Settings
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -49,9 +51,20 @@ def settings_for(registry: str | None, config_file: Path | None = None) -> Setti
     return settings
 
 
-def open_registry(settings: Settings) -> Registry:
+def open_registry(settings: Settings, *, must_exist: bool = True) -> Registry:
+    """The settings' registry; a local folder must exist unless ``must_exist`` is False.
+
+    Reading a folder that is not there would list no models: a mistyped
+    ``--registry`` must be an error naming the path, not an empty registry.
+    """
     cache = Path(settings.cache_dir) if settings.cache_dir else None
-    return Registry(settings.registry, cache_dir=cache)
+    registry = Registry(settings.registry, cache_dir=cache)
+    if must_exist and registry.storage.is_local and not registry.storage.exists(""):
+        raise RegistryNotFound(
+            f"registry folder {registry.storage.root} does not exist: name the right one "
+            "with --registry or KEEL_REGISTRY, or publish a model into it first"
+        )
+    return registry
 
 
 @contextlib.contextmanager

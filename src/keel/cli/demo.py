@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from keel.cli.context import RegistryOption, console, open_registry, settings_for
 from keel.errors import KeelError
@@ -28,7 +29,7 @@ def demo(
     Models already in the registry are kept, not retrained.
     """
     settings = settings_for(registry)
-    store = open_registry(settings)
+    store = open_registry(settings, must_exist=False)  # the demo publishes into it
     for model, alias, train in _examples():
         if alias in store.aliases(model):
             console.print(f"{model}@{alias} is already published; keeping it")
@@ -40,7 +41,7 @@ def demo(
             + ", ".join(f"{k}={v:.3f}" for k, v in meta.training.metrics.items())
         )
     table = Table(title=f"verified in {store.url}")
-    for column in ("model", "alias", "version", "golden", "result"):
+    for column in ("model", "alias", "id", "golden", "result"):
         table.add_column(column)
     failed = []
     for model, alias, _ in _examples():
@@ -50,9 +51,13 @@ def demo(
         table.add_row(
             model,
             alias,
-            meta.version,
+            # The short id: every version of one commit shares the sha Rich would cut to.
+            store.short_ids(model)[meta.version],
             f"{len(meta.golden.inputs)} inputs × {outputs} outputs",
-            "[green]ok" if report.ok else "[red]" + "; ".join(report.problems()),
+            # Text, not markup: a problem may quote brackets.
+            Text("ok", style="green")
+            if report.ok
+            else Text("; ".join(report.problems()), style="red"),
         )
         if not report.ok:
             failed.append(meta.ref)

@@ -77,9 +77,15 @@ def _fetch(base: str, ref: str) -> object:
         if exc.code == 404:
             kind = NotMonitored if "reference" in message else ModelNotFound
             raise kind(message) from None
-        raise ServerUnreachable(f"{base} answered {exc.code}: {message}") from None
+        raise ServerUnreachable(
+            f"{base} answered {exc.code}: {message} (is --url the keel server you meant?)"
+        ) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise ServerUnreachable(f"cannot read the drift window from {base}: {exc}") from None
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        raise ServerUnreachable(
+            f"cannot read the drift window from {base}: {reason}; is a keel server running "
+            "there? Name the server with --url http://HOST:PORT"
+        ) from None
 
 
 def _error_of(exc: urllib.error.HTTPError) -> str:

@@ -67,7 +67,7 @@ def publish(
             artifact,
             name=name,
             signature=sig,
-            registry=open_registry(settings),
+            registry=open_registry(settings, must_exist=False),  # the first publish makes it
             reference=read_records(reference, sig) if reference else None,
             golden=read_records(golden, sig) if golden else None,
             alias=alias,

@@ -9,10 +9,11 @@ import typer
 from pydantic import ValidationError
 
 from keel.cli.context import RegistryOption, open_registry, settings_for
-from keel.errors import KeelError
+from keel.configuration import describe_errors
+from keel.errors import InvalidConfig, KeelError
 from keel.logstore.opening import check_log_store_url
 from keel.registry import parse_ref
-from keel.settings import Settings, ShadowSettings, ShadowTarget
+from keel.settings import ServerSettings, Settings, ShadowSettings, ShadowTarget
 
 
 def serve(
@@ -26,7 +27,9 @@ def serve(
         typer.Option("--config", "-c", help="TOML file of settings and models to serve."),
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="Address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default 8080).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port (default 8080).")
+    ] = None,
     shadow: Annotated[
         list[str] | None,
         typer.Option(
@@ -63,7 +66,12 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Serve models over the Open Inference Protocol (v2) and the JSON records API."""
+    """Serve models over the Open Inference Protocol (v2) and the JSON records API.
+
+    A model, alias or version the registry does not hold stops it at once, naming
+    what the registry holds; a registry that cannot be read yet is retried.
+    """
+    from keel.serving.model_manager import check_held
     from keel.serving.server import serve as run_server
 
     settings = settings_for(registry, config)
@@ -73,15 +81,26 @@ def serve(
     if strict_env:
         overrides["strict_env"] = True
     if overrides:
-        settings = settings.model_copy(
-            update={"server": settings.server.model_copy(update=overrides)}
-        )
+        settings = with_server(settings, overrides)
     models = [*settings.models, *(refs or [])]
     if not models:
         raise KeelError("name at least one model to serve, e.g. keel serve churn@production")
     served = sorted({parse_ref(ref).name for ref in models})
     settings = with_shadow(settings, served, shadow or [], shadow_url or [], log_store)
-    run_server(models, settings, open_registry(settings))
+    # A folder that is not there yet is retried (a volume mounted late), not refused.
+    store = open_registry(settings, must_exist=False)
+    candidates = [t.candidate for t in settings.shadow.targets if t.candidate]
+    check_held(store, [*models, *candidates])
+    run_server(models, settings, store)
+
+
+def with_server(settings: Settings, overrides: dict[str, object]) -> Settings:
+    """``settings`` with the command line's server flags, checked as the file's are."""
+    try:
+        server = ServerSettings.model_validate({**settings.server.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise InvalidConfig(f"invalid server settings: {describe_errors(exc)}") from None
+    return settings.model_copy(update={"server": server})
 
 
 def with_shadow(
@@ -122,5 +141,5 @@ def with_shadow(
     try:
         shadow = ShadowSettings.model_validate({**settings.shadow.model_dump(), **update})
     except ValidationError as exc:
-        raise KeelError(f"shadow settings are invalid: {exc}") from None
+        raise InvalidConfig(f"shadow settings are invalid: {describe_errors(exc)}") from None
     return settings.model_copy(update={"shadow": shadow})

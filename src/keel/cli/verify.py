@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from keel.cli.context import (
     RegistryOption,
@@ -52,17 +53,20 @@ def _table(report: VerificationReport) -> Table:
         table.add_column(column)
     files = ", ".join(report.metadata.files)
     if report.load_error:
-        table.add_row("hashes + load", "[red]fail", report.load_error)
+        # Details as Text, not markup: a refusal may quote brackets.
+        table.add_row("hashes + load", "[red]fail", Text(report.load_error))
     else:
-        table.add_row("hashes", "[green]ok", files)
-        table.add_row("load", "[green]ok", report.metadata.artifact.format)
+        table.add_row("hashes", "[green]ok", Text(files))
+        table.add_row("load", "[green]ok", Text(report.metadata.artifact.format))
     for check in report.golden.checks if report.golden else ():
         diff = "" if check.max_abs_diff is None else f"max abs diff {check.max_abs_diff:.3g}; "
         table.add_row(
             f"golden {check.name}",
             "[green]ok" if check.ok else "[red]fail",
-            f"{diff}{check.total - check.mismatched}/{check.total} values within tolerance"
-            if check.ok
-            else check.detail,
+            Text(
+                f"{diff}{check.total - check.mismatched}/{check.total} values within tolerance"
+                if check.ok
+                else check.detail
+            ),
         )
     return table

@@ -91,9 +91,7 @@ def assess(
         if column.role == "feature":
             features.append(_feature(column, totals, settings, thresholds, judged))
         else:
-            predictions.append(
-                _prediction(layout, column, recent, totals, settings, thresholds, judged)
-            )
+            predictions.append(_prediction(column, recent, totals, settings, thresholds, judged))
             recent += 1
     statuses = [c.status for c in features] + [c.status for c in predictions]
     return DriftSnapshot(
@@ -108,6 +106,7 @@ def assess(
         thresholds=thresholds,
         features=features,
         predictions=predictions,
+        entropy=_entropy(layout, totals),
     )
 
 
@@ -138,7 +137,6 @@ def _feature(
 
 
 def _prediction(
-    layout: WindowLayout,
     column: TrackedColumn,
     recent_index: int,
     totals: WindowTotals,
@@ -159,7 +157,6 @@ def _prediction(
             **_common(column, totals, drift, rate),
             "status": max(drift.status, ALERT if collapsed else OK),
             "collapsed": collapsed,
-            "entropy": _entropy(layout, column, totals),
             "reasons": reasons,
         }
     )
@@ -299,8 +296,11 @@ def _window_collapse(
     return f"window {reason}" if reason else None
 
 
-def _entropy(layout: WindowLayout, column: TrackedColumn, totals: WindowTotals) -> float | None:
-    for i, (_, names) in enumerate(layout.probability_outputs):
-        if column.name in names and totals.moments.entropy_rows[i] > 0:
-            return float(totals.moments.entropy[i] / totals.moments.entropy_rows[i])
-    return None
+def _entropy(layout: WindowLayout, totals: WindowTotals) -> dict[str, float]:
+    """Mean row entropy of each probability output with a row in the window."""
+    moments = totals.moments
+    return {
+        output: float(moments.entropy[i] / moments.entropy_rows[i])
+        for i, (output, _) in enumerate(layout.probability_outputs)
+        if moments.entropy_rows[i] > 0
+    }

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MODEL = ("model", "model_version")
 RETIRED = VersionState.RETIRED
+# The standard process_* series every Prometheus dashboard expects (start time, CPU
+# seconds, open and maximum file descriptors, memory), read from /proc at each scrape;
+# not registered with the client library's global registry, which keel does not serve.
+PROCESS_COLLECTOR = ProcessCollector(registry=None)
 
 
 class KeelCollector(Collector):
@@ -64,6 +68,7 @@ class KeelCollector(Collector):
 def metrics_text(manager: ModelManager, shadowing: Shadowing | None = None) -> bytes:
     """The Prometheus text exposition of every keel metric."""
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(PROCESS_COLLECTOR)
     registry.register(KeelCollector(manager, shadowing))
     return generate_latest(registry)
 
@@ -165,7 +170,13 @@ def _lifecycle(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
 def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
     requests = CounterMetricFamily(
         "keel_requests",
-        "Requests answered, by endpoint and HTTP status.",
+        "Requests answered, by endpoint and HTTP status (the server's own warm-up excluded).",
+        labels=[*MODEL, "endpoint", "status"],
+    )
+    warmup = CounterMetricFamily(
+        "keel_warmup_requests",
+        "Requests the server sent itself over HTTP before reporting ready, by endpoint and "
+        "HTTP status; not traffic, so in no other request metric.",
         labels=[*MODEL, "endpoint", "status"],
     )
     latency = HistogramMetricFamily(
@@ -210,6 +221,8 @@ def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
         metrics = version.metrics
         for (endpoint, status), count in sorted(metrics.requests.items()):
             requests.add_metric([*labels, endpoint, str(status)], count)
+        for (endpoint, status), count in sorted(metrics.warmup_requests.items()):
+            warmup.add_metric([*labels, endpoint, str(status)], count)
         for endpoint, histogram in sorted(metrics.latency.items()):
             _add_histogram(latency, [*labels, endpoint], histogram)
         for reason, count in sorted(metrics.rejected.items()):
@@ -223,7 +236,8 @@ def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
             _add_histogram(ages, [*labels, feature], histogram)
         for feature, count in sorted(metrics.stale.items()):
             stale.add_metric([*labels, feature], count)
-    yield from (requests, latency, rejected, failures, queue, inference, batch_size, ages, stale)
+    yield from (requests, warmup, latency, rejected, failures, queue, inference, batch_size)
+    yield from (ages, stale)
     yield _gauge(
         "keel_queue_depth",
         "Rows waiting in the batcher's queue.",
@@ -285,7 +299,8 @@ def _drift(snapshots: Sequence[tuple[ServedVersion, DriftSnapshot]]) -> Iterator
         ),
         "entropy": GaugeMetricFamily(
             "keel_prediction_entropy",
-            "Mean entropy (nats) of the output's probability rows in the window.",
+            "Mean entropy (nats) of the rows of a probability output in the window, one "
+            "series per output.",
             labels=output,
         ),
     }
@@ -305,7 +320,8 @@ def _drift(snapshots: Sequence[tuple[ServedVersion, DriftSnapshot]]) -> Iterator
             families["prediction_status"].add_metric(at, prediction.status)
             families["collapse"].add_metric(at, float(prediction.collapsed))
             _add_if(families["prediction_psi"], at, prediction.psi)
-            _add_if(families["entropy"], at, prediction.entropy)
+        for name, entropy in snapshot.entropy.items():
+            families["entropy"].add_metric([*labels, name], entropy)
     yield from families.values()
 
 

@@ -9,6 +9,10 @@ families only when ``/metrics`` is scraped (``keel.monitoring.exposition``).
 Every update happens on the event loop's thread (request handlers, and the
 batcher's completion callback), so no lock is needed: the loop runs one
 callback at a time and a scrape reads between them.
+
+Warm-up requests (the server's own, over HTTP, before it reports ready) are not
+traffic: while ``warming`` is set they are counted apart, by endpoint and status,
+and nothing else (latency, refusals, batches, feature ages) sees them.
 """
 
 from __future__ import annotations
@@ -119,9 +123,16 @@ class ServingMetrics:
         self.in_flight = 0
         self.feature_age: dict[str, Histogram] = {}
         self.stale: Counter[str] = Counter()
+        self.warmup_requests: Counter[tuple[str, int]] = Counter()
+        # Set by self_warmup while the server sends its own requests; readiness is
+        # false meanwhile, so no client's request should be among them.
+        self.warming = False
 
     def answered(self, endpoint: str, status: int, seconds: float) -> None:
-        """Count one answered request and its latency."""
+        """Count one answered request and its latency (a warm-up request only by status)."""
+        if self.warming:
+            self.warmup_requests[endpoint, status] += 1
+            return
         self.requests[endpoint, status] += 1
         latency = self.latency.get(endpoint)
         if latency is None:
@@ -131,7 +142,7 @@ class ServingMetrics:
     def refused(self, error: Exception) -> None:
         """Count a refusal by reason, and each field a validation failure named."""
         reason = rejection_reason(error)
-        if reason is None:
+        if reason is None or self.warming:
             return
         self.rejected[reason] += 1
         if isinstance(error, InvalidRequest):
@@ -140,6 +151,8 @@ class ServingMetrics:
 
     def batch_done(self, rows: int, queue_waits: Iterable[float], run_seconds: float) -> None:
         """Count one model call: its rows, how long each request queued, how long it ran."""
+        if self.warming:
+            return
         self.batch_size.observe(rows)
         self.inference.observe(run_seconds)
         for wait in queue_waits:
@@ -147,6 +160,8 @@ class ServingMetrics:
 
     def freshness(self, result: FreshnessResult) -> None:
         """Observe the ages of one request's features and count the stale ones."""
+        if self.warming:
+            return
         for feature, ages in result.ages.items():
             histogram = self.feature_age.get(feature)
             if histogram is None:

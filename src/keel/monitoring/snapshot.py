@@ -47,15 +47,11 @@ class FeatureDrift(ColumnDrift):
 
 
 class PredictionDrift(ColumnDrift):
-    """A prediction column's verdict, with its collapse check and output entropy."""
+    """A prediction column's verdict, with its collapse check."""
 
     role: Literal["prediction"] = "prediction"
     collapsed: bool = Field(
         description="Predictions lost their spread (recently or in the window)."
-    )
-    entropy: float | None = Field(
-        default=None,
-        description="Mean entropy (nats) of the probability rows of this column's output.",
     )
 
 
@@ -77,6 +73,11 @@ class DriftSnapshot(BaseModel):
     thresholds: DriftThresholds
     features: list[FeatureDrift]
     predictions: list[PredictionDrift]
+    entropy: dict[str, float] = Field(
+        default_factory=dict,
+        description="Mean entropy (nats) of each probability output's rows in the window, by "
+        "output name; an output is absent until the window holds a row of it.",
+    )
 
 
 def worst_first(snapshot: DriftSnapshot) -> list[FeatureDrift | PredictionDrift]:

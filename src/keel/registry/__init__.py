@@ -11,6 +11,7 @@ from keel.registry.metadata import (
 )
 from keel.registry.names import ModelRef, parse_ref
 from keel.registry.registry import Registry
+from keel.registry.version_ids import id_matches, short_ids, version_id
 
 __all__ = [
     "AliasEvent",
@@ -22,5 +23,8 @@ __all__ = [
     "SourceInfo",
     "TrainingInfo",
     "VersionContent",
+    "id_matches",
     "parse_ref",
+    "short_ids",
+    "version_id",
 ]

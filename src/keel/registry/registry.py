@@ -14,7 +14,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from keel.errors import AmbiguousVersion, IntegrityError, ModelNotFound, RegistryError
+from keel.errors import (
+    AmbiguousVersion,
+    IntegrityError,
+    InvalidName,
+    ModelNotFound,
+    RegistryError,
+)
+from keel.registry import version_ids
 from keel.registry.aliases import ALIASES_FILE, AliasBook, AliasEvent
 from keel.registry.files import check_file_name, copy_with_digest, stored_digest
 from keel.registry.metadata import (
@@ -102,6 +109,7 @@ class Registry:
         return self.metadata(parsed.name, self.resolve_version(parsed))
 
     def resolve_version(self, ref: ModelRef) -> str:
+        """The full version (``sha/timestamp``) a reference names."""
         versions = self.versions(ref.name)
         if not versions:
             raise ModelNotFound(f"model {ref.name!r} has no published version in {self.url}")
@@ -113,17 +121,26 @@ class Registry:
                 known = ", ".join(sorted(aliases)) or "none"
                 raise ModelNotFound(f"{ref}: no such alias (aliases of {ref.name}: {known})")
             return aliases[ref.selector]
-        sha, _, stamp = ref.selector.partition("/")
-        matches = [
-            v
-            for v in versions
-            if v.split("/")[0].startswith(sha) and v.split("/")[1].startswith(stamp)
-        ]
+        matches = [v for v in versions if version_ids.selects(v, ref.selector)]
         if not matches:
-            raise ModelNotFound(f"{ref}: no version matches")
+            raise ModelNotFound(
+                f"{ref}: no version of {ref.name} matches; "
+                f"`keel models versions {ref.name}` lists them with their short ids"
+            )
         if len(matches) > 1:
-            raise AmbiguousVersion(f"{ref} matches {len(matches)} versions: {', '.join(matches)}")
+            ids = version_ids.short_ids(versions)
+            listed = ", ".join(f"{ids[v]} ({v})" for v in reversed(matches))
+            raise AmbiguousVersion(
+                f"{ref} matches {len(matches)} versions; name one by its short id: {listed}"
+            )
         return matches[0]
+
+    def short_ids(self, name: str) -> dict[str, str]:
+        """The short id of every version of ``name`` (version -> id), oldest first.
+
+        Short ids are unique within the model; see :mod:`keel.registry.version_ids`.
+        """
+        return version_ids.short_ids(self.versions(name))
 
     def aliases(self, name: str) -> dict[str, str]:
         """Current aliases of ``name``: alias -> version."""
@@ -147,20 +164,43 @@ class Registry:
         self,
         name: str,
         alias: str,
-        ref: str | None,
+        ref: str,
         *,
         by: str | None = None,
         reason: str = "",
     ) -> AliasEvent:
-        """Point ``alias`` at the version ``ref`` names (None removes it); recorded in history."""
+        """Point ``alias`` at the version ``ref`` names; recorded in the history.
+
+        Refused (InvalidName) if another alias of the model differs from it only
+        by case: ``Production`` beside ``production`` is a typo waiting to happen.
+        """
         check_alias_name(alias)
-        version = None if ref is None else self.resolve_version(parse_ref(f"{name}@{ref}"))
+        version = self.resolve_version(parse_ref(f"{name}@{ref}"))
+        return self._change_alias(name, alias, version, by=by, reason=reason)
+
+    def delete_alias(
+        self, name: str, alias: str, *, by: str | None = None, reason: str = ""
+    ) -> AliasEvent:
+        """Remove ``alias``; the removal is recorded in the history (``version`` None).
+
+        ModelNotFound, naming the aliases there are, if the model has no such alias.
+        """
+        check_alias_name(alias)
+        if not self.versions(name):
+            raise ModelNotFound(f"model {name!r} has no published version in {self.url}")
+        return self._change_alias(name, alias, None, by=by, reason=reason)
+
+    def _change_alias(
+        self, name: str, alias: str, version: str | None, *, by: str | None, reason: str
+    ) -> AliasEvent:
         made: list[AliasEvent] = []
 
         def move(raw: bytes | None) -> bytes:
             # Runs again if another writer changed the book first, so
-            # ``previous`` always names what this change really replaced.
+            # ``previous`` always names what this change really replaced, and
+            # the checks hold against the book as it is written.
             book = AliasBook() if raw is None else _parse_alias_book(name, raw)
+            _check_alias_change(name, alias, version, book)
             event = AliasEvent(
                 alias=alias,
                 version=version,
@@ -311,6 +351,20 @@ class _PendingVersion:
             files=dict(digests),
             **self.content.model_dump(),
         )
+
+
+def _check_alias_change(name: str, alias: str, version: str | None, book: AliasBook) -> None:
+    """Refuse an alias that differs from another only by case, or removing one that is not."""
+    twins = [a for a in book.aliases if a != alias and a.casefold() == alias.casefold()]
+    if version is not None and twins:
+        raise InvalidName(
+            f"{name} already has the alias {twins[0]!r}, which differs from {alias!r} only by "
+            f"case: use {twins[0]!r}"
+        )
+    if version is None and alias not in book.aliases:
+        hint = f"; did you mean {twins[0]!r}?" if twins else ""
+        known = ", ".join(sorted(book.aliases)) or "none"
+        raise ModelNotFound(f"{name} has no alias {alias!r} (aliases: {known}){hint}")
 
 
 def _parse_alias_book(name: str, raw: bytes) -> AliasBook:

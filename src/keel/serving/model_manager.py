@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from keel.errors import KeelError, ModelNotFound, RegistryError
-from keel.registry import ModelMetadata, ModelRef, Registry, parse_ref
-from keel.registry.names import DEFAULT_ALIAS
+from keel.errors import AmbiguousVersion, KeelError, ModelNotFound, RegistryError
+from keel.registry import ModelMetadata, ModelRef, Registry, id_matches, parse_ref
+from keel.registry.names import DEFAULT_ALIAS, LATEST
 from keel.serving.arrivals import Arrivals
 from keel.serving.served_version import (
     ServedVersion,
@@ -44,7 +45,11 @@ class Routes:
         exact = self.versions.get(label)
         if exact is not None:
             return exact
-        matches = [v for lbl, v in self.versions.items() if lbl.startswith(label)]
+        matches = [
+            v
+            for lbl, v in self.versions.items()
+            if lbl.startswith(label) or id_matches(v.metadata.version, key)
+        ]
         return matches[0] if len(matches) == 1 else None
 
 
@@ -55,10 +60,82 @@ class Routes:
 # without them (33,254 vs 31,971 req/s, median of 5 alternating runs; the row cap
 # alone measured no difference in the server).
 MONITOR_INTERVAL_S = 0.05
-# A model that cannot be resolved at start (registry unreachable, not published yet)
-# is tried again after these many seconds, doubling up to the last.
+# A model that cannot be resolved at start (a registry that cannot be read now) is
+# tried again after these many seconds, doubling up to the last.
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 30.0
+# How long ``keel serve`` waits, before it listens, to learn whether the registry holds
+# what it is told to serve; a registry slower to answer is left to the retrying start,
+# so that liveness is not held back by an object store that is down.
+HELD_CHECK_S = 10.0
+
+
+def check_held(registry: Registry, refs: Iterable[str], timeout_s: float = HELD_CHECK_S) -> None:
+    """Refuse (ModelNotFound) a reference that a registry which can be read does not hold.
+
+    Retrying helps a registry that cannot be read now (a volume not mounted yet, an
+    object store down): those are left to :meth:`ModelManager.start`. A registry
+    that answers without the model, alias or version is a typo that no retry
+    mends, so the message names what it does hold.
+    """
+    outcome: list[BaseException] = []
+
+    def check() -> None:
+        try:
+            _check_held(registry, [parse_ref(r) for r in refs])
+        except (ModelNotFound, AmbiguousVersion) as exc:
+            outcome.append(exc)
+
+    # A daemon thread: an object store's client may retry for minutes, and the
+    # process must be free to exit (or serve) without waiting for it.
+    thread = threading.Thread(target=check, name="keel-held-check", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        log.warning(
+            "registry %s did not answer in %.0f s; serving starts and retries",
+            registry.url,
+            timeout_s,
+        )
+    if outcome:
+        raise outcome[0]
+
+
+def _check_held(registry: Registry, refs: list[ModelRef]) -> None:
+    try:
+        # Not there at all: a volume not mounted yet, a bucket prefix not written yet.
+        if not registry.storage.exists(""):
+            return
+        held = registry.models()
+        for ref in refs:
+            try:
+                registry.resolve_version(ref)
+            except (ModelNotFound, AmbiguousVersion) as exc:
+                message = _not_held(registry, ref, held, exc)
+                kind = AmbiguousVersion if isinstance(exc, AmbiguousVersion) else ModelNotFound
+                raise kind(message) from None
+    except (ModelNotFound, AmbiguousVersion):
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable now: ModelManager.start retries it
+        log.warning("registry %s could not be read before start: %s", registry.url, exc)
+
+
+def _not_held(registry: Registry, ref: ModelRef, held: list[str], exc: KeelError) -> str:
+    """Why ``ref`` cannot be served, with what the registry holds: its models, or the aliases."""
+    if ref.name not in held:
+        shown = ", ".join(held) if held else "no model"
+        return (
+            f"cannot serve {ref}: the registry {registry.url} has no model '{ref.name}' "
+            f"(it holds: {shown})"
+        )
+    if not ref.is_version and ref.selector != LATEST:
+        known = ", ".join(sorted(registry.aliases(ref.name))) or "none"
+        return (
+            f"cannot serve {ref}: {ref.name} has no alias '{ref.selector}' (its aliases: "
+            f"{known}; or name a version, or latest)"
+        )
+    # A version that matches none or several: the registry's own message says which.
+    return f"cannot serve {exc}"
 
 
 class ModelManager:
@@ -92,9 +169,10 @@ class ModelManager:
     async def start(self, refs: Iterable[str]) -> None:
         """Load every referenced version; they become ready one by one as they pass checks.
 
-        A reference that cannot be resolved (the registry is unreachable, or the
-        model is not published yet) does not stop the others: it is tried again
-        in the background, with backoff, and the server is not ready until it loads.
+        A reference that cannot be resolved (the registry cannot be read now) does
+        not stop the others: it is tried again in the background, with backoff, and
+        the server is not ready until it loads. A reference that a readable registry
+        does not hold is refused before the server starts (:func:`check_held`).
         """
         parsed = [parse_ref(r) for r in refs]
         self._pending = list(parsed)

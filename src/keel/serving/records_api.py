@@ -1,6 +1,10 @@
 """The JSON records API: ``{"instances": [{feature: value}, ...]}`` validated by the signature.
 
 Served at ``/v1/models/{name}[/versions/{version}]/predict`` by ``inference_front``.
+Each answer row holds every declared output by name. A label output whose
+signature declares its ``labels`` answers the label's name, and its index
+under ``<output>_index`` (unless the signature declares an output of that name,
+which then keeps the key); the v2 API answers the tensor, indices and all.
 """
 
 from __future__ import annotations
@@ -8,17 +12,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
-from keel.errors import FieldError, InvalidRequest, ProtocolError
+from keel.errors import FieldError, InvalidRequest, ProtocolError, RuntimeFailure
 from keel.serving.calls import Call, Reply
 from keel.serving.context import ServerState, deadline_of
 from keel.serving.model_call import run_model
 from keel.serving.served_version import ServedVersion
-from keel.signature import freshness_of, split_computed_at, to_arrays
+from keel.signature import Signature, freshness_of, split_computed_at, to_arrays
 
 
 async def predict(state: ServerState, version: ServedVersion, call: Call) -> Reply:
@@ -38,7 +43,7 @@ async def predict(state: ServerState, version: ServedVersion, call: Call) -> Rep
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.label,
-        "predictions": _rows({o.name: outputs[o.name] for o in signature.outputs}),
+        "predictions": _rows(_answer_columns(signature, outputs)),
     }
     if request_id is not None:
         response["id"] = request_id
@@ -123,7 +128,41 @@ def _lenient_json(body: bytes, error: orjson.JSONDecodeError) -> Any:
     return payload
 
 
-def _rows(outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+def _answer_columns(signature: Signature, outputs: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    """Every declared output as a list of rows; label indices as the names they stand for."""
+    columns: dict[str, list[Any]] = {}
+    for output in signature.outputs:
+        values = outputs[output.name]
+        labels = output.labels
+        if labels is None or output.kind != "label" or values.dtype.kind not in "iu":
+            columns[output.name] = values.tolist()
+            continue
+        indices: list[Any] = values.tolist()
+        columns[output.name] = _label_names(output.name, labels, indices, values)
+        key = f"{output.name}_index"
+        if not any(o.name == key for o in signature.outputs):
+            columns[key] = indices
+    return columns
+
+
+def _label_names(
+    name: str, labels: Sequence[str], indices: list[Any], values: np.ndarray
+) -> list[Any]:
+    """The declared label each index names; an index past the labels is the model's fault."""
+    flat: list[int] = indices if values.ndim == 1 else values.ravel().tolist()
+    if flat and (min(flat) < 0 or max(flat) >= len(labels)):
+        bad = next(i for i in flat if not 0 <= i < len(labels))
+        raise RuntimeFailure(
+            f"output '{name}' answered label index {bad}, but the signature declares "
+            f"{len(labels)} labels (indices 0 to {len(labels) - 1})"
+        )
+    names = [labels[i] for i in flat]
+    if values.ndim == 1:
+        return names
+    shaped: list[Any] = np.array(names, dtype=object).reshape(values.shape).tolist()
+    return shaped
+
+
+def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
     # The batcher checked that every output has one row per input row.
-    columns = [array.tolist() for array in outputs.values()]
-    return [dict(zip(outputs, row, strict=True)) for row in zip(*columns, strict=True)]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]

@@ -6,8 +6,9 @@ response path, keel's front, the handlers, orjson. Python 3.11 specialises
 bytecode only after it has run a few times, so that first request took over
 twice as long as the hundredth. Here each served version answers a few of its
 own golden records, over loopback, through both inference APIs, before
-``/v2/health/ready`` turns true. They count in the request metrics like any
-request, but stay out of the drift windows.
+``/v2/health/ready`` turns true. They are not traffic: they stay out of the
+drift windows and out of the request metrics (``keel_requests_total``, latency,
+batches), and are counted on their own in ``keel_warmup_requests_total``.
 """
 
 from __future__ import annotations
@@ -36,14 +37,19 @@ async def warm_over_http(manager: ModelManager, host: str, port: int) -> None:
     monitors = [v.monitor for v in versions if v.monitor is not None and v.monitor.enabled]
     if not requests:
         return
-    # The same few golden rows over and over are not traffic: keep them out of drift.
+    # The same few golden rows over and over are not traffic: keep them out of drift,
+    # and count them apart from the requests clients send.
     for monitor in monitors:
         monitor.enabled = False
+    for version in versions:
+        version.metrics.warming = True
     try:
         await _send_all(requests, _loopback(host), port)
     finally:
         for monitor in monitors:
             monitor.enabled = True
+        for version in versions:
+            version.metrics.warming = False
 
 
 async def _send_all(requests: list[tuple[str, bytes]], host: str, port: int) -> None:

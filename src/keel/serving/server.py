@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import heapq
 import logging
 import os
@@ -27,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import uvloop
 
-from keel.errors import Overloaded
+from keel.errors import AddressUnavailable, Overloaded
 from keel.registry import Registry
 from keel.serving.app import create_app
 from keel.serving.arrivals import Arrivals
@@ -127,13 +128,7 @@ class HttpServer:
             server_settings.max_connections, server_settings.probe_connections
         )
         async with self.front.lifespan():
-            listener = await loop.create_server(
-                self._connection,
-                host=server_settings.host,
-                port=server_settings.port,
-                reuse_address=True,
-                backlog=_BACKLOG,
-            )
+            listener = await self._listen(server_settings.host, server_settings.port)
             sockname = listener.sockets[0].getsockname()
             self._address = (str(sockname[0]), int(sockname[1]))
             self._tick()
@@ -150,6 +145,23 @@ class HttpServer:
                 await self._drain(server_settings.grace_period_s)
                 if self._ticker is not None:
                     self._ticker.cancel()
+
+    async def _listen(self, host: str, port: int) -> asyncio.Server:
+        """The listening socket; an address keel cannot take is the user's to fix, said so."""
+        try:
+            return await asyncio.get_running_loop().create_server(
+                self._connection, host=host, port=port, reuse_address=True, backlog=_BACKLOG
+            )
+        except OSError as exc:
+            reason = (
+                "the address is already in use (another server listens there)"
+                if exc.errno == errno.EADDRINUSE
+                else (exc.strerror or str(exc))
+            )
+            raise AddressUnavailable(
+                f"cannot listen on {host}:{port}: {reason}; choose another with --host/--port "
+                "or KEEL_SERVER__HOST/KEEL_SERVER__PORT"
+            ) from None
 
     def _connection(self) -> asyncio.Protocol:
         open_now = len(self.connections)

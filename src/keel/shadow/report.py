@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from keel.errors import AmbiguousVersion, KeelError
 from keel.logstore.records import CandidateInfo, CandidateStatus, PredictionRecord
+from keel.registry import id_matches
 from keel.settings import PromotionCriteria
 from keel.shadow.evidence import (
     ComparedOutput,
@@ -214,7 +215,10 @@ def model_records(records: Sequence[PredictionRecord], model: str | None) -> lis
 
 
 def select_candidate(records: Sequence[PredictionRecord], requested: str | None = None) -> str:
-    """The candidate version to report on: ``requested`` (or a unique prefix), else the latest."""
+    """The candidate version to report on: ``requested``, else the latest.
+
+    ``requested`` may be the logged version, a unique prefix of it, or its short id.
+    """
     latest = {r.candidate_version: r.at for r in records if r.candidate_version is not None}
     if not latest:
         model = records[0].model if records else "this model"
@@ -232,7 +236,7 @@ def select_candidate(records: Sequence[PredictionRecord], requested: str | None 
     exact = [s for s in spellings if s in latest]
     if exact:
         return exact[0]
-    matches = sorted(v for v in latest if v.startswith(spellings))
+    matches = sorted(v for v in latest if v.startswith(spellings) or id_matches(v, requested))
     if len(matches) > 1:
         raise AmbiguousVersion(f"candidate {requested!r} matches {', '.join(matches)}")
     if not matches:
