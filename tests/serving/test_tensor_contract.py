@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from keel.errors import InvalidRequest
 from keel.runtimes import TensorSpec
 from keel.serving.tensor_contract import TensorContract, build_contract
+from keel.signature import Feature, ModelInput, Output, Signature
 from serving.bounded_signatures import FLOAT_SIGNATURE
 
 SIGNATURE = FLOAT_SIGNATURE
@@ -64,3 +65,33 @@ def test_a_float32_value_just_outside_a_bound_is_refused_naming_the_feature() ->
     with pytest.raises(InvalidRequest) as refused:
         rules.check({SIGNATURE.inputs[0].name: np.array([[below, *row[1:]]], dtype=np.float32)})
     assert [(e.field, e.rule) for e in refused.value.errors] == [("share", "minimum")]
+
+
+def test_every_input_is_held_to_its_features_rules_strings_included() -> None:
+    signature = Signature(
+        features=[
+            Feature(name="age", dtype="int", minimum=18, maximum=120),
+            Feature(name="plan", dtype="categorical", levels=["free", "pro"]),
+            Feature(name="region", dtype="categorical", levels=["north", "south"]),
+        ],
+        outputs=[Output(name="score", dtype="float32", shape=[None, 1], kind="score")],
+        inputs=[
+            ModelInput(name="numbers", dtype="float32", features=["age", "plan"]),
+            ModelInput(name="words", dtype="string", features=["region"]),
+        ],
+    )
+    rules = build_contract(
+        signature,
+        (TensorSpec("numbers", "float32", (None, 3)), TensorSpec("words", "object", (None, 1))),
+    )
+    words = np.array([["north"], ["east"]], dtype=object)
+    numbers = np.array([[30, 1, 0], [59.5, 1, 1]], dtype=np.float32)
+    with pytest.raises(InvalidRequest) as refused:
+        rules.check({"numbers": numbers, "words": words})
+    assert [(e.index, e.field, e.rule) for e in refused.value.errors] == [
+        (1, "age", "type"),
+        (1, "plan", "level"),
+        (1, "region", "level"),
+    ]
+    assert refused.value.errors[2].message.startswith("input 'words' column 0: 'east'")
+    rules.check({"numbers": numbers[:1], "words": words[:1]})

@@ -1,11 +1,13 @@
-"""Hypothesis strategies for signatures, valid records for them, and values they must refuse."""
+"""Hypothesis strategies for signatures, records and tensors for them, and values they refuse."""
 
 from __future__ import annotations
 
 import math
 import string
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from hypothesis import strategies as st
 
 from keel.signature import Feature, ModelInput, Output, Signature, TensorDtype
@@ -199,3 +201,234 @@ def float_signatures(draw: st.DrawFn) -> Signature:
     ]
     output = Output(name="score", dtype="float32", shape=[None, 1], kind="score")
     return Signature(features=drawn, outputs=[output], inputs=inputs)
+
+
+# --- tensors, as v2 clients send them, and the records they stand for ---
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _numbers_for(feature: Feature, dtype: str) -> st.SearchStrategy[Any]:
+    """Cells of one numeric column: valid values, their edges, and what clients get wrong."""
+    integers = dtype in ("int64", "int32")
+    edges: list[Any] = [0, 1, -1, 2]
+    if feature.minimum is not None:
+        edges += [feature.minimum, feature.minimum - 1, math.nextafter(feature.minimum, -math.inf)]
+    if feature.maximum is not None:
+        edges += [feature.maximum, feature.maximum + 1, math.nextafter(feature.maximum, math.inf)]
+    for bound in (feature.minimum, feature.maximum):
+        if bound is not None and abs(bound) < 3e38:
+            # The float32 values around a bound: a float32 tensor cannot hold most bounds.
+            near = np.float32(bound)
+            edges += [float(np.nextafter(near, np.float32(side))) for side in (-np.inf, np.inf)]
+            edges.append(float(near))
+    if feature.missing_indicator is not None and feature.dtype in ("float", "int"):
+        edges.append(feature.missing_indicator)
+    if feature.dtype == "categorical":
+        edges += list(range(len(feature.levels or ())))
+    options = [st.integers(-(2**40), 2**40), st.integers(-EXACT, EXACT)]
+    if integers:
+        edges = [int(e) for e in edges if isinstance(e, int) or float(e).is_integer()]
+        edges = [e for e in edges if INT64_MIN <= e <= INT64_MAX]
+        options.append(st.sampled_from([INT64_MIN, INT64_MAX]))
+    else:
+        edges += [0.5, -0.0, 59.5, math.nan, math.inf, -math.inf, 2.0**63, -(2.0**63)]
+        options.append(st.floats(width=32 if dtype == "float32" else 64))
+        if feature.dtype != "float":
+            # Within the bounds but not a whole number: only integer-ness can refuse it,
+            # so it is drawn as often as everything else together.
+            low, high = _whole_range(feature)
+            return st.one_of(_fractions(low, high), st.one_of(st.sampled_from(edges), *options))
+    return st.one_of(st.sampled_from(edges), *options)
+
+
+def misencoded(feature: Feature, dtype: str) -> st.SearchStrategy[list[Any]]:
+    """Cells within a feature's bounds that only integer-ness or the one-hot rule refuse.
+
+    Valid cells for a feature that has no such rule in a tensor of ``dtype``.
+    """
+    one_hot = feature.dtype == "categorical" and feature.encoding == "onehot"
+    if dtype == "string" or not (one_hot or feature.dtype in ("int", "bool", "categorical")):
+        return _valid_cells(feature, dtype)
+    if one_hot:
+        width = len(feature.levels or ())
+        ones = st.lists(st.sampled_from([0, 1]), min_size=width, max_size=width)
+        return ones.filter(lambda cells: sum(cells) != 1)
+    if dtype in ("int64", "int32"):
+        return _valid_cells(feature, dtype)
+    fractions = _fractions(*_whole_range(feature))
+    if fractions.is_empty:
+        return _valid_cells(feature, dtype)
+    return fractions.map(lambda value: [value])
+
+
+def _fractions(low: float, high: float) -> st.SearchStrategy[float]:
+    """Numbers between two whole numbers within [low, high], none of them whole (maybe none)."""
+    first, last = math.ceil(low), math.floor(high) - 1
+    if first > last:
+        return st.nothing()
+    return st.integers(first, last).flatmap(
+        lambda whole: st.floats(whole, whole + 1, exclude_min=True, exclude_max=True)
+    )
+
+
+def _whole_range(feature: Feature) -> tuple[float, float]:
+    """The bounds of a feature whose cells hold whole numbers (int, bool, categorical code)."""
+    if feature.dtype == "int":
+        low = -(2.0**40) if feature.minimum is None else float(feature.minimum)
+        high = 2.0**40 if feature.maximum is None else float(feature.maximum)
+        return low, high
+    if feature.dtype == "categorical":
+        return 0.0, float(len(feature.levels or ()) - 1)
+    return 0.0, 1.0
+
+
+def _valid_cells(feature: Feature, dtype: str, nulls: bool = True) -> st.SearchStrategy[list[Any]]:
+    """The cells ``to_arrays`` writes for a valid value (or null) of one feature."""
+    values = valid_values(feature)
+    if feature.nullable and nulls:
+        # Now and then: an indicator leaves the bulk check (and the fast path) undecided.
+        values = st.one_of(values, values, values, st.none())
+
+    def encoded(value: Any) -> list[Any]:
+        if value is None:
+            value = feature.missing_indicator
+        if dtype == "string" or feature.dtype in ("float", "int"):
+            return [value]
+        if feature.dtype == "bool":
+            return [int(value)]
+        levels = list(feature.levels or ())
+        if feature.encoding == "index":
+            return [levels.index(value)]
+        return [int(level == value) for level in levels]
+
+    return values.map(encoded)
+
+
+def _cells_for(feature: Feature, dtype: str) -> st.SearchStrategy[list[Any]]:
+    """The cells one feature fills in one row of a tensor of ``dtype``: anything plausible."""
+    if dtype == "string":
+        levels = list(feature.levels or ())
+        return st.one_of(st.sampled_from(levels or [""]), st.text(max_size=4)).map(lambda v: [v])
+    if feature.dtype == "categorical" and feature.encoding == "onehot":
+        width = len(feature.levels or ())
+        numbers = [0, 1, 2, -1] if dtype in ("int64", "int32") else [0, 1, 0.5, math.nan]
+        return st.one_of(
+            st.just([0] * width),
+            st.just([1] * width),
+            st.lists(st.sampled_from([0, 1]), min_size=width, max_size=width),
+            st.lists(st.sampled_from(numbers), min_size=width, max_size=width),
+        )
+    return _numbers_for(feature, dtype).map(lambda v: [v])
+
+
+@st.composite
+def tensors(
+    draw: st.DrawFn,
+    signature: Signature,
+    max_rows: int = 4,
+    breaks: Callable[[Feature, str], st.SearchStrategy[list[Any]]] | None = None,
+    nulls: bool = True,
+) -> dict[str, np.ndarray]:
+    """A signature's input tensors, valid or valid but for a cell or two (so each rule decides).
+
+    ``breaks`` draws the cells that replace a feature's valid ones (by default anything
+    plausible, ``misencoded`` for what only integer-ness and one-hot rules refuse).
+    Numbers are cast to the tensor's dtype as a client's cast would (59.5 stays 59.5 in
+    float32; 1e39 becomes infinity). Without ``nulls``, no valid cell is a missing indicator.
+    """
+    breaks = breaks or _cells_for
+    rows = draw(st.integers(1, max_rows))
+    tables = {
+        tensor.name: [
+            [
+                draw(_valid_cells(signature.feature(name), tensor.dtype, nulls))
+                for name in tensor.features
+            ]
+            for _ in range(rows)
+        ]
+        for tensor in signature.inputs
+    }
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 1, 2]))):
+        tensor = draw(st.sampled_from(signature.inputs))
+        row, position = (
+            draw(st.integers(0, rows - 1)),
+            draw(st.integers(0, len(tensor.features) - 1)),
+        )
+        feature = signature.feature(tensor.features[position])
+        tables[tensor.name][row][position] = draw(breaks(feature, tensor.dtype))
+    arrays = {}
+    for tensor in signature.inputs:
+        table = [[cell for cells in row for cell in cells] for row in tables[tensor.name]]
+        if tensor.dtype == "string":
+            array = np.empty((rows, len(table[0])), dtype=object)
+            array[:, :] = table
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # as a client's cast would
+                array = np.array(table, dtype=np.float64 if tensor.dtype != "int64" else object)
+                array = array.astype(tensor.dtype)
+        arrays[tensor.name] = array
+    return arrays
+
+
+def _held(indicator: Any, dtype: np.dtype[Any]) -> Any:
+    try:
+        with np.errstate(over="ignore"):
+            return np.array(indicator, dtype=dtype).item()
+    except OverflowError:
+        return None
+
+
+def _record_value(feature: Feature, cells: list[Any], dtype: np.dtype[Any]) -> Any:
+    """What a record would hold for the cells of one feature: the inverse of ``to_arrays``.
+
+    Cells no record value encodes become a value the records API refuses too.
+    """
+    if dtype.kind == "O":
+        return cells[0]
+    if feature.dtype in ("float", "int"):
+        (value,) = cells
+        if feature.missing == "indicator":
+            indicator = _held(feature.missing_indicator, dtype)
+            if value == indicator or (
+                isinstance(indicator, float) and math.isnan(indicator) and math.isnan(value)
+            ):
+                return None
+        return value
+    if feature.dtype == "bool":
+        return bool(cells[0]) if cells[0] in (0, 1) else cells[0]
+    levels = list(feature.levels or ())
+    if feature.encoding == "index":
+        code = cells[0]
+        whole = isinstance(code, int) or (math.isfinite(code) and code.is_integer())
+        return levels[int(code)] if whole and 0 <= code < len(levels) else code
+    if all(c in (0, 1) for c in cells) and sum(cells) == 1:
+        return levels[cells.index(1)]
+    return cells  # a list: no level
+
+
+def records_of(signature: Signature, arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The records that tensors stand for: what ``to_arrays`` turns into exactly these tensors.
+
+    A missing indicator becomes null; cells that encode no record value (two one-hot
+    levels set, a code past the levels, 0.5 for a bool) become a value of the wrong type,
+    which the records API refuses just as the tensor is refused.
+    """
+    rows = len(next(iter(arrays.values())))
+    records: list[dict[str, Any]] = [{} for _ in range(rows)]
+    for tensor in signature.inputs:
+        array = arrays[tensor.name]
+        start = 0
+        for name in tensor.features:
+            feature = signature.feature(name)
+            width = _width(feature, tensor.dtype)
+            for row, record in enumerate(records):
+                cells = array[row, start : start + width].tolist()
+                record[name] = _record_value(feature, cells, array.dtype)
+            start += width
+    return records
+
+
+def _width(feature: Feature, dtype: str) -> int:
+    one_hot = feature.dtype == "categorical" and feature.encoding == "onehot"
+    return len(feature.levels or ()) if one_hot and dtype != "string" else 1

@@ -1,9 +1,10 @@
-"""The signature's rules applied to ready-made tensors (the v2 protocol path), vectorised.
+"""What one model version accepts as input tensors (the v2 protocol path).
 
-Records are validated feature by feature; v2 clients send the model's input
-tensors directly. Those tensors still obey the signature: each column belongs
-to a feature, so bounds, NaN and indicator rules are checked column-wise with
-a few numpy comparisons built once per model version, not per request.
+The model's own specs say which tensors it takes, of which dtype and shape;
+the signature's rules (``keel.signature.tensors``) say which values each
+column may hold, the same rules the records API applies to a record's fields.
+Both are fixed when a version loads, so a clean request passes with a few
+numpy comparisons, and only a refused one is looked at value by value.
 """
 
 from __future__ import annotations
@@ -16,41 +17,8 @@ import numpy as np
 from keel.errors import FieldError, InvalidRequest
 from keel.runtimes import TensorSpec
 from keel.serving.protocols import datatype_of
-from keel.signature import Feature, Signature
-from keel.signature.arrays import feature_width
-
-MAX_REPORTED = 20
-
-
-@dataclass(frozen=True)
-class ColumnRules:
-    """Per-column bounds of one numeric input tensor, and which feature owns each column."""
-
-    owners: tuple[str, ...]
-    low: np.ndarray
-    high: np.ndarray
-    nan_ok: np.ndarray
-    # Whether the feature has a missing indicator, and its value (NaN for a NaN one).
-    has_indicator: np.ndarray
-    indicator: np.ndarray
-    # The bounds made finite: a value between them is valid whatever else is declared,
-    # so clean tensors pass two comparisons and skip the NaN and indicator analysis.
-    low_finite: np.ndarray
-    high_finite: np.ndarray
-    # The finite bounds in float32, rounded inward, for float32 tensors (the usual
-    # kind): compared without converting the request to float64 first.
-    low_float32: np.ndarray
-    high_float32: np.ndarray
-
-    def within_bounds(self, array: np.ndarray) -> bool:
-        """Whether every value lies between its column's finite bounds (so: no NaN, no inf)."""
-        values = array if array.ndim == 2 else array.reshape(array.shape[0], -1)
-        if values.dtype == np.float32:
-            low, high = self.low_float32, self.high_float32
-        else:
-            values = values.astype(np.float64, copy=False)
-            low, high = self.low_finite, self.high_finite
-        return bool(np.logical_and.reduce((values >= low) & (values <= high), axis=None))
+from keel.signature import Signature
+from keel.signature.tensors import MAX_REPORTED, TensorRules, tensor_rules
 
 
 @dataclass(frozen=True)
@@ -58,7 +26,7 @@ class TensorContract:
     """What one model version accepts as input tensors: names, dtypes, shapes and value rules."""
 
     specs: Mapping[str, TensorSpec]
-    rules: Mapping[str, ColumnRules]
+    rules: Mapping[str, TensorRules]
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Raise InvalidRequest naming the tensor or feature, row and rule of every violation."""
@@ -85,7 +53,7 @@ class TensorContract:
             if problem:
                 errors.append(FieldError(None, name, "type", problem))
             elif name in self.rules:
-                errors.extend(_value_errors(self.rules[name], array))
+                errors.extend(self.rules[name].violations(array, MAX_REPORTED))
         if not errors and len(rows) > 1:
             errors.append(FieldError(None, "", "type", "inputs disagree on the batch size"))
         if errors:
@@ -108,70 +76,14 @@ class TensorContract:
                     return False
                 rows = array.shape[0]
             rules = self.rules.get(name)
-            if rules is not None and not rules.within_bounds(array):
+            if rules is not None and not rules.holds(array):
                 return False
         return True
 
 
 def build_contract(signature: Signature, specs: tuple[TensorSpec, ...]) -> TensorContract:
-    """Precompute the per-column rules of every numeric input tensor."""
-    features = {f.name: f for f in signature.features}
-    rules = {}
-    for tensor in signature.inputs:
-        if tensor.dtype == "string":
-            continue
-        columns: list[tuple[str, float, float, bool, float, bool]] = []
-        for name in tensor.features:
-            feature = features[name]
-            width = feature_width(feature, tensor.dtype)
-            columns.extend([(name, *_bounds(feature, width))] * width)
-        low = np.array([c[1] for c in columns], dtype=np.float64)
-        high = np.array([c[2] for c in columns], dtype=np.float64)
-        largest = np.finfo(np.float64).max
-        rules[tensor.name] = ColumnRules(
-            owners=tuple(c[0] for c in columns),
-            low=low,
-            high=high,
-            nan_ok=np.array([c[3] for c in columns], dtype=bool),
-            indicator=np.array([c[4] for c in columns], dtype=np.float64),
-            has_indicator=np.array([c[5] for c in columns], dtype=bool),
-            low_finite=np.maximum(low, -largest),
-            high_finite=np.minimum(high, largest),
-            low_float32=_float32_inward(low, upward=True),
-            high_float32=_float32_inward(high, upward=False),
-        )
-    return TensorContract({s.name: s for s in specs}, rules)
-
-
-def _float32_inward(bounds: np.ndarray, upward: bool) -> np.ndarray:
-    """float64 bounds as the nearest finite float32 values on their inner side.
-
-    A float32 value is >= a low bound exactly when it is >= the smallest float32 at
-    or above it (and the mirror for a high bound), so the comparison stays exact;
-    an infinite bound becomes float32's largest finite value, so infinity fails.
-    """
-    largest = np.finfo(np.float32).max
-    clipped = np.clip(bounds, -largest, largest)
-    rounded = clipped.astype(np.float32)
-    toward = np.float32(np.inf if upward else -np.inf)
-    off = rounded < clipped if upward else rounded > clipped
-    inward: np.ndarray = np.where(off, np.nextafter(rounded, toward), rounded).astype(np.float32)
-    return inward
-
-
-def _bounds(feature: Feature, width: int) -> tuple[float, float, bool, float, bool]:
-    """(low, high, NaN allowed, indicator, has an indicator) of each column the feature fills."""
-    has_indicator = feature.missing == "indicator" and feature.dtype in ("float", "int", "bool")
-    indicator = float(feature.missing_indicator) if has_indicator else np.nan  # type: ignore[arg-type]
-    if feature.dtype == "categorical":
-        levels = len(feature.levels or ())
-        high = 1.0 if width > 1 else float(levels - 1)
-        return 0.0, high, False, np.nan, False
-    if feature.dtype == "bool":
-        return 0.0, 1.0, False, indicator, has_indicator
-    low = -np.inf if feature.minimum is None else float(feature.minimum)
-    high = np.inf if feature.maximum is None else float(feature.maximum)
-    return low, high, feature.allow_nan, indicator, has_indicator
+    """The contract of a model with these input specs, under the rules of ``signature``."""
+    return TensorContract({s.name: s for s in specs}, tensor_rules(signature))
 
 
 def _shape_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
@@ -193,35 +105,3 @@ def _shape_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
 
 def _v2(dtype: str) -> str:
     return datatype_of(np.dtype(dtype))
-
-
-def _value_errors(rules: ColumnRules, array: np.ndarray) -> list[FieldError]:
-    values = array.reshape(array.shape[0], -1).astype(np.float64, copy=False)
-    is_nan = np.isnan(values)
-    # NaN stands for "no indicator" in ``indicator`` too, so only columns that have one
-    # may take it: a NaN where the feature has none is refused unless allow_nan.
-    is_indicator = rules.has_indicator & (
-        (values == rules.indicator) | (is_nan & np.isnan(rules.indicator))
-    )
-    bad_nan = ~np.isfinite(values) & ~rules.nan_ok & ~is_indicator
-    below = (values < rules.low) & ~is_indicator
-    above = (values > rules.high) & ~is_indicator
-    if not (bad_nan.any() or below.any() or above.any()):
-        return []
-    errors = []
-    for rule, mask in (
-        ("nan", bad_nan),
-        ("minimum", below & ~bad_nan),
-        ("maximum", above & ~bad_nan),
-    ):
-        for row, column in np.argwhere(mask)[:MAX_REPORTED]:
-            owner = rules.owners[column]
-            value = values[row, column]
-            bound = rules.low[column] if rule == "minimum" else rules.high[column]
-            if rule == "nan":
-                message = f"{value!r} is not a finite number"
-            else:
-                side = "below the minimum" if rule == "minimum" else "above the maximum"
-                message = f"{value:g} is {side} {bound:g}"
-            errors.append(FieldError(int(row), owner, rule, message))
-    return errors

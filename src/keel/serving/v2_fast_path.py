@@ -4,11 +4,13 @@ For a small tabular model the protocol's general parser and the tensor contract
 after it cost several times the model call: every key, shape, element type and
 bound is checked by code that knows nothing of the model. What a version
 accepts is fixed when it loads (input names, datatypes, fixed dimensions, the
-columns' bounds), so this path compares a request against that in one pass and
-builds the same read-only arrays. It never refuses anything: a request it cannot
-vouch for (another key order, nested data, a shared-memory or unknown parameter,
-a value out of bounds, anything malformed) goes to ``parse_infer_request`` and
-``TensorContract.check``, which name every problem exactly as they always did.
+columns' rules), so this path compares a request against that in one pass and
+builds the same read-only arrays. The columns' rules are the signature's
+(``keel.signature.tensors``): bounds, NaN, whole numbers, one level per one-hot
+row, checked in bulk. It never refuses anything: a request it cannot vouch for
+(another key order, nested data, a shared-memory or unknown parameter, a value
+the bulk check does not pass, anything malformed) goes to
+``parse_infer_request`` and ``TensorContract.check``, which name every problem.
 A property test holds the two paths to identical results.
 
 A client of the binary extension sends the same JSON header with every request
@@ -16,7 +18,7 @@ of one shape (Triton's client library does unless it is given a request id),
 and only the tensor bytes after it change. So a header without an ``id`` is
 remembered with what it decoded to, and the next request that starts with the
 same bytes reads its tensors straight from the offsets found then; their values
-are checked against the bounds every time.
+are checked against the columns' rules every time.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from keel.serving.protocols.v2 import (
     RequestedOutput,
     requested_outputs,
 )
-from keel.serving.tensor_contract import ColumnRules, TensorContract
+from keel.serving.tensor_contract import TensorContract
 from keel.signature.fast_records import PYTHON_ROWS, Bounds, bound_groups, rows_within
+from keel.signature.tensors import NumericRules
 
 # Keys the general parser reads; any other (an extension keel does not know)
 # sends the request there, which ignores it.
@@ -68,7 +71,7 @@ class _Input:
     # Magnitude from which a JSON number rounds to infinity (FP16, FP32): numpy would
     # warn on the cast, so such values are left to the full path before it.
     float_limit: float | None
-    rules: ColumnRules
+    rules: NumericRules
     # The rules' bounds for checking a few rows of JSON numbers in Python, exact for
     # the datatypes whose cast cannot carry a value across a bound (not FP16).
     groups: tuple[Bounds, ...] | None
@@ -101,8 +104,7 @@ class _BinaryTensor:
             array = array.reshape(self.shape)
         else:
             array = array.reshape(self.shape)
-            # The bounds are finite: NaN and the infinities fail them.
-            if not expected.rules.within_bounds(array):
+            if not expected.rules.holds(array):
                 return None
         array.flags.writeable = False
         return InferInput(expected.name, expected.datatype, self.shape, array, self.parameters)
@@ -251,23 +253,26 @@ def _decode_input(
     except OverflowError:  # an integer outside the datatype's range
         return None
     # The bounds are finite: NaN and the infinities fail them.
-    if not in_python and not expected.rules.within_bounds(array):
+    if not in_python and not expected.rules.holds(array):
         return None
     array.flags.writeable = False
     return InferInput(expected.name, expected.datatype, tuple(shape), array, {})
 
 
 def _rows_within(expected: _Input, values: list[Any], rows: int) -> bool:
-    """Whether the flat row-major ``values`` obey the version's bounds, judged in Python."""
+    """Whether the flat row-major ``values`` obey the version's rules, judged in Python."""
     assert expected.groups is not None
     width = len(values) // rows
-    if width != len(expected.rules.low):
+    rules = expected.rules
+    if width != rules.width:
         return False
     if rows > 1:
-        return rows_within(
+        within = rows_within(
             [values[i : i + width] for i in range(0, len(values), width)], expected.groups
         )
-    return rows_within((values,), expected.groups)
+    else:
+        within = rows_within((values,), expected.groups)
+    return within and (not rules.encoded or rules.listed_encoding_holds(values, rows))
 
 
 def build_fast_path(contract: TensorContract) -> V2FastPath | None:
@@ -275,18 +280,13 @@ def build_fast_path(contract: TensorContract) -> V2FastPath | None:
     inputs = []
     for name, spec in contract.specs.items():
         rules = contract.rules.get(name)
-        if rules is None or spec.dtype == "object" or not spec.shape:
+        if not isinstance(rules, NumericRules) or spec.dtype == "object" or not spec.shape:
             return None
         dtype = spec.numpy_dtype
         datatype = datatype_of(dtype)
         if V2_DATATYPES[datatype] != dtype:
             return None
-        if dtype == np.float32:
-            groups = bound_groups(rules.low_float32.tolist(), rules.high_float32.tolist())
-        elif dtype == np.float16:
-            groups = None
-        else:
-            groups = bound_groups(rules.low_finite.tolist(), rules.high_finite.tolist())
+        groups = _bound_groups(rules, dtype)
         inputs.append(
             _Input(
                 name=name,
@@ -302,3 +302,16 @@ def build_fast_path(contract: TensorContract) -> V2FastPath | None:
             )
         )
     return V2FastPath(tuple(inputs)) if inputs else None
+
+
+def _bound_groups(rules: NumericRules, dtype: np.dtype[Any]) -> tuple[Bounds, ...] | None:
+    """The bounds for checking a few rows in Python, exact against values of ``dtype``."""
+    if dtype == np.float32:
+        return bound_groups(rules.low_float32.tolist(), rules.high_float32.tolist())
+    if dtype == np.float16:
+        # A JSON number's cast to FP16 may carry it across a bound: numpy judges those.
+        return None
+    if dtype.kind == "f":
+        return bound_groups(rules.low.tolist(), rules.high.tolist())
+    # Integers (and bools) against integer bounds: exact however large.
+    return bound_groups(rules.low_int.tolist(), rules.high_int.tolist())

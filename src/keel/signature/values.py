@@ -3,6 +3,8 @@
 JSON records are checked here (through the request validator), and so is any
 column that arrives as Python objects rather than a typed numpy array; typed
 numeric columns get the same rules, vectorised, in ``keel.signature.columns``.
+A v2 tensor's suspect cells are judged here too, as the record values they stand
+for (``keel.signature.tensors``), so both APIs name a violation alike.
 A checker is built once per feature so that the per-value cost stays small on
 the request path.
 """
@@ -10,7 +12,7 @@ the request path.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -145,12 +147,18 @@ def _bool_checker(feature: Feature) -> ValueChecker:
     return check
 
 
-def _categorical_checker(feature: Feature) -> ValueChecker:
-    levels = feature.levels or ()
-    known = frozenset(levels)
+def listed_levels(levels: Sequence[str]) -> str:
+    """The levels as an error message lists them: the first ten, then how many more."""
     listed = ", ".join(repr(level) for level in levels[:10])
     if len(levels) > 10:
         listed += f" and {len(levels) - 10} more"
+    return listed
+
+
+def _categorical_checker(feature: Feature) -> ValueChecker:
+    levels = feature.levels or ()
+    known = frozenset(levels)
+    listed = listed_levels(levels)
 
     def check(value: object) -> str:
         if not isinstance(value, str):
