@@ -357,13 +357,15 @@ def hostile_tensor_bytes(draw: st.DrawFn, model: ServedModel) -> HostileRequest:
         tensor = {"datatype": "BYTES", "shape": [1]}
         mentions = ("BYTES element", "BYTES elements")
     else:
-        values = [0.5] * count
+        # Valid but for the one non-finite value: whole numbers where a feature is an int.
+        values = [0.0 if f in model.integer_features else 0.5 for f in model.features] * rows
         values[draw(st.integers(0, count - 1))] = draw(
             st.sampled_from([float("nan"), float("inf"), -float("inf")])
         )
         raw = struct.pack(f"<{count}f", *values)
         tensor = {"datatype": "FP32", "shape": [rows, model.width]}
-        mentions = ("nan", "not a finite number")
+        # An int feature refuses infinity as records do: not an integer.
+        mentions = ("nan", "not a finite number", "integer")
     header = {
         "inputs": [
             {"name": model.input_name, **tensor, "parameters": {"binary_data_size": len(raw)}}

@@ -48,7 +48,9 @@ class ServedModel:
 
     def binary_request(self, rows: int) -> tuple[dict[str, Any], bytes]:
         """A valid binary request: its JSON header (as a document) and its tensor bytes."""
-        raw = struct.pack(f"<{rows * self.width}f", *([0.5] * (rows * self.width)))
+        # Whole numbers where the signature declares an int feature, as a valid tensor holds.
+        row = [0.0 if f in self.integer_features else 0.5 for f in self.features]
+        raw = struct.pack(f"<{rows * self.width}f", *(row * rows))
         header = {
             "inputs": [
                 {
