@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -84,7 +83,8 @@ def main() -> None:
                         print(
                             f"round {round_ + 1} {side:6} {body.protocol:10} "
                             f"{run['throughput']:9,.0f} req/s  p99 {p99} µs  "
-                            f"server CPU {_cpu_us(run):.1f} µs a request",
+                            f"server CPU {run['server_cpu'] / run['throughput'] * 1e6:.1f} µs "
+                            "a request",
                             flush=True,
                         )
                 finally:
@@ -102,25 +102,19 @@ def main() -> None:
 
 
 def _summary(by_side: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    before, after = by_side["before"], by_side["after"]
-    ratios = [
-        round(a["throughput"] / b["throughput"], 3) for a, b in zip(after, before, strict=True)
-    ]
+    """Each side's medians (measure.summarize) and the median of the per-round ratios."""
+    before, after = (measure.summarize(by_side[side]) for side in ("before", "after"))
+    pairs = zip(after["throughput_runs"], before["throughput_runs"], strict=True)
     return {
-        "before": statistics.median(r["throughput"] for r in before),
-        "after": statistics.median(r["throughput"] for r in after),
-        "ratios": ratios,
-        "ratio": statistics.median(ratios),
-        "p99_before": statistics.median(r["latency_us"]["p99"] for r in before),
-        "p99_after": statistics.median(r["latency_us"]["p99"] for r in after),
-        "cpu_before": round(statistics.median(_cpu_us(r) for r in before), 1),
-        "cpu_after": round(statistics.median(_cpu_us(r) for r in after), 1),
+        "before": before["throughput"],
+        "after": after["throughput"],
+        "ratios": [round(a / b, 3) for a, b in pairs],
+        "ratio": measure.ratio_of_rounds(after, before),
+        "p99_before": before["latency_us"]["p99"],
+        "p99_after": after["latency_us"]["p99"],
+        "cpu_before": before["server_cpu_us_per_request"],
+        "cpu_after": after["server_cpu_us_per_request"],
     }
-
-
-def _cpu_us(run: dict[str, Any]) -> float:
-    """Server CPU per answered request: what bounds throughput on the server's one core."""
-    return float(run["server_cpu"] / run["throughput"] * 1e6) if run["throughput"] else 0.0
 
 
 if __name__ == "__main__":

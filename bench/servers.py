@@ -115,7 +115,7 @@ def _start(
 def start_keel(
     registry: Path, refs: list[str], log: Path, env: dict[str, str] | None = None
 ) -> ServerProcess:
-    """``keel serve REFS`` pinned to the server core; ``env`` carries KEEL_* settings."""
+    """``keel serve REFS`` pinned to the server core; ``env`` is added to its environment."""
     port = free_port()
     argv = [sys.executable, "-m", "keel", "serve", *refs, "--registry", str(registry),
             "--port", str(port)]  # fmt: skip

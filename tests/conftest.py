@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,14 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_keel("demo", "--no-serve", "--registry", str(registry))
     assert result.returncode == 0, result.stdout + result.stderr
     return registry
+
+
+@pytest.fixture
+def demo_copy(demo_registry: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo registry, for a test that changes it."""
+    copy = tmp_path / "registry"
+    shutil.copytree(demo_registry, copy)
+    return copy
 
 
 @pytest.fixture

@@ -44,3 +44,9 @@ def run_keel(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
         timeout=300,
         check=False,
     )
+
+
+def keel_at(registry: Path, *args: str) -> tuple[int, str, str]:
+    """Run ``keel ARGS --registry REGISTRY``: exit code, stdout, stderr."""
+    result = run_keel(*args, "--registry", str(registry))
+    return result.returncode, result.stdout, result.stderr

@@ -66,15 +66,13 @@ def predict_records(
     return runtime.predict(to_arrays(list(records), signature))
 
 
-def record_golden(
-    runtime: Runtime,
-    signature: Signature,
+def golden_set(
     records: Sequence[Mapping[str, Any]],
+    outputs: Mapping[str, np.ndarray],
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
 ) -> GoldenSet:
-    """Predict ``records`` now and keep the outputs as the golden set."""
-    outputs = predict_records(runtime, signature, records)
+    """Keep ``records`` and the outputs the model gave them now as the golden set."""
     return GoldenSet(
         inputs=[dict(r) for r in records],
         outputs={name: np.asarray(value).tolist() for name, value in outputs.items()},

@@ -11,7 +11,7 @@ import numpy as np
 
 from keel.environment import TrainingEnvironment, capture_environment
 from keel.errors import KeelError
-from keel.golden import DEFAULT_ATOL, DEFAULT_RTOL, predict_records, record_golden
+from keel.golden import DEFAULT_ATOL, DEFAULT_RTOL, golden_set, predict_records
 from keel.publish_checks import check_outputs_match, check_signature_matches
 from keel.records import Record, as_records, is_json_safe
 from keel.reference import (
@@ -86,9 +86,9 @@ def publish(
         check_signature_matches(signature, runtime)
         reference_records = as_records(reference) if reference is not None else None
         golden_records = _golden_records(signature, golden, reference_records)
-        check_outputs_match(
-            signature, predict_records(runtime, signature, golden_records), len(golden_records)
-        )
+        # Run once: the arrays are both checked against the signature and kept as golden.
+        golden_outputs = predict_records(runtime, signature, golden_records)
+        check_outputs_match(signature, golden_outputs, len(golden_records))
         environment = capture_environment()
         content = VersionContent(
             artifact=ArtifactInfo(
@@ -104,7 +104,7 @@ def publish(
                 if reference_records is not None
                 else None
             ),
-            golden=record_golden(runtime, signature, golden_records, atol=atol, rtol=rtol),
+            golden=golden_set(golden_records, golden_outputs, atol=atol, rtol=rtol),
             training=TrainingInfo(params=dict(params or {}), metrics=dict(metrics or {})),
             critical_packages=list(critical_packages),
             description=description,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,39 +13,26 @@ import pytest
 from keel.registry import Registry
 from serving.keel_server import ServerProcess, start_server
 from shadow.shadow_traffic import breast_cancer_pair, run_traffic, write_log
-from support import run_keel
+from support import keel_at, run_keel
 
 MODEL = "breast-cancer"
 VERSION_HEADER = "x-keel-model-version"
 
 
-@pytest.fixture
-def registry(demo_registry: Path, tmp_path: Path) -> Path:
-    """A private copy of the demo registry: two breast-cancer versions from one commit."""
-    copy = tmp_path / "registry"
-    shutil.copytree(demo_registry, copy)
-    return copy
-
-
-def _keel(registry: Path, *args: str) -> tuple[int, str, str]:
-    result = run_keel(*args, "--registry", str(registry))
-    return result.returncode, result.stdout, result.stderr
-
-
-def _listed(registry: Path, name: str = MODEL) -> list[dict[str, Any]]:
-    code, out, err = _keel(registry, "models", "versions", name, "--json")
+def _listed(demo_copy: Path, name: str = MODEL) -> list[dict[str, Any]]:
+    code, out, err = keel_at(demo_copy, "models", "versions", name, "--json")
     assert code == 0, err
     listed: list[dict[str, Any]] = json.loads(out)
     return listed
 
 
 def test_models_versions_lists_every_version_newest_first_with_id_time_sha_and_aliases(
-    registry: Path,
+    demo_copy: Path,
 ) -> None:
-    store = Registry(registry)
+    store = Registry(demo_copy)
     store.set_alias(MODEL, "staging", "candidate")
     versions = store.versions(MODEL)
-    listed = _listed(registry)
+    listed = _listed(demo_copy)
     assert [v["version"] for v in listed] == versions[::-1]
     ids = store.short_ids(MODEL)
     aliases = store.aliases(MODEL)
@@ -59,7 +45,7 @@ def test_models_versions_lists_every_version_newest_first_with_id_time_sha_and_a
         assert entry["aliases"] == sorted(a for a, v in aliases.items() if v == entry["version"])
     assert listed[0]["aliases"] == ["candidate", "staging"]
     assert listed[1]["aliases"] == ["production"]
-    code, table, err = _keel(registry, "models", "versions", MODEL)
+    code, table, err = keel_at(demo_copy, "models", "versions", MODEL)
     assert code == 0, err
     rows = [line for line in table.splitlines() if any(e["id"] in line for e in listed)]
     assert [next(e["id"] for e in listed if e["id"] in row) for row in rows] == [
@@ -71,42 +57,42 @@ def test_models_versions_lists_every_version_newest_first_with_id_time_sha_and_a
     assert listed[0]["created_at"][:10] in newest
 
 
-def test_models_versions_of_an_unknown_model_is_not_found(registry: Path) -> None:
-    code, _, err = _keel(registry, "models", "versions", "no-such-model")
+def test_models_versions_of_an_unknown_model_is_not_found(demo_copy: Path) -> None:
+    code, _, err = keel_at(demo_copy, "models", "versions", "no-such-model")
     assert code == 7
     assert "no published version" in err
 
 
-def test_a_short_id_names_a_version_in_show_verify_and_alias_set(registry: Path) -> None:
-    oldest = _listed(registry)[-1]
-    code, out, err = _keel(registry, "models", "show", f"{MODEL}@{oldest['id']}", "--json")
+def test_a_short_id_names_a_version_in_show_verify_and_alias_set(demo_copy: Path) -> None:
+    oldest = _listed(demo_copy)[-1]
+    code, out, err = keel_at(demo_copy, "models", "show", f"{MODEL}@{oldest['id']}", "--json")
     assert code == 0, err
     assert json.loads(out)["version"] == oldest["version"]
-    code, out, err = _keel(registry, "models", "show", f"{MODEL}@{oldest['id']}")
+    code, out, err = keel_at(demo_copy, "models", "show", f"{MODEL}@{oldest['id']}")
     assert code == 0, err
     assert f"{MODEL}@{oldest['id']}" in out
-    code, out, err = _keel(registry, "verify", f"{MODEL}@{oldest['id']}")
+    code, out, err = keel_at(demo_copy, "verify", f"{MODEL}@{oldest['id']}")
     assert code == 0, out + err
-    code, out, err = _keel(registry, "alias", "set", MODEL, "staging", oldest["id"])
+    code, out, err = keel_at(demo_copy, "alias", "set", MODEL, "staging", oldest["id"])
     assert code == 0, err
     assert f"{MODEL}@staging → {oldest['id']} ({oldest['version']})" in out
-    assert Registry(registry).aliases(MODEL)["staging"] == oldest["version"]
+    assert Registry(demo_copy).aliases(MODEL)["staging"] == oldest["version"]
 
 
-def test_the_label_and_the_full_version_still_name_a_version(registry: Path) -> None:
-    newest = _listed(registry)[0]
+def test_the_label_and_the_full_version_still_name_a_version(demo_copy: Path) -> None:
+    newest = _listed(demo_copy)[0]
     label = newest["version"].replace("/", "-", 1)
     for spelling in (newest["version"], label):
-        code, out, err = _keel(registry, "models", "show", f"{MODEL}@{spelling}", "--json")
+        code, out, err = keel_at(demo_copy, "models", "show", f"{MODEL}@{spelling}", "--json")
         assert code == 0, err
         assert json.loads(out)["version"] == newest["version"]
 
 
 def test_a_sha_prefix_shared_by_two_versions_is_refused_listing_both_short_ids(
-    registry: Path,
+    demo_copy: Path,
 ) -> None:
-    listed = _listed(registry)
-    code, _, err = _keel(registry, "models", "show", f"{MODEL}@{listed[0]['git_sha'][:7]}")
+    listed = _listed(demo_copy)
+    code, _, err = keel_at(demo_copy, "models", "show", f"{MODEL}@{listed[0]['git_sha'][:7]}")
     assert code == 7
     assert "matches 2 versions; name one by its short id" in err
     for entry in listed:
@@ -114,14 +100,14 @@ def test_a_sha_prefix_shared_by_two_versions_is_refused_listing_both_short_ids(
     assert "Traceback" not in err
 
 
-def test_promote_takes_the_candidate_by_its_short_id(registry: Path, tmp_path: Path) -> None:
-    store = Registry(registry)
+def test_promote_takes_the_candidate_by_its_short_id(demo_copy: Path, tmp_path: Path) -> None:
+    store = Registry(demo_copy)
     log_url = write_log(tmp_path / "log.sqlite", run_traffic(breast_cancer_pair(store), 5))
     candidate = store.aliases(MODEL)["candidate"]
     short = store.short_ids(MODEL)[candidate]
     result = run_keel(
         "promote", MODEL, "--candidate", short, "--force", "-m", "by short id",
-        "--log-store", log_url, "--registry", str(registry),
+        "--log-store", log_url, "--registry", str(demo_copy),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert store.aliases(MODEL)["production"] == candidate
@@ -133,16 +119,16 @@ def test_promote_takes_the_candidate_by_its_short_id(registry: Path, tmp_path: P
     ids=["models-list", "models-versions", "alias-history"],
 )
 def test_tables_at_80_columns_print_every_version_whole_and_distinct(
-    registry: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+    demo_copy: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
 ) -> None:
-    store = Registry(registry)
+    store = Registry(demo_copy)
     # Every version behind an alias, so every table shows each one.
     ids = store.short_ids(MODEL)
     for version, short in ids.items():
         store.set_alias(MODEL, f"pinned-{short}", version, reason="a long reason " * 4)
-    listed = {e["id"] for name in (MODEL, "digits-mlp") for e in _listed(registry, name)}
+    listed = {e["id"] for name in (MODEL, "digits-mlp") for e in _listed(demo_copy, name)}
     monkeypatch.setenv("COLUMNS", "80")
-    code, out, err = _keel(registry, *command)
+    code, out, err = keel_at(demo_copy, *command)
     assert code == 0, err
     # The title may run on (the console soft-wraps text); the table keeps to the width.
     assert max(len(line) for line in out.splitlines() if line[:1] in "┏┃┡│└") <= 80
@@ -156,13 +142,13 @@ def test_tables_at_80_columns_print_every_version_whole_and_distinct(
 
 
 @pytest.fixture
-def served(registry: Path, tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
+def served(demo_copy: Path, tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     """``keel serve`` of production and, by its short id, the candidate."""
-    store = Registry(registry)
+    store = Registry(demo_copy)
     ids = store.short_ids(MODEL)
     candidate = store.aliases(MODEL)["candidate"]
     server = start_server(
-        registry,
+        demo_copy,
         (f"{MODEL}@production", f"{MODEL}@{ids[candidate]}"),
         tmp_path / "server.log",
         KEEL_SERVER__WATCH_INTERVAL_S="0",
@@ -175,10 +161,10 @@ def served(registry: Path, tmp_path: Path) -> Iterator[tuple[ServerProcess, dict
 
 
 def test_the_server_routes_a_short_id_in_the_path_and_in_the_version_header(
-    served: tuple[ServerProcess, dict[str, str]], registry: Path
+    served: tuple[ServerProcess, dict[str, str]], demo_copy: Path
 ) -> None:
     server, ids = served
-    body = {"instances": [Registry(registry).resolve(f"{MODEL}@production").golden.inputs[0]]}
+    body = {"instances": [Registry(demo_copy).resolve(f"{MODEL}@production").golden.inputs[0]]}
     with server.client() as client:
         for version, short in ids.items():
             label = version.replace("/", "-", 1)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,26 +42,41 @@ PREDICT = "/v1/models/breast-cancer/predict"
 OTHER = "/v1/models/digits-mlp/predict"
 
 
-@pytest.fixture(scope="module")
-def server(
-    demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def _serving(
+    registry: Path, log: Path, preexec_fn: Callable[[], None] | None = None, **env: str
 ) -> Iterator[ServerProcess]:
-    """Breast-cancer and digits-mlp, with short time limits so the slow senders are quick."""
-    log = tmp_path_factory.mktemp("hostile-clients") / "server.log"
+    """Breast-cancer and digits-mlp until the block ends; its log must hold no crash."""
     process = start_server(
-        demo_registry,
+        registry,
         ("breast-cancer@production", "digits-mlp@production"),
         log,
-        KEEL_SERVER__HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
-        KEEL_SERVER__BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
-        KEEL_SERVER__BODY_MIN_BYTES_PER_S=str(BODY_MIN_RATE),
+        preexec_fn=preexec_fn,
+        **env,
     )
     try:
         process.wait_ready()
         yield process
     finally:
         process.stop()
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "Too many open files" not in text
+
+
+@pytest.fixture(scope="module")
+def server(
+    demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """With short time limits, so that the slow senders are quick."""
+    with _serving(
+        demo_registry,
+        tmp_path_factory.mktemp("hostile-clients") / "server.log",
+        KEEL_SERVER__HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
+        KEEL_SERVER__BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
+        KEEL_SERVER__BODY_MIN_BYTES_PER_S=str(BODY_MIN_RATE),
+    ) as process:
+        yield process
 
 
 def _address(server: ServerProcess) -> tuple[str, int]:
@@ -348,23 +363,14 @@ def small_server(
     demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A server under a small open-file limit, whose connection cap derives from it."""
-    log = tmp_path_factory.mktemp("connection-cap") / "server.log"
-    process = start_server(
+    with _serving(
         demo_registry,
-        ("breast-cancer@production", "digits-mlp@production"),
-        log,
+        tmp_path_factory.mktemp("connection-cap") / "server.log",
         preexec_fn=_limit_files,
         KEEL_SERVER__HEADER_TIMEOUT_S="30",
         KEEL_SERVER__WATCH_INTERVAL_S="0.2",
-    )
-    try:
-        process.wait_ready()
+    ) as process:
         yield process
-    finally:
-        process.stop()
-    text = log.read_text()
-    assert "Too many open files" not in text
-    assert "Traceback" not in text
 
 
 def _cap(server: ServerProcess) -> tuple[int, int]:

@@ -82,7 +82,7 @@ class PredictionLog:
         self._closed = False
         self._flusher: asyncio.Task[None] | None = None
         # One thread: batches reach the store in order, and a slow store holds up
-        # only the log, never the default executor the model or file I/O may use.
+        # only the log, never the threads that load versions or run models.
         self._executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="keel-log-writer",

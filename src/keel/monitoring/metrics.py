@@ -92,7 +92,12 @@ class Histogram:
 
 
 def rejection_reason(error: Exception) -> str | None:
-    """Why a request was refused, as the ``reason`` label says it; None for a server fault."""
+    """Why a request was refused, as the ``reason`` label says it; None for a server fault.
+
+    A non-finite output is the model's fault, answered 500 like any other, but it is
+    also a prediction withheld: it has a reason of its own, so that a model starting
+    to answer NaN shows as such and not only as a share of 500s.
+    """
     if isinstance(error, Overloaded):
         return "overloaded"
     if isinstance(error, DeadlineExceeded):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,7 +82,6 @@ class OnnxRuntime(Runtime):
         )
         self._session: ort.InferenceSession | None = session
         self._output_names = [spec.name for spec in self._outputs]
-        self._caveat = _graph_caveat(path)
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Read once: close() may clear the attribute while this call is running, and the
@@ -100,8 +100,14 @@ class OnnxRuntime(Runtime):
     def close(self) -> None:
         self._session = None
 
+    @functools.cached_property
+    def _graph_caveat(self) -> str | None:
+        # Parsed only when a server asks (a fast model it may run on its event loop):
+        # publish, verify and slow models never pay for reading the graph twice.
+        return _graph_caveat(self._path)
+
     def _cost_caveat(self) -> str | None:
-        return self._caveat
+        return self._graph_caveat
 
 
 def _graph_caveat(path: Path) -> str | None:

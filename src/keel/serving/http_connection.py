@@ -327,7 +327,8 @@ class HttpConnection(asyncio.Protocol):
         exchange = self._exchange()
         self._progressed = True
         self._in_headers = False
-        self._body_since = time.monotonic()
+        # When these bytes arrived: data_received has just read the clock.
+        self._body_since = self._last_active
         if self._resuming is not None:
             self._resuming = None
             return

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -28,7 +28,7 @@ from keel.signature import Signature, freshness_of, split_computed_at, to_arrays
 
 async def predict(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Validate records with the signature, run them through the batcher, one answer per record."""
-    version.require_batcher()  # NotReady before any parsing
+    batcher = version.require_batcher()  # NotReady before any parsing
     deadline = deadline_of(call.headers, state)
     instances, request_id = _instances(call.body)
     signature = version.metadata.signature
@@ -39,7 +39,9 @@ async def predict(state: ServerState, version: ServedVersion, call: Call) -> Rep
         raise InvalidRequest(stale + exc.errors) from None
     if stale:
         raise InvalidRequest(stale)
-    outputs = await run_model(state, version, arrays, deadline, call.received_at, request_id)
+    outputs = await run_model(
+        state, version, batcher, arrays, deadline, call.received_at, request_id
+    )
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.label,
@@ -128,20 +130,45 @@ def _lenient_json(body: bytes, error: orjson.JSONDecodeError) -> Any:
     return payload
 
 
+class _Column(NamedTuple):
+    """How one declared output is answered: as it is, or as label names (and indices)."""
+
+    name: str
+    labels: tuple[str, ...] | None
+    # Where the index goes beside the names; None when a declared output has that name.
+    index_key: str | None
+
+
+def _plan(signature: Signature) -> tuple[_Column, ...]:
+    """The answer's columns, decided once per signature rather than on every request."""
+    plan = signature.compiled_cache.get("records_answer")
+    if not isinstance(plan, tuple):
+        names = {o.name for o in signature.outputs}
+        plan = signature.compiled_cache["records_answer"] = tuple(
+            _Column(o.name, None, None)
+            if o.labels is None or o.kind != "label"
+            else _Column(
+                o.name,
+                tuple(o.labels),
+                None if f"{o.name}_index" in names else f"{o.name}_index",
+            )
+            for o in signature.outputs
+        )
+    return plan
+
+
 def _answer_columns(signature: Signature, outputs: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     """Every declared output as a list of rows; label indices as the names they stand for."""
     columns: dict[str, list[Any]] = {}
-    for output in signature.outputs:
-        values = outputs[output.name]
-        labels = output.labels
-        if labels is None or output.kind != "label" or values.dtype.kind not in "iu":
-            columns[output.name] = values.tolist()
-            continue
+    for name, labels, index_key in _plan(signature):
+        values = outputs[name]
         indices: list[Any] = values.tolist()
-        columns[output.name] = _label_names(output.name, labels, indices, values)
-        key = f"{output.name}_index"
-        if not any(o.name == key for o in signature.outputs):
-            columns[key] = indices
+        if labels is None or values.dtype.kind not in "iu":
+            columns[name] = indices
+            continue
+        columns[name] = _label_names(name, labels, indices, values)
+        if index_key is not None:
+            columns[index_key] = indices
     return columns
 
 

@@ -307,15 +307,16 @@ async def _warm_batcher(batcher: Batcher, signature: Signature, batching: Batchi
     """Send single rows through the batcher the way requests will come.
 
     Warm-up in ``prepare`` ran the model on one worker thread; a fast model is
-    then called on the event loop's thread (``inline``) and a slow one on any
-    worker, and ONNX Runtime sets up per-thread state on a thread's first run.
+    then called on the event loop's thread (``inline``) and a slow one on the
+    version's own threads, and ONNX Runtime sets up per-thread state on a thread's
+    first run.
     Without this the first real requests paid that set-up (measured: the first
     request after ready took 6.8x the hundredth).
     """
     row = to_arrays(synthetic_records(signature, 1), signature)
     for _ in range(WARMUP_SINGLE_CALLS):
         await batcher.submit(row)
-    # Side by side, to reach every inference thread; never more than the queue holds.
+    # Side by side, to reach each of the version's threads; never more than the queue holds.
     together = min(WARMUP_SINGLE_CALLS, batching.max_queue_size)
     await asyncio.gather(*(batcher.submit(row) for _ in range(together)))
 

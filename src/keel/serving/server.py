@@ -287,7 +287,8 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
     # The cores this process may run on, not the machine's: taskset and cgroups
     # pinning leave fewer.
     threads = settings.server.inference_threads or len(os.sched_getaffinity(0)) or 1
-    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keel-infer")
+    # Loads and verifies versions; each version runs its model on threads of its own.
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keel-load")
     manager = ModelManager(registry, settings, executor, Arrivals())
     front = create_app(manager, settings, refs)
     try:

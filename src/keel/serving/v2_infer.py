@@ -23,11 +23,13 @@ _BINARY_HEADER_NAME = BINARY_HEADER.encode()
 
 async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply:
     """Run one inference request through the batcher; answer in the encoding it asked for."""
-    version.require_batcher()  # NotReady before any parsing
+    batcher = version.require_batcher()  # NotReady before any parsing
     deadline = deadline_of(call.headers, state)
     parsed, inputs = _decode(version, call)
     _check_freshness(version, parsed)
-    outputs = await run_model(state, version, inputs, deadline, call.received_at, parsed.id)
+    outputs = await run_model(
+        state, version, batcher, inputs, deadline, call.received_at, parsed.id
+    )
     selected, binary = _select_outputs(parsed, outputs)
     payload, json_length = encode_infer_response(
         model_name=version.name,

@@ -107,7 +107,7 @@ def _log_families(shadowing: Shadowing) -> Iterator[Metric]:
     limit = GaugeMetricFamily(
         "keel_prediction_log_pending_limit",
         "Most records buffered before new ones are dropped: what the store was measured "
-        "to take in two seconds.",
+        "to take in shadow.log.max_pending_s (shadow.log.max_pending until measured).",
     )
     limit.add_metric([], prediction_log.pending_limit)
     up = GaugeMetricFamily(
