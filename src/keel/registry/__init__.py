@@ -11,7 +11,7 @@ from keel.registry.metadata import (
 )
 from keel.registry.names import ModelRef, parse_ref
 from keel.registry.registry import Registry
-from keel.registry.version_ids import id_matches, short_ids, version_id
+from keel.registry.version_ids import id_matches, selects, short_ids, version_id
 
 __all__ = [
     "AliasEvent",
@@ -25,6 +25,7 @@ __all__ = [
     "VersionContent",
     "id_matches",
     "parse_ref",
+    "selects",
     "short_ids",
     "version_id",
 ]

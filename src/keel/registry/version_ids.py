@@ -36,11 +36,13 @@ def id_matches(version: str, selector: str) -> bool:
 
 
 def selects(version: str, selector: str) -> bool:
-    """Whether a version selector names ``version``.
+    """Whether a version selector names ``version``: the one rule for every place.
 
     ``sha/timestamp`` matches by prefixes of both parts; hex digits match a
-    prefix of the version's id or of its git sha.
+    prefix of the version's id or of its git sha. Either side may be spelled as
+    the label servers use (``sha-timestamp``).
     """
+    version, selector = _unlabelled(version), _unlabelled(selector)
     sha, _, stamp = version.partition("/")
     if "/" in selector:
         want_sha, _, want_stamp = selector.partition("/")

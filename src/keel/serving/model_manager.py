@@ -15,7 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from keel.errors import AmbiguousVersion, KeelError, ModelNotFound, RegistryError
-from keel.registry import ModelMetadata, ModelRef, Registry, id_matches, parse_ref
+from keel.registry import ModelMetadata, ModelRef, Registry, parse_ref, selects
 from keel.registry.names import DEFAULT_ALIAS, LATEST
 from keel.serving.arrivals import Arrivals
 from keel.serving.served_version import (
@@ -45,11 +45,7 @@ class Routes:
         exact = self.versions.get(label)
         if exact is not None:
             return exact
-        matches = [
-            v
-            for lbl, v in self.versions.items()
-            if lbl.startswith(label) or id_matches(v.metadata.version, key)
-        ]
+        matches = [v for v in self.versions.values() if selects(v.metadata.version, key)]
         return matches[0] if len(matches) == 1 else None
 
 
@@ -106,12 +102,11 @@ def _check_held(registry: Registry, refs: list[ModelRef]) -> None:
         # Not there at all: a volume not mounted yet, a bucket prefix not written yet.
         if not registry.storage.exists(""):
             return
-        held = registry.models()
         for ref in refs:
             try:
                 registry.resolve_version(ref)
             except (ModelNotFound, AmbiguousVersion) as exc:
-                message = _not_held(registry, ref, held, exc)
+                message = _not_held(registry, ref, exc)
                 kind = AmbiguousVersion if isinstance(exc, AmbiguousVersion) else ModelNotFound
                 raise kind(message) from None
     except (ModelNotFound, AmbiguousVersion):
@@ -120,8 +115,10 @@ def _check_held(registry: Registry, refs: list[ModelRef]) -> None:
         log.warning("registry %s could not be read before start: %s", registry.url, exc)
 
 
-def _not_held(registry: Registry, ref: ModelRef, held: list[str], exc: KeelError) -> str:
+def _not_held(registry: Registry, ref: ModelRef, exc: KeelError) -> str:
     """Why ``ref`` cannot be served, with what the registry holds: its models, or the aliases."""
+    # Listed only now: on an object store a listing is a round trip every start would pay.
+    held = registry.models()
     if ref.name not in held:
         shown = ", ".join(held) if held else "no model"
         return (

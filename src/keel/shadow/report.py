@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from keel.errors import AmbiguousVersion, KeelError
 from keel.logstore.records import CandidateInfo, CandidateStatus, PredictionRecord
-from keel.registry import id_matches
+from keel.registry import selects
 from keel.settings import PromotionCriteria
 from keel.shadow.evidence import (
     ComparedOutput,
@@ -236,7 +236,7 @@ def select_candidate(records: Sequence[PredictionRecord], requested: str | None 
     exact = [s for s in spellings if s in latest]
     if exact:
         return exact[0]
-    matches = sorted(v for v in latest if v.startswith(spellings) or id_matches(v, requested))
+    matches = sorted(v for v in latest if selects(v, requested))
     if len(matches) > 1:
         raise AmbiguousVersion(f"candidate {requested!r} matches {', '.join(matches)}")
     if not matches:

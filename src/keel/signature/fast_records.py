@@ -144,7 +144,7 @@ def _build(signature: Signature) -> FloatRecords | None:
         limit = FLOAT32_MAX if tensor.dtype == "float32" else FLOAT64_MAX
         low = [-limit if f.minimum is None else max(float(f.minimum), -limit) for f in members]
         high = [limit if f.maximum is None else min(float(f.maximum), limit) for f in members]
-        values_of = _picker(tuple(tensor.features))
+        values_of = picker(tuple(tensor.features))
         tensors.append(
             _FastTensor(
                 name=tensor.name,
@@ -158,7 +158,7 @@ def _build(signature: Signature) -> FloatRecords | None:
     return FloatRecords(tensors=tuple(tensors), width=len(features))
 
 
-def _picker(keys: tuple[Any, ...]) -> Callable[[Any], tuple[Any, ...]]:
+def picker(keys: Sequence[Any]) -> Callable[[Any], tuple[Any, ...]]:
     """``itemgetter`` that always returns a tuple, even of one item."""
     getter = operator.itemgetter(*keys)
     if len(keys) > 1:
@@ -174,4 +174,4 @@ def bound_groups(low: Sequence[float], high: Sequence[float]) -> tuple[Bounds, .
     if len(positions) == 1:
         ((low_bound, high_bound),) = positions
         return ((None, low_bound, high_bound),)
-    return tuple((_picker(tuple(p)), b[0], b[1]) for b, p in positions.items())
+    return tuple((picker(tuple(p)), b[0], b[1]) for b, p in positions.items())

@@ -29,7 +29,6 @@ message.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -40,10 +39,11 @@ import numpy.typing as npt
 
 from keel.errors import FieldError
 from keel.signature.arrays import feature_width
+from keel.signature.fast_records import FLOAT64_MAX, picker
 from keel.signature.feature import INT64_MAX, INT64_MIN, Feature
 from keel.signature.model_input import ModelInput
 from keel.signature.rules import RuleViolation, shown
-from keel.signature.values import listed_levels, value_checker
+from keel.signature.values import FLOAT32_MAX, listed_levels, value_checker
 
 if TYPE_CHECKING:
     from keel.signature.signature import Signature
@@ -54,8 +54,6 @@ MAX_REPORTED = 20
 CellJudge = Callable[[list[Any]], None]
 """Judges the cells of one row that hold one feature; raises RuleViolation if they break a rule."""
 
-_FLOAT64_MAX = float(np.finfo(np.float64).max)
-_FLOAT32_MAX = np.finfo(np.float32).max
 _STR = frozenset({str})
 
 
@@ -110,7 +108,7 @@ class NumericRules:
 
     def holds(self, array: npt.NDArray[Any]) -> bool:
         """Whether every value is valid, judged in bulk; False only means: look closer."""
-        values = array if array.ndim == 2 else array.reshape(array.shape[0], -1)
+        values = _table(array)
         if values.shape[1] != self.width:
             return False
         low: npt.NDArray[Any]
@@ -120,7 +118,7 @@ class NumericRules:
         elif values.dtype.kind == "f":
             low, high = self.low, self.high
         else:
-            integers = _numbers(values, self.width)
+            integers = _numbers(values)
             if integers is None:
                 return False
             values, low, high = integers, self.low_int, self.high_int
@@ -168,7 +166,7 @@ class NumericRules:
         table = _table(array)
         if table.shape[1] != self.width:
             return [_width_error(self.name, table.shape[1], self.width)]
-        values = _numbers(table, self.width)
+        values = _numbers(table)
         if values is None:
             message = f"input '{self.name}' must hold numbers, got {table.dtype}"
             return [FieldError(None, self.name, "type", message)]
@@ -296,8 +294,8 @@ def _numeric_rules(
     return NumericRules(
         name=name,
         blocks=blocks,
-        low=np.maximum(low, -_FLOAT64_MAX),
-        high=np.minimum(high, _FLOAT64_MAX),
+        low=np.maximum(low, -FLOAT64_MAX),
+        high=np.minimum(high, FLOAT64_MAX),
         low_float32=_float32_inward(low, upward=True),
         high_float32=_float32_inward(high, upward=False),
         low_int=np.array([c[2] for c in columns], dtype=np.int64),
@@ -309,17 +307,9 @@ def _numeric_rules(
         indicators=indicators,
         width=len(columns),
         encoded=bool(whole and dtype.kind == "f") or bool(one_hot),
-        whole_of=_picker(whole) if whole and dtype.kind == "f" else None,
+        whole_of=picker(whole) if whole and dtype.kind == "f" else None,
         one_hot_spans=tuple((b.start, b.start + b.width) for b in one_hot),
     )
-
-
-def _picker(positions: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """``itemgetter`` that always returns a tuple, even of one item."""
-    getter = operator.itemgetter(*positions)
-    if len(positions) > 1:
-        return getter
-    return lambda row: (getter(row),)
 
 
 def _column(feature: Feature) -> tuple[float, float, int, int, bool]:
@@ -359,7 +349,7 @@ def _float32_inward(bounds: npt.NDArray[np.float64], upward: bool) -> npt.NDArra
     or above it (and the mirror for a high bound), so the comparison stays exact;
     an infinite bound becomes float32's largest finite value, so infinity fails.
     """
-    clipped = np.clip(bounds, -_FLOAT32_MAX, _FLOAT32_MAX)
+    clipped = np.clip(bounds, -FLOAT32_MAX, FLOAT32_MAX)
     rounded = clipped.astype(np.float32)
     toward = np.float32(np.inf if upward else -np.inf)
     off = rounded < clipped if upward else rounded > clipped
@@ -382,13 +372,11 @@ def _table(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return array if array.ndim == 2 else array.reshape(array.shape[0], -1)
 
 
-def _numbers(values: npt.NDArray[Any], width: int) -> npt.NDArray[Any] | None:
+def _numbers(values: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
     """Numeric values to compare with the bounds: floats as they are, integers as int64.
 
-    None for a table of the wrong width or of what is not numbers.
+    None for a table of what is not numbers (its width is checked before).
     """
-    if values.shape[1] != width:
-        return None
     kind = values.dtype.kind
     if kind == "f" or values.dtype == np.int64:
         return values
