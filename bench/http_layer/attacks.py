@@ -58,7 +58,7 @@ class Server:
                     "--loop", "uvloop", "--no-access-log", "--working-dir", str(HERE),
                     "--port", str(self.port), "rsgi_app:app"]  # fmt: skip
             env.update(KEEL_REGISTRY=str(registry), KEEL_SERVER__PORT=str(self.port),
-                       KEEL_BENCH_REFS="breast-cancer@production")  # fmt: skip
+                       HTTP_LAYER_REFS="breast-cancer@production")  # fmt: skip
         self.log = log
         self.process = subprocess.Popen(
             ["taskset", "-c", "0", *argv], stdout=log.open("wb"), stderr=subprocess.STDOUT,

@@ -1,7 +1,7 @@
 """keel's inference routes behind granian, through its RSGI interface (issue 23's comparison).
 
     KEEL_REGISTRY=/tmp/demo-registry KEEL_SERVER__PORT=8181 \\
-    KEEL_BENCH_REFS=breast-cancer@production \\
+    HTTP_LAYER_REFS=breast-cancer@production \\
     granian --interface rsgi --workers 1 --runtime-threads 1 --loop uvloop \\
         --port 8181 rsgi_app:app          # run from bench/http_layer/
 
@@ -13,7 +13,7 @@ warm over HTTP, drain) runs in granian's worker through ``__rsgi_init__`` and
 ``__rsgi_del__``; ``KEEL_SERVER__PORT`` must be granian's port so that keel's
 self warm-up reaches it.
 
-``KEEL_BENCH_ARRIVALS``: granian cannot tell keel how many requests it has read
+``HTTP_LAYER_ARRIVALS``: granian cannot tell keel how many requests it has read
 but not started (keel's own server counts them for the inline batcher). ``none``
 (default) passes no count, so an inline batch always waits one loop pass for
 company; ``zero`` passes a count that stays zero, so it runs at once. At 64
@@ -49,8 +49,8 @@ _READ = tuple(
     (name, name.encode())
     for name in ("content-length", VERSION_HEADER, DEADLINE_HEADER, BINARY_HEADER)
 )
-# KEEL_BENCH_BODY=whole: a chunked body is read with one ``await proto()`` (no size limit).
-_WHOLE_BODY = os.environ.get("KEEL_BENCH_BODY") == "whole"
+# HTTP_LAYER_BODY=whole: a chunked body is read with one ``await proto()`` (no size limit).
+_WHOLE_BODY = os.environ.get("HTTP_LAYER_BODY") == "whole"
 _HOP_HEADERS = frozenset(("content-length", "connection", "transfer-encoding", "date"))
 
 
@@ -66,7 +66,7 @@ class KeelRSGI:
         sys.setswitchinterval(settings.server.switch_interval_ms / 1000.0)
         threads = settings.server.inference_threads or len(os.sched_getaffinity(0)) or 1
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keel-infer")
-        arrivals = Arrivals() if os.environ.get("KEEL_BENCH_ARRIVALS") == "zero" else None
+        arrivals = Arrivals() if os.environ.get("HTTP_LAYER_ARRIVALS") == "zero" else None
         from keel.serving.model_manager import ModelManager
 
         manager = ModelManager(open_registry(settings), settings, self.executor, arrivals)
@@ -198,5 +198,5 @@ class KeelRSGI:
 
 
 app = KeelRSGI(
-    [r for r in os.environ.get("KEEL_BENCH_REFS", "breast-cancer@production").split(",") if r]
+    [r for r in os.environ.get("HTTP_LAYER_REFS", "breast-cancer@production").split(",") if r]
 )

@@ -60,8 +60,8 @@ def start_granian(
     env = {
         "KEEL_REGISTRY": str(registry),
         "KEEL_SERVER__PORT": str(port),
-        "KEEL_BENCH_REFS": ",".join(refs),
-        "KEEL_BENCH_ARRIVALS": arrivals,
+        "HTTP_LAYER_REFS": ",".join(refs),
+        "HTTP_LAYER_ARRIVALS": arrivals,
     }
     started = _start("granian", argv, "/v2/health/ready", log, env)
     return GranianProcess(

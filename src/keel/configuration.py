@@ -22,19 +22,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConf
 from keel.errors import InvalidConfig
 from keel.settings import Settings
 
-# KEEL_ variables that are not settings: read by keel's own test and benchmark
-# harnesses (docs/reliability.md, bench/http_layer/). Every other KEEL_ variable must
-# name a setting, or keel refuses to start.
-NOT_SETTINGS = frozenset(
-    {
-        "KEEL_FUZZ_EXAMPLES",
-        "KEEL_OVERLOAD_SECONDS",
-        "KEEL_RELIABILITY_RESULTS",
-        "KEEL_BENCH_ARRIVALS",
-        "KEEL_BENCH_BODY",
-        "KEEL_BENCH_REFS",
-    }
-)
 ENV_PREFIX = "KEEL_"
 ENV_DELIMITER = "__"
 # Kubernetes gives every pod variables for each Service in its namespace: a Service
@@ -148,7 +135,7 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
     problems = []
     for variable, value in environ.items():
         name = variable.upper()
-        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
+        if not name.startswith(ENV_PREFIX):
             continue
         if _SERVICE_LINK.fullmatch(name) or (
             _SERVICE_LINK_PORT.fullmatch(name) and _SERVICE_LINK_URL.match(value)

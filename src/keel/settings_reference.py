@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from keel.configuration import NOT_SETTINGS, env_name, setting_fields
+from keel.configuration import env_name, setting_fields
 
 HEADER = """# Configuration
 
@@ -26,8 +26,7 @@ the closest setting: `environment variable KEEL_SERVER__PROT names no setting (d
 you mean KEEL_SERVER__PORT?)`. The only `KEEL_` variables that are not settings
 are those Kubernetes sets for a Service named `keel` or `keel-…` in the pod's
 namespace (`KEEL_SERVICE_HOST`, `KEEL_SERVICE_PORT…`, `KEEL_PORT=tcp://…`,
-`KEEL_PORT_8080_TCP…`) and these, read by keel's test and benchmark harnesses:
-{not_settings}.
+`KEEL_PORT_8080_TCP…`); keel's test and benchmark harnesses use other prefixes.
 
 | environment variable | default | what it does |
 | --- | --- | --- |
@@ -36,8 +35,7 @@ namespace (`KEEL_SERVICE_HOST`, `KEEL_SERVICE_PORT…`, `KEEL_PORT=tcp://…`,
 
 def settings_markdown() -> str:
     """The reference table of every setting, nested ones included."""
-    header = HEADER.format(not_settings=", ".join(f"`{n}`" for n in sorted(NOT_SETTINGS)))
-    return header + "".join(_rows()) + "\n"
+    return HEADER + "".join(_rows()) + "\n"
 
 
 def _rows() -> list[str]:

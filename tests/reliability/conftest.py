@@ -39,7 +39,7 @@ def overload_seconds() -> float:
 
 @pytest.fixture(scope="session")
 def figures(fuzz_examples: int, overload_seconds: float) -> Iterator[Figures]:
-    """The session's figures, written where ``KEEL_RELIABILITY_RESULTS`` says (if it is set)."""
+    """The session's figures, written where ``RELIABILITY_RESULTS`` says (if it is set)."""
     measured = Figures()
     started = time.monotonic()
     yield measured

@@ -1,7 +1,7 @@
 """What the reliability suite measured, kept by section and case for ``docs/reliability.md``.
 
 The tests add to one ``Figures`` for the whole session; when the environment variable
-``KEEL_RELIABILITY_RESULTS`` names a file, the session writes the figures there as
+``RELIABILITY_RESULTS`` names a file, the session writes the figures there as
 JSON, and ``tests/reliability/report.py`` renders them into the document.
 """
 
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESULTS_VARIABLE = "KEEL_RELIABILITY_RESULTS"
-FUZZ_EXAMPLES_VARIABLE = "KEEL_FUZZ_EXAMPLES"
+RESULTS_VARIABLE = "RELIABILITY_RESULTS"
+FUZZ_EXAMPLES_VARIABLE = "RELIABILITY_FUZZ_EXAMPLES"
 # Enough to meet every mutation of every strategy in CI on a shared two-core machine;
 # the documented full run raises it (see docs/reliability.md).
 DEFAULT_FUZZ_EXAMPLES = 60
-OVERLOAD_SECONDS_VARIABLE = "KEEL_OVERLOAD_SECONDS"
+OVERLOAD_SECONDS_VARIABLE = "RELIABILITY_OVERLOAD_SECONDS"
 # Long enough for the queue to fill and shed many times over; the documented full run
 # holds the overload for a minute.
 DEFAULT_OVERLOAD_SECONDS = 3.0

@@ -2,7 +2,7 @@
 
     python tests/reliability/report.py RESULTS.json [docs/reliability.md]
 
-RESULTS.json is what a pytest session wrote with ``KEEL_RELIABILITY_RESULTS`` set. Each
+RESULTS.json is what a pytest session wrote with ``RELIABILITY_RESULTS`` set. Each
 section of the document this script owns lies between ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->`` and is replaced whole; everything else is left as it is.
 """
@@ -161,9 +161,9 @@ SECTIONS: dict[str, Callable[[Cases], list[str]]] = {
 }
 # The setting that sets a section's length, and the run fact that records it.
 LENGTHS = {
-    "hostile_requests": ("KEEL_FUZZ_EXAMPLES", "fuzz_examples"),
-    "hostile_models": ("KEEL_FUZZ_EXAMPLES", "fuzz_examples"),
-    "overload": ("KEEL_OVERLOAD_SECONDS", "overload_seconds"),
+    "hostile_requests": ("RELIABILITY_FUZZ_EXAMPLES", "fuzz_examples"),
+    "hostile_models": ("RELIABILITY_FUZZ_EXAMPLES", "fuzz_examples"),
+    "overload": ("RELIABILITY_OVERLOAD_SECONDS", "overload_seconds"),
 }
 
 

@@ -2,7 +2,7 @@
 
 Every answer is a 4xx whose JSON body names what was wrong, never a 5xx or a hang,
 and afterwards the server gives the known requests exactly the answers it gave before.
-``KEEL_FUZZ_EXAMPLES`` sets how many requests each property tries (see
+``RELIABILITY_FUZZ_EXAMPLES`` sets how many requests each property tries (see
 docs/reliability.md for the full-length run).
 """
 
@@ -97,7 +97,7 @@ def each_model(
     return lambda served: st.sampled_from(served).flatmap(requests)
 
 
-# Each property's strategy, and how many times KEEL_FUZZ_EXAMPLES requests it tries
+# Each property's strategy, and how many times RELIABILITY_FUZZ_EXAMPLES requests it tries
 # (more where there are more mutations to meet).
 PROPERTIES = {
     "v2 JSON bodies that break the protocol": (each_model(v2_json_requests), 4),

@@ -2,7 +2,7 @@
 
 Each test measures a lone request's latency and the server's capacity (a short closed
 loop that never fills the queue), offers three times that rate in an open loop for
-``KEEL_OVERLOAD_SECONDS`` (3 s in CI; see docs/reliability.md for the full run), and
+``RELIABILITY_OVERLOAD_SECONDS`` (3 s in CI; see docs/reliability.md for the full run), and
 measures the lone request again, without a restart (within a few seconds, for the noise).
 
 Both run with small batching limits (8 queued rows, one row per batch, one batch at a
