@@ -11,7 +11,7 @@ from keel.examples import breast_cancer
 from keel.registry import Registry
 from keel.signature import to_arrays
 from postgres_server import postgres_server, postgres_url  # noqa: F401 - shared fixtures
-from support import OnnxModel, git, run_keel
+from support import OnnxModel, run_keel, training_repo
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +56,4 @@ def registry(tmp_path: Path) -> Registry:
 @pytest.fixture
 def git_repo(tmp_path: Path) -> Path:
     """A real git repository with one commit, standing in for the training code's repo."""
-    repo = tmp_path / "training-code"
-    repo.mkdir()
-    (repo / "train.py").write_text("print('train')\n")
-    git(repo, "init", "-q")
-    git(repo, "add", "train.py")
-    git(repo, "commit", "-q", "-m", "training code")
-    return repo
+    return training_repo(tmp_path / "training-code")

@@ -34,6 +34,16 @@ def git(repo: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+def training_repo(folder: Path) -> Path:
+    """A real git repository with one commit at ``folder``, as the training code's is."""
+    folder.mkdir()
+    (folder / "train.py").write_text("print('train')\n")
+    git(folder, "init", "-q")
+    git(folder, "add", "train.py")
+    git(folder, "commit", "-q", "-m", "training code")
+    return folder
+
+
 def run_keel(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real ``keel`` command line in a subprocess."""
     return subprocess.run(

@@ -15,6 +15,7 @@ from keel.errors import RuntimeFailure
 from keel.runtimes import known_forwards, load_runtime
 from keel.runtimes.forwards import ENTRY_POINT_GROUP, resolve_forward
 from keel.runtimes.numpy_mlp import NUMPY_MLP
+from keel.runtimes.torch_mlp import TORCH_MLP
 
 PLUGIN_MODULE = "keel_forward_plugin_for_tests"
 PLUGIN_SOURCE = textwrap.dedent(
@@ -83,9 +84,12 @@ def test_entry_point_may_name_a_class(install: Installer) -> None:
     assert type(resolve_forward("doubler")).__name__ == "Doubler"
 
 
-def test_installed_package_cannot_replace_a_built_in(install: Installer) -> None:
-    install("impostor", {"numpy-mlp": f"{PLUGIN_MODULE}:DOUBLER"})
-    assert resolve_forward("numpy-mlp") is NUMPY_MLP
+@pytest.mark.parametrize(("name", "builtin"), [("numpy-mlp", NUMPY_MLP), ("torch-mlp", TORCH_MLP)])
+def test_installed_package_cannot_replace_a_built_in(
+    install: Installer, name: str, builtin: object
+) -> None:
+    install("impostor", {name: f"{PLUGIN_MODULE}:DOUBLER"})
+    assert resolve_forward(name) is builtin
 
 
 def test_name_installed_twice_is_refused(install: Installer) -> None:

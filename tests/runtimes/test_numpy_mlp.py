@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from keel.errors import RuntimeFailure
-from keel.runtimes import TensorSpec
+from keel.runtimes import TensorSpec, load_runtime
 from keel.runtimes.numpy_mlp import NUMPY_MLP
+from keel.runtimes.torch_mlp import TORCH_MLP
+from mlp_state_dict import save_state_dict, state_dict, train_iris_mlp
 
 RNG = np.random.default_rng(7)
 SOFTMAX = {"activation": "relu", "output": "softmax"}
@@ -171,3 +174,92 @@ def test_weights_that_do_not_form_an_mlp_are_refused_at_build(
 def test_bad_config_is_refused_at_build(config: dict[str, object], message: str) -> None:
     with pytest.raises(RuntimeFailure, match=message):
         NUMPY_MLP.build(mlp_weights(3, 2), config)
+
+
+def test_a_bad_config_is_refused_naming_numpy_mlp() -> None:
+    with pytest.raises(RuntimeFailure, match=r"^numpy-mlp: config 'output' must be one of"):
+        NUMPY_MLP.build(mlp_weights(3, 2), {"activation": "relu"})
+
+
+# numpy-mlp's advice, with the config it was given, for a file torch-mlp reads as it is.
+TORCH_MLP_ADVICE = (
+    r"it looks like a PyTorch state_dict \(nn.Linear weights \[out, in\]\), which torch-mlp "
+    r"reads as it is, as nn.Linear layers 4 -> 16 -> 8 -> 3: publish the same file with "
+    r"--forward torch-mlp --forward-config '\{\"activation\": \"relu\", \"output\": "
+    r"\"softmax\"\}' \(forward=\"torch-mlp\" in keel.publish\)$"
+)
+
+
+def test_a_pytorch_state_dict_is_refused_naming_torch_mlp_and_the_config(tmp_path: Path) -> None:
+    trained = train_iris_mlp()
+    path = save_state_dict(state_dict(trained.classifier), tmp_path / "model.safetensors")
+    # The file lists '0.bias' first (safetensors orders tensors of one dtype by name), so this is
+    # the refusal a PyTorch user meets.
+    with pytest.raises(
+        RuntimeFailure,
+        match=r"^numpy-mlp: unexpected tensor '0.bias'; expected only 'layers.\{i\}.weight' "
+        rf"and 'layers.\{{i\}}.bias'; {TORCH_MLP_ADVICE}",
+    ):
+        load_runtime(path, forward="numpy-mlp", forward_config=SOFTMAX)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "step", "numpy_mlp_says"),
+    [
+        # Names numpy-mlp would take, but weights [out, in]: the bias gives it away.
+        (
+            "layers.",
+            1,
+            r"layer 0 has weight \[16, 4\] and bias \[16\]; expected \[in, out\] and \[out\]",
+        ),
+        ("layers.", 2, r"layer indices \[0, 2, 4\] must run 0, 1, 2, ... without gaps"),
+        (
+            "net.",
+            2,
+            r"unexpected tensor 'net.0.weight'; expected only 'layers.\{i\}.weight' and "
+            r"'layers.\{i\}.bias'",
+        ),
+    ],
+    ids=["ModuleList", "self.layers-Sequential", "other-prefix"],
+)
+def test_other_pytorch_layouts_are_refused_naming_torch_mlp(
+    prefix: str, step: int, numpy_mlp_says: str
+) -> None:
+    weights = state_dict(train_iris_mlp().classifier, prefix, step)
+    with pytest.raises(RuntimeFailure, match=f"^numpy-mlp: {numpy_mlp_says}; {TORCH_MLP_ADVICE}"):
+        NUMPY_MLP.build(weights, SOFTMAX)
+
+
+def test_linear_layers_without_bias_are_refused_naming_torch_mlp() -> None:
+    weights = state_dict(train_iris_mlp().classifier, "layers.", 1, bias=False)
+    with pytest.raises(
+        RuntimeFailure, match=f"^numpy-mlp: layer 0 has no bias; {TORCH_MLP_ADVICE}"
+    ):
+        NUMPY_MLP.build(weights, SOFTMAX)
+
+
+def test_a_pytorch_model_torch_mlp_cannot_run_either_is_refused_with_its_reason() -> None:
+    # nn.Sequential(Linear(4, 16), BatchNorm1d(16), ReLU(), Linear(16, 3))
+    weights = state_dict(train_iris_mlp().classifier) | {
+        "1.running_mean": np.zeros(16, np.float32),
+        "1.running_var": np.ones(16, np.float32),
+    }
+    with pytest.raises(
+        RuntimeFailure,
+        match=r"^numpy-mlp: unexpected tensor '0.weight'.*; the names look like a PyTorch "
+        r"state_dict, but torch-mlp, which reads those, refuses it too \(torch-mlp: unexpected "
+        r"tensor '1.running_mean'; .*torch.onnx.export",
+    ):
+        NUMPY_MLP.build(weights, SOFTMAX)
+
+
+def test_square_layers_read_either_way_so_the_forward_name_declares_the_layout() -> None:
+    # [in, out] or [out, in]: square weights fit both, and nothing in the file says which.
+    weight = RNG.normal(size=(3, 3)).astype(np.float32)
+    bias = np.zeros(3, np.float32)
+    identity = {"activation": "relu", "output": "identity"}
+    x = RNG.normal(size=(2, 3)).astype(np.float32)
+    as_numpy = NUMPY_MLP.build({"layers.0.weight": weight, "layers.0.bias": bias}, identity)
+    as_torch = TORCH_MLP.build({"layers.0.weight": weight, "layers.0.bias": bias}, identity)
+    np.testing.assert_allclose(as_numpy.run({"input": x})["prediction"], x @ weight, rtol=1e-6)
+    np.testing.assert_allclose(as_torch.run({"input": x})["prediction"], x @ weight.T, rtol=1e-6)

@@ -40,7 +40,11 @@ def publish(
     ] = None,
     forward: Annotated[
         str | None,
-        typer.Option("--forward", help="Forward implementation for safetensors, e.g. numpy-mlp."),
+        typer.Option(
+            "--forward",
+            help="Forward implementation for safetensors: numpy-mlp, torch-mlp (a PyTorch "
+            "MLP's state_dict as saved) or an installed one; see docs/forwards.md.",
+        ),
     ] = None,
     forward_config: Annotated[
         str | None, typer.Option("--forward-config", help="JSON object for the forward.")

@@ -13,9 +13,12 @@ from types import MappingProxyType
 from keel.errors import RuntimeFailure
 from keel.runtimes.forward_pass import Forward
 from keel.runtimes.numpy_mlp import NUMPY_MLP
+from keel.runtimes.torch_mlp import TORCH_MLP
 
 ENTRY_POINT_GROUP = "keel.forwards"
-BUILTIN_FORWARDS: Mapping[str, Forward] = MappingProxyType({"numpy-mlp": NUMPY_MLP})
+BUILTIN_FORWARDS: Mapping[str, Forward] = MappingProxyType(
+    {"numpy-mlp": NUMPY_MLP, "torch-mlp": TORCH_MLP}
+)
 
 
 def known_forwards() -> tuple[str, ...]:

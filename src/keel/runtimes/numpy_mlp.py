@@ -1,67 +1,36 @@
-"""The "numpy-mlp" forward: a stack of dense layers computed in float32 with numpy."""
+"""The "numpy-mlp" forward: dense layers stored ``[in, out]``, computed in float32 with numpy.
+
+Its layout is ``layers.{i}.weight`` ``[in, out]`` and ``layers.{i}.bias`` ``[out]``,
+indices 0, 1, 2, ... A PyTorch state_dict is laid out otherwise (weights ``[out, in]``,
+indices that skip activations, any prefix); "torch-mlp" reads that as it is, and a
+file refused here that torch-mlp would read is refused with that advice. No layout is
+guessed from the shapes: a stack of square layers reads either way, so the forward a
+model is published with is what declares its layout.
+"""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Mapping
 
 import numpy as np
 
 from keel.errors import RuntimeFailure
+from keel.runtimes.dense_layers import (
+    DenseLayer,
+    MlpConfig,
+    as_float32,
+    bind_dense_layers,
+    check_float,
+)
 from keel.runtimes.forward_pass import ForwardPass
-from keel.runtimes.runtime import TensorSpec
+from keel.runtimes.torch_mlp import read_linear_layers
 
+NAME = "numpy-mlp"
 _LAYER_TENSOR = re.compile(r"layers\.(0|[1-9][0-9]*)\.(weight|bias)")
-_ACTIVATIONS: Mapping[str, Callable[[np.ndarray], None]] = {
-    "relu": lambda hidden: np.maximum(hidden, 0, out=hidden),
-    "tanh": lambda hidden: np.tanh(hidden, out=hidden),
-}
-_OUTPUTS = ("softmax", "identity")
-_CONFIG_KEYS = frozenset({"activation", "input_name", "output"})
-
-
-@dataclass(frozen=True)
-class MlpConfig:
-    """How the dense layers are used: activation between layers, input name, output head."""
-
-    activation: str
-    input_name: str
-    output: str
-
-    @classmethod
-    def parse(cls, config: Mapping[str, object]) -> MlpConfig:
-        """Read and check the forward config; RuntimeFailure names what is wrong."""
-        unknown = sorted(set(config) - _CONFIG_KEYS)
-        if unknown:
-            raise RuntimeFailure(
-                f"numpy-mlp: unknown config key(s) {unknown}; known: {sorted(_CONFIG_KEYS)}"
-            )
-        input_name = config.get("input_name", "input")
-        if not isinstance(input_name, str) or not input_name:
-            raise RuntimeFailure(
-                f"numpy-mlp: config 'input_name' must be a non-empty string, got {input_name!r}"
-            )
-        activation = _choice(config, "activation", tuple(_ACTIVATIONS))
-        output = _choice(config, "output", _OUTPUTS)
-        return cls(activation=activation, input_name=input_name, output=output)
-
-
-def _choice(config: Mapping[str, object], key: str, choices: tuple[str, ...]) -> str:
-    value = config.get(key)
-    for choice in choices:
-        if value == choice:
-            return choice
-    raise RuntimeFailure(f"numpy-mlp: config '{key}' must be one of {list(choices)}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class DenseLayer:
-    """One dense layer: ``x @ weight + bias`` with weight ``[in, out]`` and bias ``[out]``."""
-
-    weight: np.ndarray
-    bias: np.ndarray
+# A module path ending in a layer index: the shape of every PyTorch state_dict name.
+_MODULE_TENSOR = re.compile(r"(?:.+\.)?(?:0|[1-9][0-9]*)\.[A-Za-z_][A-Za-z0-9_]*")
 
 
 class NumpyMlp:
@@ -69,25 +38,15 @@ class NumpyMlp:
 
     def build(self, weights: Mapping[str, np.ndarray], config: Mapping[str, object]) -> ForwardPass:
         """Check that the layers chain and bind them to a float32 forward pass."""
-        settings = MlpConfig.parse(config)
-        layers = _layers(weights)
-        features = layers[0].weight.shape[0]
-        width = layers[-1].weight.shape[1]
-        outputs: tuple[TensorSpec, ...]
-        if settings.output == "softmax":
-            outputs = (
-                TensorSpec("probabilities", "float32", (None, width)),
-                TensorSpec("label", "int64", (None,)),
-            )
-        else:
-            outputs = (TensorSpec("prediction", "float32", (None, width)),)
-        return ForwardPass(
-            inputs=(TensorSpec(settings.input_name, "float32", (None, features)),),
-            outputs=outputs,
-            run=partial(_forward, layers, settings),
-            # Dense layers and a softmax: the same arithmetic whatever the values are.
-            cost_bounded_by_shape=True,
-        )
+        settings = MlpConfig.parse(NAME, config)
+        try:
+            layers = _layers(weights)
+        except RuntimeFailure as exc:
+            advice = _pytorch_advice(weights, config)
+            if advice is None:
+                raise
+            raise RuntimeFailure(f"{exc}; {advice}") from exc
+        return bind_dense_layers(layers, settings)
 
 
 NUMPY_MLP = NumpyMlp()
@@ -99,22 +58,22 @@ def _layers(weights: Mapping[str, np.ndarray]) -> tuple[DenseLayer, ...]:
         match = _LAYER_TENSOR.fullmatch(name)
         if match is None:
             raise RuntimeFailure(
-                f"numpy-mlp: unexpected tensor '{name}'; expected only "
+                f"{NAME}: unexpected tensor '{name}'; expected only "
                 "'layers.{i}.weight' and 'layers.{i}.bias'"
             )
         found.setdefault(int(match[1]), {})[match[2]] = tensor
     if not found:
-        raise RuntimeFailure("numpy-mlp: the file holds no 'layers.{i}.weight' tensors")
+        raise RuntimeFailure(f"{NAME}: the file holds no 'layers.{{i}}.weight' tensors")
     if sorted(found) != list(range(len(found))):
         raise RuntimeFailure(
-            f"numpy-mlp: layer indices {sorted(found)} must run 0, 1, 2, ... without gaps"
+            f"{NAME}: layer indices {sorted(found)} must run 0, 1, 2, ... without gaps"
         )
     layers: list[DenseLayer] = []
     for index in range(len(found)):
         layer = _layer(index, found[index])
         if layers and layers[-1].weight.shape[1] != layer.weight.shape[0]:
             raise RuntimeFailure(
-                f"numpy-mlp: layer {index} takes {layer.weight.shape[0]} inputs but layer "
+                f"{NAME}: layer {index} takes {layer.weight.shape[0]} inputs but layer "
                 f"{index - 1} gives {layers[-1].weight.shape[1]} outputs"
             )
         layers.append(layer)
@@ -124,38 +83,41 @@ def _layers(weights: Mapping[str, np.ndarray]) -> tuple[DenseLayer, ...]:
 def _layer(index: int, tensors: Mapping[str, np.ndarray]) -> DenseLayer:
     missing = sorted({"weight", "bias"} - set(tensors))
     if missing:
-        raise RuntimeFailure(f"numpy-mlp: layer {index} has no {' or '.join(missing)}")
+        raise RuntimeFailure(f"{NAME}: layer {index} has no {' or '.join(missing)}")
     weight, bias = tensors["weight"], tensors["bias"]
     for part, tensor in (("weight", weight), ("bias", bias)):
-        if tensor.dtype.kind != "f":
-            raise RuntimeFailure(
-                f"numpy-mlp: layers.{index}.{part} has dtype {tensor.dtype.name}; "
-                "expected a floating-point type"
-            )
+        check_float(NAME, f"layers.{index}.{part}", tensor)
     if weight.ndim != 2 or bias.ndim != 1 or weight.shape[1] != bias.shape[0]:
         raise RuntimeFailure(
-            f"numpy-mlp: layer {index} has weight {list(weight.shape)} and bias "
+            f"{NAME}: layer {index} has weight {list(weight.shape)} and bias "
             f"{list(bias.shape)}; expected [in, out] and [out]"
         )
     if 0 in weight.shape:
-        raise RuntimeFailure(f"numpy-mlp: layer {index} has an empty weight {list(weight.shape)}")
+        raise RuntimeFailure(f"{NAME}: layer {index} has an empty weight {list(weight.shape)}")
     # float32 weights stay zero-copy views of the file; other widths are converted once.
-    return DenseLayer(weight.astype(np.float32, copy=False), bias.astype(np.float32, copy=False))
+    return DenseLayer(as_float32(weight), as_float32(bias))
 
 
-def _forward(
-    layers: tuple[DenseLayer, ...], settings: MlpConfig, inputs: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    activation = _ACTIVATIONS[settings.activation]
-    hidden = inputs[settings.input_name]
-    for index, layer in enumerate(layers):
-        hidden = hidden @ layer.weight
-        hidden += layer.bias
-        if index < len(layers) - 1:
-            activation(hidden)
-    if settings.output == "identity":
-        return {"prediction": hidden}
-    hidden -= hidden.max(axis=1, keepdims=True)
-    np.exp(hidden, out=hidden)
-    hidden /= hidden.sum(axis=1, keepdims=True)
-    return {"probabilities": hidden, "label": hidden.argmax(axis=1).astype(np.int64)}
+def _pytorch_advice(weights: Mapping[str, np.ndarray], config: Mapping[str, object]) -> str | None:
+    """What to do with weights numpy-mlp refused, when they look like a PyTorch state_dict."""
+    try:
+        layers = read_linear_layers(weights)
+    except RuntimeFailure as exc:
+        # Names numpy-mlp does not know but PyTorch writes (a BatchNorm's '1.running_mean'):
+        # torch-mlp's own refusal says what to do instead.
+        if any(
+            _MODULE_TENSOR.fullmatch(name) and not _LAYER_TENSOR.fullmatch(name) for name in weights
+        ):
+            return (
+                "the names look like a PyTorch state_dict, but torch-mlp, which reads those, "
+                f"refuses it too ({exc})"
+            )
+        return None
+    widths = [layers[0].weight.shape[0], *(layer.weight.shape[1] for layer in layers)]
+    chain = " -> ".join(str(width) for width in widths)
+    forward_config = f" --forward-config '{json.dumps(dict(config))}'" if config else ""
+    return (
+        "it looks like a PyTorch state_dict (nn.Linear weights [out, in]), which torch-mlp "
+        f"reads as it is, as nn.Linear layers {chain}: publish the same file with "
+        f'--forward torch-mlp{forward_config} (forward="torch-mlp" in keel.publish)'
+    )
