@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from skl2onnx import to_onnx
 from sklearn.pipeline import Pipeline
 
@@ -32,6 +33,12 @@ def test_probabilities_match_scikit_learn(runtime: Runtime, breast_cancer: Breas
         result["probabilities"], classifier.predict_proba(features), atol=1e-5
     )
     np.testing.assert_array_equal(result["label"], classifier.predict(features))
+
+
+def test_runs_call_the_session_binding_itself(runtime: Runtime) -> None:
+    # OnnxRuntime calls the C++ session InferenceSession.run wraps (1 us a call less): an
+    # onnxruntime upgrade that moves it fails here rather than failing every request.
+    assert isinstance(runtime._session, ort_state.InferenceSession)  # type: ignore[attr-defined]
 
 
 def test_specs_come_from_the_model(runtime: Runtime) -> None:

@@ -13,7 +13,9 @@ from keel_server import ServerProcess, start_server
 from onnx import TensorProto, helper
 
 from keel import publish
+from keel.errors import RuntimeFailure
 from keel.registry import Registry
+from keel.serving import records_api
 from keel.signature import Feature, Output, Signature
 
 
@@ -250,3 +252,19 @@ def test_a_label_index_past_the_declared_labels_is_a_500_logged_with_the_output(
     assert "output 'label' answered label index 2, but the signature declares 2 labels" in (
         server.log.read_text()
     )
+
+
+def test_label_names_keep_the_shape_of_an_output_with_several_labels_a_row() -> None:
+    signature = Signature(
+        features=[Feature(name="x", dtype="float")],
+        outputs=[
+            Output(name="top", dtype="int64", shape=[None, 2], kind="label", labels=["a", "b", "c"])
+        ],
+    )
+    columns = records_api._answer_columns(signature, {"top": np.array([[2, 0], [1, 2]])})
+    assert columns == {"top": [["c", "a"], ["b", "c"]], "top_index": [[2, 0], [1, 2]]}
+    # A negative index names no label either: never labels[-1].
+    with pytest.raises(
+        RuntimeFailure, match="answered label index -1, but the signature declares 3"
+    ):
+        records_api._answer_columns(signature, {"top": np.array([[-1, 0]])})

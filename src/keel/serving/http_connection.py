@@ -178,6 +178,8 @@ class HttpConnection(asyncio.Protocol):
         self._connections = connections
         self._date_header = date_header
         self._parser = httptools.HttpRequestParser(self)
+        # Kept: asyncio.get_running_loop() makes a system call (getpid) on Python 3.11.
+        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parsing: Exchange | None = None
         # Whether the message being parsed is still in its request line and headers.
@@ -262,7 +264,7 @@ class HttpConnection(asyncio.Protocol):
             break
         if len(data) >= _BULK_READ and not self._paused:
             self._stop_reading()
-            asyncio.get_running_loop().call_soon(self._resume_after_turn)
+            self._loop.call_soon(self._resume_after_turn)
         self._unparsed = 0 if self._progressed else self._unparsed + len(data)
         if self._unparsed > self._limits.max_header_bytes:
             if self._in_headers:
@@ -410,7 +412,7 @@ class HttpConnection(asyncio.Protocol):
             return
         head = self._pending[0]
         if head.ready:
-            self._answering = asyncio.get_running_loop().create_task(self._answer_ready())
+            self._answering = self._loop.create_task(self._answer_ready())
             self._arrivals.unstarted += 1
             self._unstarted = True
         elif head.expects_continue and not head.continued and self._transport is not None:

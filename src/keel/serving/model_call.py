@@ -9,10 +9,8 @@ then the shadow mirror. A rule added here holds on every API at once.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from keel.errors import NonFiniteOutput
 from keel.serving.batcher import Batcher, Tensors
@@ -55,15 +53,13 @@ def refuse_non_finite(model: str, outputs: Tensors) -> None:
     is the model's failure, not the client's, so it is answered as one (500).
     """
     for name, array in outputs.items():
-        if array.dtype.kind == "f" and not _finite(array):
+        if array.dtype.kind != "f":
+            continue
+        # A NaN or an infinity makes the sum non-finite; so may finite float64 values
+        # whose sum overflows, which the exact check then clears.
+        if array.size <= _SUMMED_IN_PYTHON and math.isfinite(sum(array.ravel().tolist())):
+            continue
+        if not np.isfinite(array).all():
             raise NonFiniteOutput(
                 f"{model} returned NaN or infinity in output {name!r}; the prediction is refused"
             )
-
-
-def _finite(array: npt.NDArray[Any]) -> bool:
-    # A NaN or an infinity makes the sum non-finite; so may finite float64 values whose
-    # sum overflows, which the exact check then clears.
-    if array.size <= _SUMMED_IN_PYTHON and math.isfinite(sum(array.ravel().tolist())):
-        return True
-    return bool(np.isfinite(array).all())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -134,7 +134,8 @@ class _Column(NamedTuple):
     """How one declared output is answered: as it is, or as label names (and indices)."""
 
     name: str
-    labels: tuple[str, ...] | None
+    # Each declared label by its index; None for an output answered as it is.
+    labels: Mapping[int, str] | None
     # Where the index goes beside the names; None when a declared output has that name.
     index_key: str | None
 
@@ -149,7 +150,7 @@ def _plan(signature: Signature) -> tuple[_Column, ...]:
             if o.labels is None or o.kind != "label"
             else _Column(
                 o.name,
-                tuple(o.labels),
+                dict(enumerate(o.labels)),
                 None if f"{o.name}_index" in names else f"{o.name}_index",
             )
             for o in signature.outputs
@@ -166,26 +167,24 @@ def _answer_columns(signature: Signature, outputs: dict[str, np.ndarray]) -> dic
         if labels is None or values.dtype.kind not in "iu":
             columns[name] = indices
             continue
-        columns[name] = _label_names(name, labels, indices, values)
+        try:
+            # One lookup a row: an index past the labels (or below 0) is not a key.
+            columns[name] = (
+                [labels[i] for i in indices] if values.ndim == 1 else _shaped(labels, values)
+            )
+        except KeyError as exc:
+            raise RuntimeFailure(
+                f"output '{name}' answered label index {exc.args[0]}, but the signature "
+                f"declares {len(labels)} labels (indices 0 to {len(labels) - 1})"
+            ) from None
         if index_key is not None:
             columns[index_key] = indices
     return columns
 
 
-def _label_names(
-    name: str, labels: Sequence[str], indices: list[Any], values: np.ndarray
-) -> list[Any]:
-    """The declared label each index names; an index past the labels is the model's fault."""
-    flat: list[int] = indices if values.ndim == 1 else values.ravel().tolist()
-    if flat and (min(flat) < 0 or max(flat) >= len(labels)):
-        bad = next(i for i in flat if not 0 <= i < len(labels))
-        raise RuntimeFailure(
-            f"output '{name}' answered label index {bad}, but the signature declares "
-            f"{len(labels)} labels (indices 0 to {len(labels) - 1})"
-        )
-    names = [labels[i] for i in flat]
-    if values.ndim == 1:
-        return names
+def _shaped(labels: Mapping[int, str], values: np.ndarray) -> list[Any]:
+    """Label names in the shape of an output with more than one index a row."""
+    names = [labels[i] for i in values.ravel().tolist()]
     shaped: list[Any] = np.array(names, dtype=object).reshape(values.shape).tolist()
     return shaped
 
