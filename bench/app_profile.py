@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import payloads
@@ -112,11 +114,15 @@ async def profile(args: argparse.Namespace) -> None:
         await manager.start([args.ref])
         try:
             metadata = registry.resolve(args.ref)
-            for protocol in args.protocol:
-                for concurrency in args.concurrency:
-                    await _measure(app, PROTOCOLS[protocol](metadata), protocol, concurrency, args)
+            measured = [
+                await _measure(app, PROTOCOLS[protocol](metadata), protocol, concurrency, args)
+                for protocol in args.protocol
+                for concurrency in args.concurrency
+            ]
         finally:
             await manager.close()
+    if args.out:
+        Path(args.out).write_text(json.dumps(measured, indent=1))
 
 
 async def _measure(
@@ -125,10 +131,18 @@ async def _measure(
     protocol: str,
     concurrency: int,
     args: argparse.Namespace,
-) -> None:
+) -> dict[str, Any]:
+    """Time ``payload`` at ``concurrency``; print and return the fastest and median repeat."""
     driver = Driver(app, payload, concurrency)
     await driver.run(args.requests)  # warm-up
     times = [await driver.run(args.requests) for _ in range(args.repeats)]
+    figures = {
+        "protocol": protocol,
+        "concurrency": concurrency,
+        "min_us": round(min(times) * 1e6, 2),
+        "median_us": round(statistics.median(times) * 1e6, 2),
+        "status": {str(code): count for code, count in driver.status.items()},
+    }
     print(
         f"{protocol:9} concurrency {concurrency:3}: min {min(times) * 1e6:7.1f} µs/request, "
         f"median {statistics.median(times) * 1e6:7.1f} (of {args.repeats} × {args.requests}); "
@@ -143,6 +157,7 @@ async def _measure(
         name = f"{args.profile}.{protocol}.c{concurrency}" if _many(args) else args.profile
         recorder.dump_stats(name)
         print(f"  cProfile of {args.requests} requests written to {name}")
+    return figures
 
 
 def _many(args: argparse.Namespace) -> bool:
@@ -161,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="inference threads")
     parser.add_argument("--profile", help="write a cProfile of one more run to this file")
+    parser.add_argument("--out", help="write the figures as JSON to this file")
     uvloop.run(profile(parser.parse_args(argv)))
 
 

@@ -1,34 +1,54 @@
-"""Saturation of keel at an earlier commit and of the working tree, in alternating rounds.
+"""Saturation and in-process cost of keel at an earlier commit and of the working tree.
 
-    .venv/bin/python bench/before_after.py BEFORE_COMMIT [--rounds 5] [--registry DIR]
+    .venv/bin/python bench/before_after.py BEFORE_COMMIT [--rounds 6] [--registry DIR]
 
 A change to the request path must not cost throughput: this measures both sides in one
 run, on the same registry, the same load generator and the same pinned cores, a round
 of each in turn so that the shared machine's drift lands on both. The earlier commit
 runs from a copy of its ``src/`` (``git archive``) on the same virtual environment.
-Prints, per protocol, the median saturation of each side, their ratio per round and
-the median p99; writes the whole result as JSON with ``--out``.
+Two measurements, each in alternating rounds:
+
+- saturation over HTTP (``measure.saturation``): requests a second, p99 and the
+  server's CPU time a request, per protocol;
+- the application in-process (``app_profile.py``: routing, checks, batcher and model,
+  no sockets), microseconds a request at one request at a time and at 64, the
+  fastest of its repeats: the cost of the checks on the request path, with less of
+  the machine's noise than a network run.
+
+Writes ``bench/results/before-after/<date>.json`` and the "Before and after" section
+of docs/benchmarks.md (``--no-docs`` to leave the page alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import machine
 import measure
 import payloads
+import report
 from measure import Windows
-from models import SMALL, build_registry, model_files
-from servers import BENCH, start_keel
+from models import DIGITS, SMALL, build_registry, model_files
+from run import unused_results_path
+from servers import BENCH, SERVER_CORE, TASKSET, start_keel
 
 REPO = BENCH.parent
+PROTOCOLS = ("records", "v2-json", "v2-binary")
+IN_PROCESS_CONCURRENCY = (1, 64)
+# In-process, a model with integer features too: the checks the v2 API gained.
+IN_PROCESS_MODELS = (SMALL, DIGITS)
 
 
 def _source_at(commit: str, into: Path) -> Path:
@@ -49,8 +69,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--registry", type=Path)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--in-process-requests", type=int, default=2000)
+    parser.add_argument("--results", type=Path, default=BENCH / "results" / "before-after")
+    parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     args = parser.parse_args()
+    started = time.monotonic()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", args.before],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     windows = Windows(duration_s=args.seconds, warmup_s=1.0, repeats=1)
     with tempfile.TemporaryDirectory(prefix="keel-before-after-") as scratch_name:
         scratch = Path(scratch_name)
@@ -89,16 +119,83 @@ def main() -> None:
                         )
                 finally:
                     server.stop()
-    summary = {protocol: _summary(by_side) for protocol, by_side in runs.items()}
-    for protocol, figures in summary.items():
+        in_process: dict[str, dict[str, list[float]]] = {}
+        for round_ in range(args.rounds):
+            order = list(sides.items())
+            for side, env in order if round_ % 2 == 0 else order[::-1]:
+                for ref in IN_PROCESS_MODELS:
+                    for figures in _in_process(registry, ref, env, args, scratch / side):
+                        key = f"{ref} {figures['protocol']} c{figures['concurrency']}"
+                        runs_of = in_process.setdefault(key, {}).setdefault(side, [])
+                        runs_of.append(figures["min_us"])
+                        print(
+                            f"round {round_ + 1} {side:6} in-process {key:40} "
+                            f"{figures['min_us']:7.1f} µs a request",
+                            flush=True,
+                        )
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "command": f"python bench/before_after.py {args.before} --rounds {args.rounds} "
+        f"--seconds {args.seconds:g}",
+        "wall_s": round(time.monotonic() - started, 1),
+        "machine": machine.describe(REPO),
+        "before": commit,
+        "model": model.ref,
+        "rounds": args.rounds,
+        "saturation": {protocol: _summary(by_side) for protocol, by_side in runs.items()},
+        "in_process": {key: _in_process_summary(by_side) for key, by_side in in_process.items()},
+    }
+    for protocol, figures in results["saturation"].items():
         print(
             f"{protocol:10} before {figures['before']:9,.0f}  after {figures['after']:9,.0f} req/s"
             f"  after/before per round {figures['ratios']} (median {figures['ratio']})"
             f"  p99 µs {figures['p99_before']} -> {figures['p99_after']}"
             f"  server CPU µs a request {figures['cpu_before']} -> {figures['cpu_after']}"
         )
-    if args.out:
-        args.out.write_text(json.dumps({"before": args.before, "summary": summary}, indent=2))
+    for key, figures in results["in_process"].items():
+        print(
+            f"in-process {key:40} before {figures['before']:7.1f}  after {figures['after']:7.1f}"
+            f" µs a request  after/before per round {figures['ratios']} "
+            f"(median {figures['ratio']})"
+        )
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = unused_results_path(args.results, results["date"])
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"results: {out}")
+    if not args.no_docs:
+        page = args.docs.read_text()
+        args.docs.write_text(report.replace_before_after(page, results, out))
+        print(f"updated the before-and-after section of {args.docs}")
+
+
+def _in_process(
+    registry: Path, ref: str, env: dict[str, str], args: argparse.Namespace, scratch: Path
+) -> list[dict[str, Any]]:
+    """One run of app_profile.py on this side's source, on the server's core."""
+    scratch.mkdir(exist_ok=True)
+    out = scratch / "in-process.json"
+    argv = [TASKSET, "-c", str(SERVER_CORE), sys.executable, str(BENCH / "app_profile.py"),
+            ref, "--registry", str(registry), "--protocol", *PROTOCOLS,
+            "--concurrency", *map(str, IN_PROCESS_CONCURRENCY),
+            "--requests", str(args.in_process_requests), "--repeats", "5",
+            "--out", str(out)]  # fmt: skip
+    subprocess.run(argv, env={**os.environ, **env}, check=True, capture_output=True)
+    figures: list[dict[str, Any]] = json.loads(out.read_text())
+    return figures
+
+
+def _in_process_summary(by_side: dict[str, list[float]]) -> dict[str, Any]:
+    """Each side's median over rounds of its fastest repeat, and the per-round ratios."""
+    before, after = by_side["before"], by_side["after"]
+    ratios = [round(a / b, 3) for a, b in zip(after, before, strict=True)]
+    return {
+        "before": round(statistics.median(before), 2),
+        "after": round(statistics.median(after), 2),
+        "before_runs": before,
+        "after_runs": after,
+        "ratios": ratios,
+        "ratio": round(statistics.median(ratios), 3),
+    }
 
 
 def _summary(by_side: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -118,4 +215,4 @@ def _summary(by_side: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

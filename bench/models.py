@@ -14,6 +14,8 @@ SMALL = "breast-cancer@production"
 """Logistic regression on 30 features: the model costs microseconds, serving is everything."""
 SMALL_CANDIDATE = "breast-cancer@candidate"
 """Gradient boosting, 100 trees of depth 2: still microseconds."""
+DIGITS = "digits-mlp@production"
+"""A small numpy-mlp on 64 integer pixels (0-16): every feature has a type and bounds to check."""
 WIDE = "digits-wide-mlp@production"
 """``keel.examples.digits_wide_mlp``: compute-bound, a millisecond or more per single-row call."""
 

@@ -7,11 +7,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from measure import ratio_of_rounds
+from measure import SATURATION_CONNECTIONS, ratio_of_rounds
 from models import SMALL, WIDE
 from targets import MIB, memory_figures
 
 REPO = Path(__file__).resolve().parent.parent
+BEFORE_AFTER = REPO / "bench" / "results" / "before-after"
+# bench/before_after.py rewrites only what lies between these, and render() keeps it.
+BEFORE_AFTER_BEGIN = "<!-- before-after:begin -->"
+BEFORE_AFTER_END = "<!-- before-after:end -->"
 
 HTTP_ROWS = (
     ("stack-bare records", "uvicorn, bare ASGI app, fixed answer", "(no parsing)"),
@@ -35,6 +39,7 @@ def render(results: dict[str, Any], results_path: str) -> str:
         _method(results),
         _floor(results),
         _http(results),
+        _before_after_latest(),
         _batching(results),
         _startup(results),
         _memory(results),
@@ -105,6 +110,16 @@ make setup                               # the locked environment in .venv
 .venv/bin/python bench/naive_server.py --model model.onnx --features features.json --port 8081
 taskset -c 0 .venv/bin/python bench/inprocess.py --registry DIR breast-cancer@production
 .venv/bin/python bench/shadow_isolation.py --registry DIR          # shadow mode alone
+```
+
+"Before and after" comes from its own command, which rewrites only that section. The
+earlier commit runs on this environment, so give it a registry it can read: one that
+commit published.
+
+```sh
+git worktree add /tmp/keel-be3ea25 be3ea25
+PYTHONPATH=/tmp/keel-be3ea25/src .venv/bin/python -m keel demo --no-serve --registry /tmp/reg
+.venv/bin/python bench/before_after.py be3ea25 --rounds 8 --registry /tmp/reg
 ```"""
 
 
@@ -261,6 +276,112 @@ def _http(results: dict[str, Any]) -> str:
             "requests after they were due (already included in the latencies).",
             "",
             *_table(latency_columns, latency_rows),
+        ]
+    )
+
+
+def replace_before_after(page: str, results: dict[str, Any], path: Path) -> str:
+    """``page`` with its before-and-after section rendered from ``results`` (kept at ``path``)."""
+    begin, end = page.find(BEFORE_AFTER_BEGIN), page.find(BEFORE_AFTER_END)
+    if begin < 0 or end < begin:
+        raise ValueError(
+            f"the page has no {BEFORE_AFTER_BEGIN} ... {BEFORE_AFTER_END} section; "
+            "regenerate it with bench/run.py first"
+        )
+    section = _before_after(results, str(path.resolve().relative_to(REPO)))
+    return page[:begin] + section + page[end + len(BEFORE_AFTER_END) :]
+
+
+def _before_after_latest() -> str:
+    """The newest bench/before_after.py run, between its markers (empty markers if none)."""
+    runs = sorted(BEFORE_AFTER.glob("*.json"), key=_run_order)
+    if not runs:
+        return f"{BEFORE_AFTER_BEGIN}\n{BEFORE_AFTER_END}"
+    latest = runs[-1]
+    return _before_after(json.loads(latest.read_text()), str(latest.relative_to(REPO)))
+
+
+def _run_order(path: Path) -> tuple[str, int]:
+    # "2026-12-06.json" is that day's first run, "2026-12-06-2.json" its second.
+    day, count = path.stem[:10], path.stem[11:]
+    return day, int(count or 1)
+
+
+def _before_after(results: dict[str, Any], results_path: str) -> str:
+    m = results["machine"]
+    dirty = " with uncommitted changes under src/" if m["git_dirty"] else ""
+    saturation_rows = [
+        [
+            protocol,
+            f"{figures['before']:,.0f}",
+            f"{figures['after']:,.0f}",
+            f"**{figures['ratio']:.2f}x**",
+            ", ".join(f"{ratio:.2f}" for ratio in figures["ratios"]),
+            f"{_us(figures['p99_before'])} → {_us(figures['p99_after'])}",
+            f"{figures['cpu_before']:.1f} → {figures['cpu_after']:.1f}",
+        ]
+        for protocol, figures in results["saturation"].items()
+    ]
+    in_process_rows = [
+        [
+            *key.split(" ", 1)[0:1],
+            *key.split(" ", 1)[1].rsplit(" c", 1),
+            f"{figures['before']:.1f}",
+            f"{figures['after']:.1f}",
+            f"**{figures['ratio']:.2f}x**",
+            ", ".join(f"{ratio:.2f}" for ratio in figures["ratios"]),
+        ]
+        for key, figures in results["in_process"].items()
+    ]
+    saturation = _table(
+        [
+            ("protocol", "l"),
+            ("before, req/s", "r"),
+            ("after, req/s", "r"),
+            ("after / before", "r"),
+            ("each round", "l"),
+            ("p99 µs", "r"),
+            ("server CPU µs a request", "r"),
+        ],
+        saturation_rows,
+    )
+    in_process = _table(
+        [
+            ("model", "l"),
+            ("protocol", "l"),
+            ("requests at a time", "r"),
+            ("before, µs a request", "r"),
+            ("after, µs a request", "r"),
+            ("after / before", "r"),
+            ("each round", "l"),
+        ],
+        in_process_rows,
+    )
+    return "\n".join(
+        [
+            BEFORE_AFTER_BEGIN,
+            "## Before and after: the request path at an earlier commit",
+            "",
+            f"Measured on {results['date']} by `{results['command']}` "
+            f"({results['wall_s'] / 60:.1f} minutes), from [`{results_path}`](../{results_path}):",
+            f"keel at `{results['before']}` against commit `{m['git_commit']}`{dirty}, in "
+            f"{results['rounds']} rounds that alternate which side goes first, on the same",
+            "registry, load generator and pinned cores. A ratio is taken within each round and",
+            "the median of the rounds' ratios is the figure compared, since the machine's own",
+            "speed drifts between rounds (see [Noise](#noise)).",
+            "",
+            f"Saturation over HTTP, {results['model']}, {SATURATION_CONNECTIONS} connections in "
+            "a closed loop; higher is better:",
+            "",
+            *saturation,
+            "",
+            "The application in-process (`bench/app_profile.py`: routing, the signature's",
+            "checks, the batcher and the model, no sockets), the fastest of 5 repeats in each",
+            "round; digits-mlp's 64 integer pixels carry the type and bound checks the v2 API",
+            "gained. Lower is better:",
+            "",
+            *in_process,
+            BEFORE_AFTER_END,
         ]
     )
 

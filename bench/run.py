@@ -68,7 +68,7 @@ def main() -> None:
     results["wall_s"] = round(time.perf_counter() - started, 1)
     results["targets"] = targets.evaluate(results)
     args.results.mkdir(parents=True, exist_ok=True)
-    out = _unused_results_path(args.results, results["date"] + ("-quick" if args.quick else ""))
+    out = unused_results_path(args.results, results["date"] + ("-quick" if args.quick else ""))
     out.write_text(json.dumps(results, indent=1) + "\n")
     _say(f"wrote {_shown(out)}")
     if not args.no_docs:
@@ -80,7 +80,7 @@ def main() -> None:
         )
 
 
-def _unused_results_path(directory: Path, name: str) -> Path:
+def unused_results_path(directory: Path, name: str) -> Path:
     """``name.json``, or ``name-2.json`` and on when an earlier run that day is kept there."""
     out = directory / f"{name}.json"
     if name.endswith("-quick"):

@@ -266,7 +266,9 @@ def test_a_body_of_one_byte_chunks_costs_about_its_size(
 @pytest.mark.parametrize(
     "path", [PREDICT, "/v2/models/breast-cancer/infer", "/v2/models/nosuch/infer", "/nowhere"]
 )
-def test_head_is_answered_without_a_body_on_every_path(server: ServerProcess, path: str) -> None:
+def test_head_is_answered_without_a_body_on_every_path(
+    server: ServerProcess, path: str, figures: Figures
+) -> None:
     with _connect(server) as sock:
         sock.sendall(
             f"HEAD {path} HTTP/1.1\r\nHost: k\r\n\r\n"
@@ -277,9 +279,12 @@ def test_head_is_answered_without_a_body_on_every_path(server: ServerProcess, pa
     assert head.split(b" ")[1] in (b"404", b"405"), head
     # The next bytes on the connection are the next answer, whatever HEAD's length said.
     assert rest.startswith(b"HTTP/1.1 200 "), rest[:200]
+    figures.add(SECTION, "HEAD, then GET on the same connection", paths_without_a_body=1)
 
 
-def test_a_malformed_chunk_size_is_answered_400_within_a_second(server: ServerProcess) -> None:
+def test_a_malformed_chunk_size_is_answered_400_within_a_second(
+    server: ServerProcess, figures: Figures
+) -> None:
     with _watcher(server).watching(), _connect(server) as sock:
         started = time.monotonic()
         sock.sendall(
@@ -291,6 +296,7 @@ def test_a_malformed_chunk_size_is_answered_400_within_a_second(server: ServerPr
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert b"chunk size" in answer
     assert took < 1.0
+    figures.add(SECTION, "a malformed chunk size", answered_400_after_ms=round(took * 1000))
 
 
 def _trickle(sock: socket.socket, data: bytes, every_s: float, limit_s: float) -> float:
@@ -341,7 +347,9 @@ def test_a_body_slower_than_the_minimum_rate_is_cut_off(
     figures.add(SECTION, "body at 5 bytes a second", cut_after_ms=round(took * 1000))
 
 
-def test_curl_http2_upgrade_post_is_served_as_http_1_1(server: ServerProcess) -> None:
+def test_curl_http2_upgrade_post_is_served_as_http_1_1(
+    server: ServerProcess, figures: Figures
+) -> None:
     body = json.dumps({"instances": [_record(server, "breast-cancer")]})
     curl = shutil.which("curl")
     assert curl is not None, "curl is installed by scripts/install-system-deps"
@@ -352,6 +360,7 @@ def test_curl_http2_upgrade_post_is_served_as_http_1_1(server: ServerProcess) ->
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "predictions" in json.loads(result.stdout), result.stdout
+    figures.add(SECTION, "curl --http2 (Upgrade: h2c) POST", answered_as_http_1_1=1)
 
 
 def _limit_files() -> None:
