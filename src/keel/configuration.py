@@ -8,6 +8,7 @@ setting instead of leaving a default silently in force.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
@@ -17,7 +18,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from keel.errors import InvalidConfig
 from keel.settings import Settings
@@ -80,6 +86,71 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return Settings.model_validate(_with_file(config_file)().model_dump())
     except ValidationError as exc:
         raise InvalidConfig(f"invalid settings: {_located(exc, environ, config_file)}") from None
+    except SettingsError as exc:
+        # pydantic-settings reads a list or table setting's variable as JSON, and says
+        # only which field it was reading when the JSON is not valid.
+        problems = not_json_environment(environ) or [str(exc)]
+        raise InvalidConfig("invalid settings: " + "; ".join(problems)) from None
+
+
+def not_json_environment(environ: Mapping[str, str]) -> list[str]:
+    """A problem for each ``KEEL_`` variable of a list or table setting that is not JSON.
+
+    ``KEEL_MODELS=churn@production`` is such a mistake: a list is written as JSON,
+    ``KEEL_MODELS='["churn@production"]'``.
+    """
+    problems = []
+    for variable, value in environ.items():
+        name = variable.upper()
+        if not name.startswith(ENV_PREFIX) or _SERVICE_LINK.fullmatch(name):
+            continue
+        shape = _structured_shape(name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER))
+        if shape is None:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            kind, example = shape
+            if name == "KEEL_MODELS":
+                example = '["churn@production"]'
+            problems.append(
+                f"environment variable {variable} is not valid JSON: its setting is a {kind}, "
+                f"written as JSON, e.g. {variable}='{example}'"
+            )
+    return problems
+
+
+def _structured_shape(parts: list[str]) -> tuple[str, str] | None:
+    """What a list or table setting named ``KEEL_A__B`` (as ``[a, b]``) is, with an example."""
+    model: type[BaseModel] = Settings
+    index = 0
+    while index < len(parts):
+        field = model.model_fields.get(parts[index])
+        if field is None:
+            return None
+        table = _table_of(field.annotation)
+        entries = _tables_in(field.annotation, dict)
+        remaining = len(parts) - 1 - index
+        if table is not None:
+            if remaining == 0:
+                return "table", '{"KEY": VALUE}'
+            model, index = table, index + 1
+        elif entries is not None:
+            if remaining == 0:
+                return "table of tables", '{"NAME": {"KEY": VALUE}}'
+            if remaining == 1:  # one entry of the mapping, itself a table
+                return "table", '{"KEY": VALUE}'
+            model, index = entries, index + 2
+        elif remaining == 0:
+            origin = typing.get_origin(field.annotation)
+            if _tables_in(field.annotation, list) is not None:
+                return "list of tables", '[{"KEY": VALUE}]'
+            if origin in (list, tuple, set, frozenset):
+                return "list", '["A", "B"]'
+            return ("table", '{"KEY": VALUE}') if origin is dict else None
+        else:
+            return None
+    return None
 
 
 def _read(config_file: Path) -> dict[str, object]:

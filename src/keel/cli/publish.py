@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from keel.cli.context import RegistryOption, byte_progress, console, open_registry, settings_for
-from keel.errors import KeelError
+from keel.errors import InvalidConfig, KeelError
 from keel.publishing import publish as publish_model
 from keel.records import read_records
 from keel.signature import Signature
@@ -65,6 +65,10 @@ def publish(
 ) -> None:
     """Publish a model file with its signature, environment, reference stats and golden set."""
     settings = settings_for(registry)
+    _must_exist(
+        ("model file", artifact), ("--signature", signature),
+        ("--reference", reference), ("--golden", golden),
+    )  # fmt: skip
     sig = Signature.from_file(signature)
     with byte_progress(f"storing {artifact.name}", _size(artifact)) as progress:
         meta = publish_model(
@@ -86,6 +90,15 @@ def publish(
         )
     where = f" as {alias}" if alias else ""
     console.print(f"published {meta.ref}{where}")
+
+
+def _must_exist(*given: tuple[str, Path | None]) -> None:
+    """Refuse, as a wrong argument, every path given that names nothing, all at once."""
+    missing = [
+        f"{what} {path} does not exist" for what, path in given if path and not path.exists()
+    ]
+    if missing:
+        raise InvalidConfig("; ".join(missing))
 
 
 def _size(path: Path) -> int:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from pydantic import ValidationError
 
 from keel.cli.context import RegistryOption, open_registry, settings_for
 from keel.configuration import describe_errors
-from keel.errors import InvalidConfig, KeelError
+from keel.errors import InvalidConfig
 from keel.logstore.opening import check_log_store_url
 from keel.registry import parse_ref
+from keel.serving.inference_paths import match
 from keel.settings import ServerSettings, Settings, ShadowSettings, ShadowTarget
 
 
@@ -84,7 +86,10 @@ def serve(
         settings = with_server(settings, overrides)
     models = [*settings.models, *(refs or [])]
     if not models:
-        raise KeelError("name at least one model to serve, e.g. keel serve churn@production")
+        raise InvalidConfig(
+            "name at least one model to serve, e.g. keel serve churn@production "
+            "(or models = [...] in --config, or KEEL_MODELS)"
+        )
     served = sorted({parse_ref(ref).name for ref in models})
     settings = with_shadow(settings, served, shadow or [], shadow_url or [], log_store)
     # A folder that is not there yet is retried (a volume mounted late), not refused.
@@ -112,24 +117,33 @@ def with_shadow(
 ) -> Settings:
     """``settings`` with the command line's shadow candidates and log store added."""
     targets = list(settings.shadow.targets)
-    for ref in candidates:
-        targets.append(ShadowTarget(model=parse_ref(ref).name, candidate=ref))
-    for given in urls:
-        model, _, url = given.partition("=") if "=" in given.split("://")[0] else ("", "", given)
-        if not model:
-            if len(served) != 1:
-                raise KeelError(
-                    f"--shadow-url {given}: several models are served ({', '.join(served)}); "
-                    "say which one with MODEL=URL"
-                )
-            model = served[0]
-        targets.append(ShadowTarget(model=model, url=url))
+    try:
+        for ref in candidates:
+            targets.append(ShadowTarget(model=parse_ref(ref).name, candidate=ref))
+        for given in urls:
+            model, _, url = (
+                given.partition("=") if "=" in given.split("://")[0] else ("", "", given)
+            )
+            if not model:
+                if len(served) != 1:
+                    raise InvalidConfig(
+                        f"--shadow-url {given}: several models are served ({', '.join(served)}); "
+                        "say which one with MODEL=URL"
+                    )
+                model = served[0]
+            if not url:
+                raise InvalidConfig(f"--shadow-url {given!r} names no URL: {SHADOW_URL_FORM}")
+            targets.append(ShadowTarget(model=model, url=url))
+    except ValidationError as exc:
+        raise InvalidConfig(f"shadow settings are invalid: {describe_errors(exc)}") from None
     for target in targets:
         if target.model not in served:
-            raise KeelError(
+            raise InvalidConfig(
                 f"shadow candidate for '{target.model}': that model is not served "
                 f"(served: {', '.join(served)})"
             )
+        if target.url:
+            check_shadow_url(target.url)
     update: dict[str, object] = {}
     if targets:
         update["targets"] = targets
@@ -143,3 +157,22 @@ def with_shadow(
     except ValidationError as exc:
         raise InvalidConfig(f"shadow settings are invalid: {describe_errors(exc)}") from None
     return settings.model_copy(update={"shadow": shadow})
+
+
+SHADOW_URL_FORM = "write [MODEL=]http://HOST:PORT/v2/models/NAME[/versions/VERSION]"
+
+
+def check_shadow_url(url: str) -> None:
+    """Refuse a remote candidate's URL the mirror could not call, before anything loads.
+
+    The model's base URL is wanted, as in the server's model metadata; the mirror
+    adds ``/infer`` itself.
+    """
+    parts = urlsplit(url.rstrip("/"))
+    route = match(f"{parts.path}/infer")
+    if parts.scheme in ("http", "https") and parts.netloc and route and route[0] == "v2_infer":
+        return
+    hint = ""
+    if parts.path.rstrip("/").endswith("/infer"):
+        hint = f" (leave out /infer: {url.rstrip('/').removesuffix('/infer')})"
+    raise InvalidConfig(f"shadow URL {url!r} is not a v2 model's URL{hint}; {SHADOW_URL_FORM}")
