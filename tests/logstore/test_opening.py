@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from logstore_support import make_record
 
-from keel.errors import KeelError
+from keel.errors import InvalidConfig, KeelError
 from keel.logstore import SQLiteStore, check_log_store_url, open_log_store
 from keel.logstore.opening import redacted_url
 from keel.logstore.postgres_store import PostgresStore
@@ -49,9 +49,10 @@ def test_postgres_urls_open_a_postgres_store_without_connecting(scheme: str) -> 
     ["mysql://keel:secret@db/log", "predictions.sqlite", "sqlite:predictions.sqlite"],
 )
 def test_other_schemes_are_refused_naming_the_url_and_what_is_accepted(url: str) -> None:
-    with pytest.raises(KeelError, match="not supported; accepted: sqlite:///") as raised:
+    with pytest.raises(InvalidConfig, match="not supported; accepted: sqlite:///") as raised:
         open_log_store(url)
-    with pytest.raises(KeelError):
+    # A wrong setting or flag: the CLI exits 2, as for any other.
+    with pytest.raises(InvalidConfig):
         check_log_store_url(url)
     assert "secret" not in str(raised.value)
 

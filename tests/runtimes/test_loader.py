@@ -69,6 +69,11 @@ def test_onnx_and_safetensors_are_told_apart_by_content(
     assert runtime.format == "safetensors"
 
 
+def test_a_path_given_as_a_string_loads_too(breast_cancer_onnx: Path) -> None:
+    # keel.load_runtime is public API: a user passes "model.onnx" as often as a Path.
+    assert load_runtime(str(breast_cancer_onnx)).format == "onnx"
+
+
 def test_missing_file_is_a_runtime_failure(tmp_path: Path) -> None:
     with pytest.raises(RuntimeFailure, match="cannot read model file"):
         load_runtime(tmp_path / "nothing.onnx")

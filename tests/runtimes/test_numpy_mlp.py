@@ -163,9 +163,9 @@ def test_weights_that_do_not_form_an_mlp_are_refused_at_build(
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"output": "softmax"}, "'activation' must be one of \\['relu', 'tanh'\\], got None"),
+        ({"output": "softmax"}, "'activation' is required: one of \\['relu', 'tanh'\\]"),
         ({"activation": "gelu", "output": "softmax"}, "got 'gelu'"),
-        ({"activation": "relu"}, "'output' must be one of \\['softmax', 'identity'\\]"),
+        ({"activation": "relu"}, "'output' is required: one of \\['softmax', 'identity'\\]"),
         (SOFTMAX | {"input_name": ""}, "'input_name' must be a non-empty string"),
         (SOFTMAX | {"input_name": 3}, "'input_name' must be a non-empty string"),
         (SOFTMAX | {"activaton": "relu"}, "unknown config key\\(s\\) \\['activaton'\\]"),
@@ -177,7 +177,7 @@ def test_bad_config_is_refused_at_build(config: dict[str, object], message: str)
 
 
 def test_a_bad_config_is_refused_naming_numpy_mlp() -> None:
-    with pytest.raises(RuntimeFailure, match=r"^numpy-mlp: config 'output' must be one of"):
+    with pytest.raises(RuntimeFailure, match=r"^numpy-mlp: config 'output' is required"):
         NUMPY_MLP.build(mlp_weights(3, 2), {"activation": "relu"})
 
 

@@ -87,7 +87,9 @@ def test_predict_after_close_fails_clearly(runtime: Runtime) -> None:
 
 
 def test_a_forward_is_required(model_path: Path) -> None:
-    with pytest.raises(RuntimeFailure, match=r"need a forward implementation.*numpy-mlp"):
+    with pytest.raises(
+        RuntimeFailure, match=r"need a forward implementation: name one with --forward NAME.*mlp"
+    ):
         load_runtime(model_path)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from keel.errors import KeelError
+from keel.errors import InvalidConfig
 from keel.logstore.sqlite_store import SQLiteStore
 from keel.logstore.store import LogStore
 
@@ -32,7 +32,10 @@ def open_log_store(url: str) -> LogStore:
 
 
 def check_log_store_url(url: str) -> None:
-    """Raise ``KeelError`` unless ``open_log_store`` can open ``url``; connects to nothing."""
+    """Raise ``KeelError`` (InvalidConfig for a URL of the wrong form) unless ``url`` opens.
+
+    Connects to nothing.
+    """
     # Stores connect on first use, so opening one and closing it unused checks the URL
     # (and that psycopg is installed) without touching the file or the server.
     open_log_store(url).close()
@@ -44,14 +47,14 @@ def _parse(url: str) -> tuple[Literal["sqlite", "postgresql"], str]:
     if separator and scheme == "sqlite":
         # The third slash ends an (empty) host; the path follows it.
         if not rest.startswith("/") or rest == "/":
-            raise KeelError(
+            raise InvalidConfig(
                 f"prediction log URL '{redacted_url(url)}' has no file path: write "
                 "sqlite:///relative/path or sqlite:////absolute/path"
             )
         return "sqlite", unquote(rest[1:])
     if separator and scheme in ("postgresql", "postgres"):
         return "postgresql", f"{scheme}://{rest}"  # libpq knows the scheme in lower case only
-    raise KeelError(
+    raise InvalidConfig(
         f"prediction log URL '{redacted_url(url)}' is not supported; accepted: {ACCEPTED}"
     )
 

@@ -57,6 +57,8 @@ def _choice(forward: str, config: Mapping[str, object], key: str, choices: tuple
     for choice in choices:
         if value == choice:
             return choice
+    if value is None:
+        raise RuntimeFailure(f"{forward}: config '{key}' is required: one of {list(choices)}")
     raise RuntimeFailure(f"{forward}: config '{key}' must be one of {list(choices)}, got {value!r}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from keel.settings import RuntimeSettings
 
 
 def load_runtime(
-    path: Path,
+    path: str | os.PathLike[str],
     *,
     settings: RuntimeSettings | None = None,
     forward: str | None = None,
@@ -29,6 +30,7 @@ def load_runtime(
     ``keel.runtimes.forwards``) and ``forward_config`` configures it; ONNX models carry
     their own graph and take neither.
     """
+    path = Path(path)
     # Sniffing comes first so a pickle is refused before any parser sees the file.
     model_format = sniff_format(path)
     if model_format == ONNX:
@@ -42,8 +44,8 @@ def load_runtime(
         return OnnxRuntime(path, settings or RuntimeSettings())
     if forward is None:
         raise RuntimeFailure(
-            f"{path} holds safetensors weights, which need a forward implementation: pass "
-            f"forward=... (known: {', '.join(known_forwards())})"
+            f"{path} holds safetensors weights, which need a forward implementation: name one "
+            f"with --forward NAME (forward=NAME in Python); known: {', '.join(known_forwards())}"
         )
     header = check_safetensors_header(path)
     implementation = resolve_forward(forward)

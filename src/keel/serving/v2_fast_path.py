@@ -35,6 +35,7 @@ from keel.serving.protocols import V2_DATATYPES, InferInput, InferRequest, datat
 from keel.serving.protocols.v2 import (
     FLOAT_LIMITS,
     JSON_ELEMENT_TYPES,
+    REQUEST_KEYS,
     RequestedOutput,
     requested_outputs,
 )
@@ -42,9 +43,7 @@ from keel.serving.tensor_contract import TensorContract
 from keel.signature.fast_records import PYTHON_ROWS, Bounds, bound_groups, rows_within
 from keel.signature.tensors import NumericRules
 
-# Keys the general parser reads; any other (an extension keel does not know)
-# sends the request there, which ignores it.
-_REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
+# A request with any other key goes to the general parser, which refuses it.
 _JSON_INPUT_KEYS = frozenset({"name", "datatype", "shape", "data"})
 _BINARY_INPUT_KEYS = frozenset({"name", "datatype", "shape", "parameters"})
 _INTEGER = frozenset({int})
@@ -155,7 +154,7 @@ class V2FastPath:
             document = orjson.loads(body if end == len(body) else memoryview(body)[:end])
         except orjson.JSONDecodeError:
             return None
-        if type(document) is not dict or not _REQUEST_KEYS.issuperset(document):
+        if type(document) is not dict or not REQUEST_KEYS.issuperset(document):
             return None
         request_id = document.get("id")
         raw_inputs = document.get("inputs")

@@ -209,8 +209,36 @@ def test_decoded_arrays_are_read_only(binary: bool) -> None:
         tensor.data[0, 0] = 1
 
 
-def test_unknown_keys_are_ignored() -> None:
-    document = {"inputs": [_input(extra={"a": 1})], "future_field": [1, 2], "id": "i"}
+@pytest.mark.parametrize(
+    ("document", "match"),
+    [
+        (
+            {"inputs": [_input()], "outputz": [{"name": "y"}]},
+            r"the request: unknown key 'outputz' \(did you mean 'outputs'\?\); known: id, "
+            r"inputs, outputs, parameters",
+        ),
+        (
+            {"inputs": [_input(paramters={"binary_data_size": 8})]},
+            r"input 'x': unknown key 'paramters' \(did you mean 'parameters'\?\)",
+        ),
+        ({"inputs": [_input(foo=1)]}, r"input 'x': unknown key 'foo'; known: data, datatype"),
+        (
+            {"inputs": [_input()], "outputs": [{"name": "y", "binary_data": True}]},
+            r"output 'y': unknown key 'binary_data'; known: name, parameters",
+        ),
+    ],
+    ids=["top-level", "in-an-input", "unlike-any", "in-an-output"],
+)
+def test_a_key_the_protocol_does_not_define_is_refused_naming_it(
+    document: dict[str, Any], match: str
+) -> None:
+    # Ignored, a misspelt key would be a request that asked for nothing (every output,
+    # JSON instead of binary) answered 200.
+    _refused(document, match=match)
+
+
+def test_unknown_parameters_are_left_to_the_extensions_that_define_them() -> None:
+    document = {"inputs": [_input(parameters={"a": 1})], "parameters": {"future": [1]}}
 
     request = parse_infer_request(orjson.dumps(document))
 

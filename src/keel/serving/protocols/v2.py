@@ -5,10 +5,11 @@ the ``Inference-Header-Content-Length`` header in and sends what comes back.
 
 Where the spec is silent, keel decides:
 
-- Unknown keys (top level, in an input, in a requested output) are ignored, so
-  that extensions keel does not implement do not break clients; the keys it
-  knows are checked strictly. A known optional key whose value is ``null``
-  counts as absent.
+- A key the protocol does not define (top level, in an input, in a requested
+  output) is refused, naming it: ``outputz`` or a misspelt ``parameters`` must
+  not pass as a request that asked for nothing. Extensions carry their settings
+  in ``parameters``, whose unknown entries are ignored. A known optional key
+  whose value is ``null`` counts as absent.
 - ``data`` may be flat or nested row-major lists; nested lists must match the
   shape exactly at every depth.
 - JSON element types are strict: BOOL takes only true/false, integer types only
@@ -30,6 +31,7 @@ Where the spec is silent, keel decides:
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from itertools import chain
@@ -53,6 +55,10 @@ from keel.signature.rules import shown
 # Far above any real request; checked before anything is allocated so that a
 # shape like [2**40, 2**40] costs nothing.
 MAX_ELEMENTS = 2**31
+# The keys the protocol defines: of a request, of an input tensor, of a requested output.
+REQUEST_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
+INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+OUTPUT_KEYS = frozenset({"name", "parameters"})
 # numpy's own limit on the number of dimensions.
 _MAX_DIMS = 64
 
@@ -134,6 +140,7 @@ def parse_infer_request(body: bytes, json_length: int | None = None) -> InferReq
     document = _load_json(body, header_end)
     if not isinstance(document, dict):
         raise ProtocolError("the request must be a JSON object")
+    refuse_unknown_keys(document, REQUEST_KEYS, "the request")
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("'id' must be a string")
@@ -263,6 +270,22 @@ def _optional_bool(parameters: Mapping[str, Any], key: str, where: str) -> bool 
     return value
 
 
+def refuse_unknown_keys(raw: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    """Raise ProtocolError naming each key of ``raw`` the protocol does not define there."""
+    unknown = sorted(key for key in raw if key not in known)
+    if not unknown:
+        return
+    guesses = [
+        f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+        for key in unknown
+        for close in [difflib.get_close_matches(key, known, n=1)]
+    ]
+    raise ProtocolError(
+        f"{where}: unknown key {', '.join(guesses)}; known: {', '.join(sorted(known))} "
+        "(an extension's settings go in 'parameters')"
+    )
+
+
 def _name(raw: Mapping[str, Any], where: str) -> str:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
@@ -276,6 +299,7 @@ def _parse_input(raw: object, position: int, body: bytes, offset: int) -> tuple[
         raise ProtocolError(f"inputs[{position}] must be an object")
     name = _name(raw, f"inputs[{position}]")
     where = f"input {name!r}"
+    refuse_unknown_keys(raw, INPUT_KEYS, where)
     datatype = raw.get("datatype")
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise ProtocolError(
@@ -402,7 +426,7 @@ def requested_outputs(raw: object) -> tuple[RequestedOutput, ...] | None:
 
 def _requested_output(entry: object, names: set[str]) -> RequestedOutput | None:
     """A well-formed requested output, or None; the errors are ``_refuse_output``'s to name."""
-    if type(entry) is not dict:
+    if type(entry) is not dict or not entry.keys() <= OUTPUT_KEYS:
         return None
     name = entry.get("name")
     parameters = entry.get("parameters")
@@ -426,6 +450,7 @@ def _refuse_output(position: int, entry: object, names: set[str]) -> None:
     if name in names:
         raise ProtocolError(f"output {name!r} is requested more than once")
     where = f"output {name!r}"
+    refuse_unknown_keys(entry, OUTPUT_KEYS, where)
     parameters = _parameters(entry.get("parameters"), where)
     _optional_bool(parameters, "binary_data", f"{where} parameter")
     raise AssertionError(f"outputs[{position}] was refused but breaks no rule")
