@@ -13,7 +13,9 @@ Two measurements, each in alternating rounds:
 - the application in-process (``app_profile.py``: routing, checks, batcher and model,
   no sockets), microseconds a request at one request at a time and at 64, the
   fastest of its repeats: the cost of the checks on the request path, with less of
-  the machine's noise than a network run.
+  the machine's noise than a network run;
+- the whole server's CPU instructions a request, under valgrind (``instructions.py``),
+  once a side: a count no other tenant of the machine can move.
 
 Writes ``bench/results/before-after/<date>.json`` and the "Before and after" section
 of docs/benchmarks.md (``--no-docs`` to leave the page alone).
@@ -39,6 +41,7 @@ import machine
 import measure
 import payloads
 import report
+from instructions import instructions_per_request
 from measure import Windows
 from models import DIGITS, SMALL, build_registry, model_files
 from run import unused_results_path
@@ -70,6 +73,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--registry", type=Path)
     parser.add_argument("--in-process-requests", type=int, default=2000)
+    parser.add_argument(
+        "--instruction-requests", type=int, default=1000, help="0: no valgrind count"
+    )
     parser.add_argument("--results", type=Path, default=BENCH / "results" / "before-after")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
@@ -133,6 +139,15 @@ def main() -> None:
                             f"{figures['min_us']:7.1f} µs a request",
                             flush=True,
                         )
+        instructions: dict[str, dict[str, float]] = {}
+        for side, env in sides.items() if args.instruction_requests else ():
+            counts = instructions_per_request(
+                registry, model.ref, bodies, env, scratch / f"{side}-valgrind",
+                args.instruction_requests,
+            )  # fmt: skip
+            for protocol, count in counts.items():
+                instructions.setdefault(protocol, {})[side] = count
+                print(f"{side:6} {protocol:10} {count:,} instructions a request", flush=True)
     results = {
         "date": datetime.date.today().isoformat(),
         "command": f"python bench/before_after.py {args.before} --rounds {args.rounds} "
@@ -144,6 +159,11 @@ def main() -> None:
         "rounds": args.rounds,
         "saturation": {protocol: _summary(by_side) for protocol, by_side in runs.items()},
         "in_process": {key: _in_process_summary(by_side) for key, by_side in in_process.items()},
+        "instructions": {
+            protocol: {**counts, "ratio": round(counts["after"] / counts["before"], 3)}
+            for protocol, counts in instructions.items()
+        },
+        "instruction_requests": args.instruction_requests,
     }
     for protocol, figures in results["saturation"].items():
         print(

@@ -357,6 +357,37 @@ def _before_after(results: dict[str, Any], results_path: str) -> str:
         ],
         in_process_rows,
     )
+    instruction_rows = [
+        [
+            protocol,
+            f"{counts['before']:,.0f}",
+            f"{counts['after']:,.0f}",
+            f"**{counts['ratio']:.2f}x**",
+        ]
+        for protocol, counts in results.get("instructions", {}).items()
+    ]
+    instructions = (
+        [
+            "",
+            "CPU instructions a request, the whole server under valgrind",
+            f"(`bench/instructions.py`), one request at a time on one connection, "
+            f"{results['instruction_requests']:,} after a",
+            "warm-up: a count the machine's other tenants cannot move, though it leaves out",
+            "cache misses and time in the kernel. Lower is better:",
+            "",
+            *_table(
+                [
+                    ("protocol", "l"),
+                    ("before", "r"),
+                    ("after", "r"),
+                    ("after / before", "r"),
+                ],
+                instruction_rows,
+            ),
+        ]
+        if instruction_rows
+        else []
+    )
     return "\n".join(
         [
             BEFORE_AFTER_BEGIN,
@@ -381,6 +412,7 @@ def _before_after(results: dict[str, Any], results_path: str) -> str:
             "gained. Lower is better:",
             "",
             *in_process,
+            *instructions,
             BEFORE_AFTER_END,
         ]
     )

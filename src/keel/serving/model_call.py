@@ -2,8 +2,9 @@
 
 The records API and the Open Inference Protocol differ only in how they read a
 request and write an answer; between the two, every request takes this path:
-the version's batcher, the check that the outputs can be a prediction at all,
-then the shadow mirror. A rule added here holds on every API at once.
+the version's batcher, then ``accepted_outputs``: the check that the outputs
+can be a prediction at all, and the shadow mirror. A rule added here holds on
+every API at once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import numpy as np
 
 from keel.errors import NonFiniteOutput
-from keel.serving.batcher import Batcher, Tensors
+from keel.serving.batcher import Tensors
 from keel.serving.context import ServerState
 from keel.serving.served_version import ServedVersion
 
@@ -22,21 +23,21 @@ from keel.serving.served_version import ServedVersion
 _SUMMED_IN_PYTHON = 64
 
 
-async def run_model(
+def accepted_outputs(
     state: ServerState,
     version: ServedVersion,
-    batcher: Batcher,
     inputs: Tensors,
-    deadline: float,
+    outputs: Tensors,
     received_at: float,
     request_id: str | None,
 ) -> Tensors:
-    """The version's outputs for ``inputs``: batched, checked finite, offered to the shadow.
+    """The outputs ``version``'s batcher gave for ``inputs``, checked finite, offered to the shadow.
 
-    ``batcher`` is the version's, which the handler took (``require_batcher``) before
-    it parsed anything, so that a version not ready refuses at once.
+    Every API calls it on what ``await batcher.submit(...)`` returned, with the
+    batcher the handler took (``require_batcher``) before it parsed anything, so
+    that a version not ready refuses at once. A plain function, not a coroutine
+    around the submit: one more coroutine a request costs more than the check.
     """
-    outputs = await batcher.submit(inputs, deadline)
     refuse_non_finite(version.metadata.ref, outputs)
     mirror = state.shadowing.mirrors.get(version.name)
     if mirror is not None:

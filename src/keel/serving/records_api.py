@@ -21,7 +21,7 @@ import orjson
 from keel.errors import FieldError, InvalidRequest, ProtocolError, RuntimeFailure
 from keel.serving.calls import Call, Reply
 from keel.serving.context import ServerState, deadline_of
-from keel.serving.model_call import run_model
+from keel.serving.model_call import accepted_outputs
 from keel.serving.served_version import ServedVersion
 from keel.signature import Signature, freshness_of, split_computed_at, to_arrays
 
@@ -39,8 +39,8 @@ async def predict(state: ServerState, version: ServedVersion, call: Call) -> Rep
         raise InvalidRequest(stale + exc.errors) from None
     if stale:
         raise InvalidRequest(stale)
-    outputs = await run_model(
-        state, version, batcher, arrays, deadline, call.received_at, request_id
+    outputs = accepted_outputs(
+        state, version, arrays, await batcher.submit(arrays, deadline), call.received_at, request_id
     )
     response: dict[str, Any] = {
         "model_name": version.name,

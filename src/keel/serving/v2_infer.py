@@ -12,7 +12,7 @@ import numpy as np
 from keel.errors import InvalidRequest, NotReady, ProtocolError
 from keel.serving.calls import BINARY, Call, Reply
 from keel.serving.context import ServerState, deadline_of
-from keel.serving.model_call import run_model
+from keel.serving.model_call import accepted_outputs
 from keel.serving.protocols import InferRequest, encode_infer_response, parse_infer_request
 from keel.serving.served_version import ServedVersion
 from keel.signature import COMPUTED_AT_PARAMETER, freshness_of
@@ -27,8 +27,8 @@ async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply
     deadline = deadline_of(call.headers, state)
     parsed, inputs = _decode(version, call)
     _check_freshness(version, parsed)
-    outputs = await run_model(
-        state, version, batcher, inputs, deadline, call.received_at, parsed.id
+    outputs = accepted_outputs(
+        state, version, inputs, await batcher.submit(inputs, deadline), call.received_at, parsed.id
     )
     selected, binary = _select_outputs(parsed, outputs)
     payload, json_length = encode_infer_response(

@@ -1,0 +1,143 @@
+"""CPU instructions a request costs the whole server, counted by valgrind: no noise.
+
+On a shared VM whose speed swings by half within a minute, two runs of the same
+code differ by more than most changes do. An instruction count does not: keel
+serve runs under callgrind, requests are sent one at a time on one keep-alive
+connection (so every request takes the same path, batch of one, whatever the
+timing), the counters are zeroed after a warm-up and dumped after ``requests``
+more, per protocol. What it leaves out is what instructions do not show: cache
+misses and system calls' time in the kernel, which ``strace -c`` counts apart.
+
+    .venv/bin/python bench/instructions.py --registry DIR breast-cancer@production
+
+Needs valgrind (``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import payloads
+from models import model_files
+from payloads import Payload
+from servers import free_port
+
+VALGRIND = shutil.which("valgrind") or "/usr/bin/valgrind"
+CALLGRIND_CONTROL = shutil.which("callgrind_control") or "/usr/bin/callgrind_control"
+# Under valgrind the server starts about fifty times slower than natively.
+START_TIMEOUT_S = 900.0
+WARM_UP_REQUESTS = 200
+
+
+def instructions_per_request(
+    registry: Path,
+    ref: str,
+    bodies: list[Payload],
+    env: dict[str, str],
+    scratch: Path,
+    requests: int,
+) -> dict[str, float]:
+    """Instructions per request of ``keel serve ref``, for each payload, on ``env``'s source."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    out = scratch / "callgrind.out"
+    log = (scratch / "server.log").open("wb")
+    argv = [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={out}",
+            sys.executable, "-m", "keel", "serve", ref, "--registry", str(registry),
+            "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        connection = _ready(port, server)
+        counts: dict[str, float] = {}
+        for body in bodies:
+            _send(connection, body, WARM_UP_REQUESTS)
+            _control(server.pid, "--zero")
+            _send(connection, body, requests)
+            dump = scratch / f"callgrind.{body.protocol}"
+            _control(server.pid, f"--dump={body.protocol}")
+            counts[body.protocol] = round(_latest_total(out, dump) / requests)
+        connection.close()
+        return counts
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def _ready(port: int, server: subprocess.Popen[bytes]) -> http.client.HTTPConnection:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"keel serve under valgrind exited with {server.returncode}")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            connection.request("GET", "/v2/health/ready")
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status == 200:
+                return connection
+        except OSError:
+            pass
+        connection.close()
+        time.sleep(1.0)
+    raise RuntimeError(f"keel serve under valgrind was not ready in {START_TIMEOUT_S:.0f} s")
+
+
+def _send(connection: http.client.HTTPConnection, body: Payload, count: int) -> None:
+    for _ in range(count):
+        connection.request("POST", body.path, body.body, dict(body.headers))
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"{body.protocol}: HTTP {answer.status}")
+
+
+def _control(pid: int, action: str) -> None:
+    subprocess.run([CALLGRIND_CONTROL, action, str(pid)], check=True, capture_output=True)
+
+
+def _latest_total(out: Path, dump: Path) -> int:
+    """The instruction total of the dump just written (callgrind numbers its dumps)."""
+    dumps = sorted(out.parent.glob(f"{out.name}.*"), key=lambda p: p.stat().st_mtime)
+    if not dumps:
+        raise RuntimeError(f"callgrind wrote no dump beside {out}")
+    latest = dumps[-1]
+    latest.rename(dump)
+    for line in dump.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no instruction total in {dump}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("ref", help="NAME@ALIAS to serve")
+    parser.add_argument("--registry", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=1000)
+    args = parser.parse_args()
+    metadata = model_files(args.registry, args.ref).metadata
+    bodies = [payloads.records(metadata), payloads.v2_json(metadata), payloads.v2_binary(metadata)]
+    with tempfile.TemporaryDirectory(prefix="keel-instructions-") as scratch:
+        counts: dict[str, Any] = instructions_per_request(
+            args.registry, args.ref, bodies, {}, Path(scratch), args.requests
+        )
+    print(json.dumps(counts, indent=1))
+
+
+if __name__ == "__main__":
+    main()
