@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -730,5 +731,33 @@ def test_a_batcher_without_an_executor_runs_on_threads_of_its_own(model: LinearM
         await asyncio.gather(slow.close(timeout=5), fast.close(timeout=5))
         assert other.threads == ["keel-run fast_0"]
         assert set(model.threads) <= {"keel-run slow_0", "keel-run slow_1"}
+
+    run(scenario)
+
+
+def test_a_garbage_collection_during_an_inline_run_does_not_move_the_model(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    # A full collection of a large heap takes tens of milliseconds and may land inside
+    # any run on the loop's thread: no fault of the model, so no move to the threads.
+    garbage = [[[] for _ in range(50)] for _ in range(20_000)]
+    for inner in garbage:
+        inner.append(inner)  # cycles: only the collector frees them
+
+    def collecting_model(inputs: Tensors) -> Tensors:
+        started = time.thread_time()
+        gc.collect()
+        assert time.thread_time() - started > 0.002, "the collection must exceed the bound"
+        return model(inputs)
+
+    async def scenario() -> None:
+        batcher = Batcher(
+            collecting_model, BatchingSettings(max_batch_size=1), executor, name="gc", inline=True
+        )
+        assert batcher.inline_bound_s == pytest.approx(0.002)
+        await batcher.submit({"x": rows(1)})
+        assert batcher.inline
+        assert batcher.inline_demotions == 0
+        await batcher.close(timeout=5)
 
     run(scenario)
