@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keel.serving.http_connection import Answer, ConnectionLimits, Exchange, HttpConnection
+from keel.serving.http_connection import Answer, Exchange, HttpConnection
 from keel.settings import ServerSettings
 
 ANSWER = b'{"predictions":[{"label":1,"probabilities":[0.02,0.98]}]}'
@@ -81,7 +81,7 @@ async def _keel_answer(exchange: Exchange, connection: HttpConnection) -> Answer
 async def serve_keel(host: str, port: int) -> None:
     """keel's HTTP connection answering every request with the fixed bytes, until killed."""
     connections: set[HttpConnection] = set()
-    limits = ConnectionLimits.of(ServerSettings())
+    limits = ServerSettings()
     date = b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
     loop = asyncio.get_running_loop()
     await loop.create_server(

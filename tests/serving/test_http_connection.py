@@ -20,13 +20,13 @@ from keel.serving.arrivals import Arrivals
 from keel.serving.http_connection import (
     Answer,
     BadHttp,
-    ConnectionLimits,
     Exchange,
     HttpConnection,
     bad_http_answer,
 )
+from keel.settings import ServerSettings
 
-LIMITS = ConnectionLimits(
+LIMITS = ServerSettings(
     max_body_bytes=1024,
     keep_alive_s=5.0,
     read_timeout_s=0.3,
@@ -84,7 +84,7 @@ async def _read_answers(reader: asyncio.StreamReader, count: int) -> bytes:
 @asynccontextmanager
 async def serving(
     answerer: Callable[[Exchange, HttpConnection], Awaitable[Answer]] = echo,
-    limits: ConnectionLimits = LIMITS,
+    limits: ServerSettings = LIMITS,
 ) -> AsyncIterator[Served]:
     connections: set[HttpConnection] = set()
     loop = asyncio.get_running_loop()
@@ -489,7 +489,7 @@ def test_a_malformed_chunk_size_is_answered_400_at_once() -> None:
 
 
 # A client trickling a byte at a time is never silent for the read timeout.
-TRICKLING = LIMITS._replace(read_timeout_s=30.0)
+TRICKLING = LIMITS.model_copy(update={"read_timeout_s": 30.0})
 
 
 def test_headers_trickled_past_the_header_timeout_get_408() -> None:

@@ -132,39 +132,13 @@ Answerer = Callable[[Exchange, "HttpConnection"], Awaitable[Answer]]
 """Turns a complete (or refused) exchange into its answer; the server's routing."""
 
 
-class ConnectionLimits(typing.NamedTuple):
-    """What one connection may make the server hold, and for how long (see ServerSettings)."""
-
-    max_body_bytes: int
-    # Silence allowed between requests, and part way through one.
-    keep_alive_s: float
-    read_timeout_s: float
-    max_header_bytes: int
-    header_timeout_s: float
-    body_timeout_s: float
-    body_min_bytes_per_s: int
-
-    @classmethod
-    def of(cls, server: ServerSettings) -> ConnectionLimits:
-        """The limits the server settings set."""
-        return cls(
-            max_body_bytes=server.max_body_bytes,
-            keep_alive_s=server.keep_alive_s,
-            read_timeout_s=server.read_timeout_s,
-            max_header_bytes=server.max_header_bytes,
-            header_timeout_s=server.header_timeout_s,
-            body_timeout_s=server.body_timeout_s,
-            body_min_bytes_per_s=server.body_min_bytes_per_s,
-        )
-
-
 class HttpConnection(asyncio.Protocol):
     """An asyncio protocol for one client connection; ``connections`` holds the open ones."""
 
     def __init__(
         self,
         answerer: Answerer,
-        limits: ConnectionLimits,
+        limits: ServerSettings,
         connections: set[HttpConnection],
         date_header: Callable[[], bytes],
         arrivals: Arrivals | None = None,

@@ -37,7 +37,6 @@ from keel.serving.calls import Reply
 from keel.serving.http_connection import (
     Answer,
     BadHttp,
-    ConnectionLimits,
     Exchange,
     HttpConnection,
     bad_http_answer,
@@ -77,7 +76,7 @@ class HttpServer:
         # The count the manager's batchers read, so they run at once when no request is due.
         self.arrivals = front.state.manager.arrivals or Arrivals()
         self.connections: set[HttpConnection] = set()
-        self._limits = ConnectionLimits.of(settings.server)
+        self._limits = settings.server
         # Decided when the server listens (it may raise the open-file limit first).
         self.max_connections = settings.server.max_connections
         self._address: tuple[str, int] | None = None
