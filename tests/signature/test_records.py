@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keel.errors import FieldError, InvalidRequest
-from keel.signature import Signature, record_validator
+from keel.signature import Feature, Output, Signature, record_validator
 from keel.signature.records import MAX_REPORTED_ERRORS
 from keel.signature.values import FLOAT32_MAX
 
@@ -219,3 +219,17 @@ def test_feature_names_that_are_not_python_identifiers_work() -> None:
     # The positional field names used inside the generated model are not accepted as keys.
     found = {(e.field, e.rule) for e in _errors(signature, [{"a.b-c": 1.5, "f1": 2}])}
     assert found == {("model_config", "required"), ("f1", "unknown_field")}
+
+
+def test_a_misspelt_feature_is_named_first_with_the_feature_it_misspells() -> None:
+    signature = Signature(
+        features=[Feature(name=f"pixel_{i}", dtype="int") for i in range(40)]
+        + [Feature(name="mean_radius", dtype="float")],
+        outputs=[Output(name="score", dtype="float32", shape=[None, 1], kind="score")],
+    )
+    record: dict[str, object] = {f"pixel_{i}": 0 for i in range(40)} | {"mean radius": 1.0}
+    with pytest.raises(InvalidRequest) as raised:
+        record_validator(signature).validate([record])
+    first = raised.value.errors[0]
+    assert (first.field, first.rule) == ("mean radius", "unknown_field")
+    assert first.message == "not a feature of this signature; did you mean 'mean_radius'?"

@@ -24,9 +24,9 @@ from keel.signature.feature import INT64_MAX, INT64_MIN, Feature
 from keel.signature.rules import (
     NULL_MESSAGE,
     REQUIRED_MESSAGE,
-    UNKNOWN_FIELD_MESSAGE,
     Rule,
     RuleViolation,
+    unknown_field_message,
 )
 from keel.signature.tables import Column, Table
 from keel.signature.values import (
@@ -77,9 +77,9 @@ def check_table(table: Table, signature: Signature) -> dict[str, FeatureColumn]:
     features = signature.features
     float32 = signature.float32_features
     errors = list(table.errors)
-    known = {f.name for f in features}
+    known = signature.feature_names
     errors.extend(
-        FieldError(None, name, "unknown_field", UNKNOWN_FIELD_MESSAGE)
+        FieldError(None, name, "unknown_field", unknown_field_message(name, known))
         for name in table.columns
         if name not in known
     )

@@ -9,7 +9,7 @@ mapped to keel's rule names and never reach a client.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -26,10 +26,10 @@ from keel.errors import FieldError, InvalidRequest
 from keel.signature.feature import INT64_MAX, INT64_MIN, Feature
 from keel.signature.rules import (
     REQUIRED_MESSAGE,
-    UNKNOWN_FIELD_MESSAGE,
     Rule,
     RuleViolation,
     kind_of,
+    unknown_field_message,
 )
 from keel.signature.values import FLOAT32_MAX, FeatureValue, value_checker
 
@@ -57,6 +57,7 @@ class RecordValidator:
 
     def __init__(self, signature: Signature) -> None:
         float32 = signature.float32_features
+        self._names = signature.feature_names
         # Field names are positional because feature names need not be Python identifiers
         # and could shadow BaseModel attributes; the alias is the feature name.
         fields: dict[str, Any] = {
@@ -85,7 +86,11 @@ class RecordValidator:
             try:
                 checked = self._record.model_validate(record)
             except ValidationError as error:
-                errors.extend(_field_error(index, item) for item in error.errors())
+                found = [_field_error(index, item, self._names) for item in error.errors()]
+                # A misspelt feature is the likely cause of the "required" errors beside it,
+                # so it comes first, where a long list is not cut before it.
+                found.sort(key=lambda problem: problem.rule != "unknown_field")
+                errors.extend(found)
                 if len(errors) >= MAX_REPORTED_ERRORS:
                     raise InvalidRequest(errors[:MAX_REPORTED_ERRORS]) from None
             else:
@@ -165,7 +170,7 @@ def _checker(feature: Feature, float32: bool) -> Callable[[object], FeatureValue
     return check
 
 
-def _field_error(index: int, item: ErrorDetails) -> FieldError:
+def _field_error(index: int, item: ErrorDetails, features: Sequence[str]) -> FieldError:
     """Translate one pydantic error about record ``index`` into keel's FieldError."""
     loc = item["loc"]
     field = str(loc[0]) if loc else ""
@@ -174,14 +179,14 @@ def _field_error(index: int, item: ErrorDetails) -> FieldError:
         context = item.get("ctx") or {}
         return FieldError(index, field, kind, str(context.get("message", item["msg"])))
     rule = _SHAPE_RULES.get(kind, "type")
+    if rule == "unknown_field":
+        return FieldError(index, field, rule, unknown_field_message(field, features))
     return FieldError(index, field, rule, _shape_message(rule, item))
 
 
 def _shape_message(rule: Rule, item: ErrorDetails) -> str:
     if rule == "required":
         return REQUIRED_MESSAGE
-    if rule == "unknown_field":
-        return UNKNOWN_FIELD_MESSAGE
     if rule == "not_a_record":
         return f"expected an object of feature values, got {kind_of(item['input'])}"
     return item["msg"]

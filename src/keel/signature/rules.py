@@ -7,7 +7,9 @@ without parsing messages.
 
 from __future__ import annotations
 
+import difflib
 import reprlib
+from collections.abc import Iterable
 from typing import Literal
 
 Rule = Literal[
@@ -57,3 +59,11 @@ def kind_of(value: object) -> str:
 REQUIRED_MESSAGE = "a value is required (the feature is not nullable)"
 NULL_MESSAGE = "null is not accepted (the feature is not nullable)"
 UNKNOWN_FIELD_MESSAGE = "not a feature of this signature"
+
+
+def unknown_field_message(name: str, features: Iterable[str]) -> str:
+    """Say ``name`` is no feature, and which feature it most likely misspells."""
+    close = difflib.get_close_matches(name, list(features), n=1)
+    return (
+        f"{UNKNOWN_FIELD_MESSAGE}; did you mean {close[0]!r}?" if close else UNKNOWN_FIELD_MESSAGE
+    )
