@@ -1,21 +1,25 @@
 """Saturation and in-process cost of keel at an earlier commit and of the working tree.
 
-    .venv/bin/python bench/before_after.py BEFORE_COMMIT [--rounds 6] [--registry DIR]
+    .venv/bin/python bench/before_after.py BEFORE_COMMIT [--rounds 12] [--registry DIR]
 
 A change to the request path must not cost throughput: this measures both sides in one
 run, on the same registry, the same load generator and the same pinned cores, a round
 of each in turn so that the shared machine's drift lands on both. The earlier commit
 runs from a copy of its ``src/`` (``git archive``) on the same virtual environment.
-Two measurements, each in alternating rounds:
+Three measurements:
 
 - saturation over HTTP (``measure.saturation``): requests a second, p99 and the
-  server's CPU time a request, per protocol;
+  server's CPU time a request, per protocol. Both servers run throughout, on the same
+  core, and the load goes to each in turn for a short window, many times over: the
+  machine's speed swings by half within a minute, and a ratio taken between windows
+  seconds apart is the least touched by it;
 - the application in-process (``app_profile.py``: routing, checks, batcher and model,
   no sockets), microseconds a request at one request at a time and at 64, the
   fastest of its repeats: the cost of the checks on the request path, with less of
   the machine's noise than a network run;
 - the whole server's CPU instructions a request, under valgrind (``instructions.py``),
-  once a side: a count no other tenant of the machine can move.
+  once a side, one request at a time and 64 at a time (the saturated path, batches
+  full): a count no other tenant of the machine can move.
 
 Writes ``bench/results/before-after/<date>.json`` and the "Before and after" section
 of docs/benchmarks.md (``--no-docs`` to leave the page alone).
@@ -50,6 +54,8 @@ from servers import BENCH, SERVER_CORE, TASKSET, start_keel
 REPO = BENCH.parent
 PROTOCOLS = ("records", "v2-json", "v2-binary")
 IN_PROCESS_CONCURRENCY = (1, 64)
+# One request at a time (every request a batch of one) and 64 (batches full, as at saturation).
+INSTRUCTION_CONCURRENCY = (1, 64)
 # In-process, a model with integer features too: the checks the v2 API gained.
 IN_PROCESS_MODELS = (SMALL, DIGITS)
 
@@ -69,8 +75,8 @@ def _source_at(commit: str, into: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("before", help="the commit to compare the working tree with")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--registry", type=Path)
     parser.add_argument("--in-process-requests", type=int, default=2000)
     parser.add_argument(
@@ -87,7 +93,7 @@ def main() -> None:
         text=True,
         check=True,
     ).stdout.strip()
-    windows = Windows(duration_s=args.seconds, warmup_s=1.0, repeats=1)
+    windows = Windows(duration_s=args.seconds, warmup_s=0.5, repeats=1)
     with tempfile.TemporaryDirectory(prefix="keel-before-after-") as scratch_name:
         scratch = Path(scratch_name)
         registry = args.registry or scratch / "registry"
@@ -104,15 +110,19 @@ def main() -> None:
             "after": {"PYTHONPATH": str(REPO / "src")},
         }
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for round_ in range(args.rounds):
-            # Each side goes first in every other round, so neither always meets a
-            # machine just warmed (or just disturbed) by the other.
-            order = list(sides.items())
-            for side, env in order if round_ % 2 == 0 else order[::-1]:
-                server = start_keel(registry, [model.ref], scratch / f"{side}-{round_}.log", env)
-                try:
-                    server.wait_ready()
-                    for body in bodies:
+        servers = {
+            side: start_keel(registry, [model.ref], scratch / f"{side}.log", env)
+            for side, env in sides.items()
+        }
+        try:
+            for server in servers.values():
+                server.wait_ready()
+            for round_ in range(args.rounds):
+                for body in bodies:
+                    # Each side goes first in every other round, so neither always meets
+                    # a machine just warmed (or just disturbed) by the other.
+                    turns = list(servers.items())
+                    for side, server in turns if round_ % 2 == 0 else turns[::-1]:
                         run = measure.saturation(server, body, windows)
                         runs.setdefault(body.protocol, {}).setdefault(side, []).append(run)
                         p99 = run["latency_us"].get("p99")
@@ -123,8 +133,9 @@ def main() -> None:
                             "a request",
                             flush=True,
                         )
-                finally:
-                    server.stop()
+        finally:
+            for server in servers.values():
+                server.stop()
         in_process: dict[str, dict[str, list[float]]] = {}
         for round_ in range(args.rounds):
             order = list(sides.items())
@@ -139,15 +150,23 @@ def main() -> None:
                             f"{figures['min_us']:7.1f} µs a request",
                             flush=True,
                         )
-        instructions: dict[str, dict[str, float]] = {}
-        for side, env in sides.items() if args.instruction_requests else ():
-            counts = instructions_per_request(
-                registry, model.ref, bodies, env, scratch / f"{side}-valgrind",
-                args.instruction_requests,
-            )  # fmt: skip
-            for protocol, count in counts.items():
-                instructions.setdefault(protocol, {})[side] = count
-                print(f"{side:6} {protocol:10} {count:,} instructions a request", flush=True)
+        # Concurrency -> protocol -> side -> instructions a request.
+        instructions: dict[str, dict[str, dict[str, float]]] = {}
+        for concurrency in INSTRUCTION_CONCURRENCY if args.instruction_requests else ():
+            for side, env in sides.items():
+                counts = instructions_per_request(
+                    registry, model.ref, bodies, env,
+                    scratch / f"{side}-valgrind-c{concurrency}",
+                    args.instruction_requests * concurrency_factor(concurrency), concurrency,
+                )  # fmt: skip
+                for protocol, count in counts.items():
+                    by_protocol = instructions.setdefault(str(concurrency), {})
+                    by_protocol.setdefault(protocol, {})[side] = count
+                    print(
+                        f"{side:6} {protocol:10} {concurrency:2} at a time: {count:,} "
+                        "instructions a request",
+                        flush=True,
+                    )
     results = {
         "date": datetime.date.today().isoformat(),
         "command": f"python bench/before_after.py {args.before} --rounds {args.rounds} "
@@ -159,9 +178,12 @@ def main() -> None:
         "rounds": args.rounds,
         "saturation": {protocol: _summary(by_side) for protocol, by_side in runs.items()},
         "in_process": {key: _in_process_summary(by_side) for key, by_side in in_process.items()},
-        "instructions": {
-            protocol: {**counts, "ratio": round(counts["after"] / counts["before"], 3)}
-            for protocol, counts in instructions.items()
+        "instructions_by_concurrency": {
+            concurrency: {
+                protocol: {**counts, "ratio": round(counts["after"] / counts["before"], 3)}
+                for protocol, counts in by_protocol.items()
+            }
+            for concurrency, by_protocol in instructions.items()
         },
         "instruction_requests": args.instruction_requests,
     }
@@ -186,6 +208,15 @@ def main() -> None:
         page = args.docs.read_text()
         args.docs.write_text(report.replace_before_after(page, results, out))
         print(f"updated the before-and-after section of {args.docs}")
+
+
+def concurrency_factor(concurrency: int) -> int:
+    """Requests counted at ``concurrency``, as a multiple of those counted one at a time.
+
+    At 64 at a time a batch runs about every 32 requests: three times as many give the
+    per-batch work as many batches to average over as the per-request work gets.
+    """
+    return 1 if concurrency == 1 else 3
 
 
 def _in_process(

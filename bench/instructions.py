@@ -5,12 +5,16 @@ code differ by more than most changes do. An instruction count does not: keel
 serve runs under callgrind, requests are sent one at a time on one keep-alive
 connection (so every request takes the same path, batch of one, whatever the
 timing), every protocol is warmed up, then per protocol the counters are zeroed
-and dumped after ``requests`` more. What it leaves out is what instructions do
+and dumped after ``requests`` more. With ``--concurrency N`` the requests go out on N
+connections at once instead (bench/loadgen.py), so batches fill as they do at
+saturation and the count is that of the saturated path, per-batch work shared.
+What it leaves out is what instructions do
 not show: cache misses and system calls' time in the kernel, which ``strace -c``
 counts apart. Work done once a second (the connection sweep, the alias watch)
 weighs about fifty times more per request than natively, on both sides alike.
 
     .venv/bin/python bench/instructions.py --registry DIR breast-cancer@production
+    .venv/bin/python bench/instructions.py --registry DIR breast-cancer@production --concurrency 64
 
 Needs valgrind (``apt-get install valgrind``).
 """
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import payloads
+from loadgen import LoadSpec, run_load
 from models import model_files
 from payloads import Payload
 from servers import free_port
@@ -42,7 +47,12 @@ START_TIMEOUT_S = 900.0
 WARM_UP_REQUESTS = 1000
 # Everything runs about fifty times slower under valgrind: without this a model fast
 # enough natively would be judged too slow for the event loop and measured on threads.
-SLOW_MACHINE = {"KEEL_BATCHING__INLINE_BELOW_US": "100000"}
+SLOW_MACHINE = {
+    "KEEL_BATCHING__INLINE_BELOW_US": "100000",
+    # The alias watch reads the registry every few seconds: per request, under valgrind,
+    # it weighs more than most changes to the request path. Off on both sides.
+    "KEEL_SERVER__WATCH_INTERVAL_S": "0",
+}
 
 
 def instructions_per_request(
@@ -52,8 +62,12 @@ def instructions_per_request(
     env: dict[str, str],
     scratch: Path,
     requests: int,
+    concurrency: int = 1,
 ) -> dict[str, float]:
-    """Instructions per request of ``keel serve ref``, for each payload, on ``env``'s source."""
+    """Instructions per request of ``keel serve ref``, for each payload, on ``env``'s source.
+
+    ``concurrency`` 1 sends one request at a time; more sends on that many connections.
+    """
     scratch.mkdir(parents=True, exist_ok=True)
     port = free_port()
     out = scratch / "callgrind.out"
@@ -73,7 +87,10 @@ def instructions_per_request(
             _send(connection, body, WARM_UP_REQUESTS)
         for body in bodies:
             _control(server.pid, "--zero")
-            _send(connection, body, requests)
+            if concurrency == 1:
+                _send(connection, body, requests)
+            else:
+                _send_at_once(port, body, requests, concurrency)
             dump = scratch / f"callgrind.{body.protocol}"
             _control(server.pid, f"--dump={body.protocol}")
             counts[body.protocol] = round(_latest_total(out, dump) / requests)
@@ -117,6 +134,21 @@ def _send(connection: http.client.HTTPConnection, body: Payload, count: int) -> 
             raise RuntimeError(f"{body.protocol}: HTTP {answer.status}")
 
 
+def _send_at_once(port: int, body: Payload, count: int, connections: int) -> None:
+    spec = LoadSpec(
+        url=f"http://127.0.0.1:{port}{body.path}",
+        body=body.body,
+        headers=body.headers,
+        connections=connections,
+        duration_s=START_TIMEOUT_S,
+        warmup_s=0.0,
+        max_requests=count,
+    )
+    result = run_load(spec)
+    if result.status != {"200": count}:
+        raise RuntimeError(f"{body.protocol}: answers {result.status}, {count} expected as 200")
+
+
 def _control(pid: int, action: str) -> None:
     subprocess.run([CALLGRIND_CONTROL, action, str(pid)], check=True, capture_output=True)
 
@@ -139,12 +171,18 @@ def main() -> None:
     parser.add_argument("ref", help="NAME@ALIAS to serve")
     parser.add_argument("--registry", type=Path, required=True)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="connections sending at once (1: one request at a time)",
+    )
     args = parser.parse_args()
     metadata = model_files(args.registry, args.ref).metadata
     bodies = [payloads.records(metadata), payloads.v2_json(metadata), payloads.v2_binary(metadata)]
     with tempfile.TemporaryDirectory(prefix="keel-instructions-") as scratch:
         counts: dict[str, Any] = instructions_per_request(
-            args.registry, args.ref, bodies, {}, Path(scratch), args.requests
+            args.registry, args.ref, bodies, {}, Path(scratch), args.requests, args.concurrency
         )
     print(json.dumps(counts, indent=1))
 

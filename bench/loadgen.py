@@ -185,7 +185,7 @@ class _Run:
 
     def _check_drained(self) -> None:
         if (
-            not self.sending
+            (not self.sending or self.sent >= self.max_requests)
             and self.outstanding <= 0
             and not self.backlog
             and not self.drained.done()
@@ -290,7 +290,11 @@ async def load(spec: LoadSpec, start_at: float | None = None) -> LoadResult:
         if run.closed_loop:
             for connection in connections:
                 run.send(connection, time.perf_counter())
-            await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
+            # Over at the window's end, or once max_requests are sent and answered.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(run.drained), max(0.0, window_end - time.perf_counter())
+                )
         else:
             run.idle = list(connections)
             assert spec.rate is not None

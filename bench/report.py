@@ -357,32 +357,49 @@ def _before_after(results: dict[str, Any], results_path: str) -> str:
         ],
         in_process_rows,
     )
+    by_concurrency: dict[str, dict[str, dict[str, float]]] = results.get(
+        "instructions_by_concurrency", {}
+    )
+    protocols = list(next(iter(by_concurrency.values()), {}))
     instruction_rows = [
         [
             protocol,
-            f"{counts['before']:,.0f}",
-            f"{counts['after']:,.0f}",
-            f"**{counts['ratio']:.2f}x**",
+            *(
+                cell
+                for counts in (by_concurrency[c][protocol] for c in by_concurrency)
+                for cell in (
+                    f"{counts['before']:,.0f}",
+                    f"{counts['after']:,.0f}",
+                    f"**{counts['ratio']:.3f}x**",
+                )
+            ),
         ]
-        for protocol, counts in results.get("instructions", {}).items()
+        for protocol in protocols
     ]
+    at_a_time = " and ".join(by_concurrency)
     instructions = (
         [
             "",
             "CPU instructions a request, the whole server under valgrind",
-            f"(`bench/instructions.py`), one request at a time on one connection, "
-            f"{results['instruction_requests']:,} after a",
-            "warm-up: a count the machine's other tenants cannot move, though it leaves out",
-            "cache misses and time in the kernel, and the server's once-a-second work, fifty",
-            "times slower under valgrind, moves it by up to 15,000 between runs of the same",
-            "code. Lower is better:",
+            f"(`bench/instructions.py`), {at_a_time} requests at a time after a warm-up: one",
+            "at a time every request is a batch of one; 64 at a time the batches fill as at",
+            "saturation. A count the machine's other tenants cannot move, though it leaves",
+            "out cache misses and time in the kernel, and the server's once-a-second work,",
+            "fifty times slower under valgrind, moves it by several thousand between runs of",
+            "the same code. Lower is better:",
             "",
             *_table(
                 [
                     ("protocol", "l"),
-                    ("before", "r"),
-                    ("after", "r"),
-                    ("after / before", "r"),
+                    *(
+                        column
+                        for c in by_concurrency
+                        for column in (
+                            (f"before, {c} at a time", "r"),
+                            (f"after, {c} at a time", "r"),
+                            ("after / before", "r"),
+                        )
+                    ),
                 ],
                 instruction_rows,
             ),
@@ -399,9 +416,10 @@ def _before_after(results: dict[str, Any], results_path: str) -> str:
             f"({results['wall_s'] / 60:.1f} minutes), from [`{results_path}`](../{results_path}):",
             f"keel at `{results['before']}` against commit `{m['git_commit']}`{dirty}, in "
             f"{results['rounds']} rounds that alternate which side goes first, on the same",
-            "registry, load generator and pinned cores. A ratio is taken within each round and",
-            "the median of the rounds' ratios is the figure compared, since the machine's own",
-            "speed drifts between rounds (see [Noise](#noise)).",
+            "registry, load generator and pinned cores. Over HTTP both servers run throughout",
+            "and take the load in turn, a short window each. A ratio is taken within each round",
+            "and the median of the rounds' ratios is the figure compared, since the machine's",
+            "own speed drifts between rounds (see [Noise](#noise)).",
             "",
             f"Saturation over HTTP, {results['model']}, {SATURATION_CONNECTIONS} connections in "
             "a closed loop; higher is better:",

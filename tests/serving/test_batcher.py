@@ -15,7 +15,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from keel.errors import DeadlineExceeded, NotReady, Overloaded, PayloadTooLarge, RuntimeFailure
+from keel.errors import (
+    DeadlineExceeded,
+    NonFiniteOutput,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RuntimeFailure,
+)
 from keel.serving import run_estimate
 from keel.serving.arrivals import Arrivals
 from keel.serving.batcher import Batcher, Tensors
@@ -319,6 +326,38 @@ def test_a_model_error_reaches_the_request_that_caused_it_and_no_batch_mate(
     run(scenario)
     # The batch of five failed and was run again in halves; the bad request ran alone.
     assert model.batch_sizes == [1, 2, 2, 1]
+
+
+def test_a_non_finite_output_fails_only_the_caller_whose_rows_hold_it(
+    model: LinearModel, executor: ThreadPoolExecutor
+) -> None:
+    def nan_for_large_rows(inputs: Tensors) -> Tensors:
+        y = model(inputs)["y"]
+        y[inputs["x"][:, 0] > 1] = np.nan
+        return {"y": y, "id": np.arange(len(y))}
+
+    batches = [{"x": rows(2, seed) + (1 if seed == 2 else 0)} for seed in range(5)]
+
+    async def scenario() -> None:
+        batcher = Batcher(nan_for_large_rows, BatchingSettings(), executor, name="m@production")
+        blocker = await hold_model(batcher)
+        waiting = [asyncio.ensure_future(batcher.submit(inputs)) for inputs in batches]
+        await until(lambda: batcher.queued_rows == 10)
+        model.gate.set()
+        await blocker
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        for seed, outcome in enumerate(outcomes):
+            if seed == 2:
+                assert isinstance(outcome, NonFiniteOutput)
+                assert "m@production returned NaN or infinity in output 'y'" in str(outcome)
+            else:
+                assert not isinstance(outcome, BaseException)
+                np.testing.assert_allclose(outcome["y"], rows(2, seed) @ WEIGHTS)
+        assert batcher.batches_failed == 1
+
+    run(scenario)
+    # Judged on the answers, never by running the batch again.
+    assert model.batch_sizes == [1, 10]
 
 
 def test_outputs_that_cannot_be_split_fail_every_caller(executor: ThreadPoolExecutor) -> None:

@@ -1,4 +1,4 @@
-"""The check every API's outputs pass: NaN and the infinities are the model's failure."""
+"""NaN and the infinities in a model's outputs are its failure: the batcher's check, every API."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from keel.errors import NonFiniteOutput, RuntimeFailure
 from keel.monitoring.metrics import ServingMetrics
+from keel.serving.batcher import non_finite_refusal
 from keel.serving.http_errors import error_reply
-from keel.serving.model_call import refuse_non_finite
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -22,15 +22,16 @@ def test_a_nan_or_infinite_output_is_refused_naming_the_output(
     probabilities = np.full((rows, 2), 0.5, dtype=dtype)
     probabilities[rows // 2, 1] = bad
     outputs = {"label": np.zeros(rows, np.int64), "probabilities": probabilities}
-    with pytest.raises(
-        NonFiniteOutput, match="m@production returned NaN or infinity in output 'probabilities'"
-    ):
-        refuse_non_finite("m@production", outputs)
+    refusal = non_finite_refusal("m@production", outputs)
+    assert isinstance(refusal, NonFiniteOutput)
+    assert str(refusal) == (
+        "m@production returned NaN or infinity in output 'probabilities'; the prediction is refused"
+    )
 
 
 def test_finite_outputs_pass_even_when_their_sum_overflows() -> None:
     outputs = {"score": np.array([[1.7e308], [1.7e308]]), "label": np.array(["a", "b"], object)}
-    refuse_non_finite("m@production", outputs)
+    assert non_finite_refusal("m@production", outputs) is None
 
 
 def test_the_refusal_is_a_500_model_failure_counted_by_reason() -> None:

@@ -261,10 +261,16 @@ def test_label_names_keep_the_shape_of_an_output_with_several_labels_a_row() -> 
             Output(name="top", dtype="int64", shape=[None, 2], kind="label", labels=["a", "b", "c"])
         ],
     )
-    columns = records_api._answer_columns(signature, {"top": np.array([[2, 0], [1, 2]])})
-    assert columns == {"top": [["c", "a"], ["b", "c"]], "top_index": [[2, 0], [1, 2]]}
+    plan = records_api._plan(signature)
+    rows = records_api._predictions(plan, {"top": np.array([[2, 0], [1, 2]])})
+    assert rows == [
+        {"top": ["c", "a"], "top_index": [2, 0]},
+        {"top": ["b", "c"], "top_index": [1, 2]},
+    ]
+    one = records_api._predictions(plan, {"top": np.array([[1, 1]])})
+    assert one == [{"top": ["b", "b"], "top_index": [1, 1]}]
     # A negative index names no label either: never labels[-1].
     with pytest.raises(
         RuntimeFailure, match="answered label index -1, but the signature declares 3"
     ):
-        records_api._answer_columns(signature, {"top": np.array([[-1, 0]])})
+        records_api._predictions(plan, {"top": np.array([[-1, 0]])})

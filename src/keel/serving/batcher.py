@@ -29,6 +29,10 @@ queued behind those requests, so the ones read in the same pass share a batch. O
 inline batch that uses more than ``inline_bound_s`` of the loop thread's CPU time moves
 the version to its threads for good: the loop must not meet that input twice.
 
+No caller gets a float output holding NaN or an infinity: that is the model's failure
+(NonFiniteOutput), judged once for the whole batch and, only when the batch holds one,
+caller by caller, so that the callers whose rows are finite are answered.
+
 A batch the model fails on is run again in halves, down to the requests that fail on
 their own: one request's rows (an id past a lookup table) must not fail the requests
 that happened to share its batch. A batch with one bad request costs about two
@@ -53,6 +57,7 @@ import itertools
 import logging
 import math
 import time
+import typing
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +68,7 @@ import numpy.typing as npt
 from keel.errors import (
     DeadlineExceeded,
     KeelError,
+    NonFiniteOutput,
     NotReady,
     Overloaded,
     PayloadTooLarge,
@@ -87,6 +93,10 @@ InputKey = tuple[tuple[str, tuple[int, ...], np.dtype[Any]], ...]
 Answers = list[Tensors | Exception]
 Outcome = concurrent.futures.Future[Answers]
 
+# Up to this many elements an output is summed in Python to find a NaN or an infinity,
+# which costs about 0.2 us for a row of probabilities against 1.5 us for numpy's isfinite
+# and all (measured).
+_SUMMED_IN_PYTHON = 64
 # Withdrawn requests stay in the queue until the dispatcher reaches them; past this
 # many (and half the queue) the queue is rebuilt so a stuck model cannot make it grow.
 _COMPACT_AFTER = 64
@@ -465,7 +475,7 @@ class Batcher:
         parts = [request.inputs for request in batch]
         counts = [request.rows for request in batch]
         try:
-            future = self._executor.submit(_run_batch, self._run, parts, counts)
+            future = self._executor.submit(_run_batch, self._run, parts, counts, self.name)
         except RuntimeError as exc:  # the executor was shut down under us
             self._fail(batch, RuntimeFailure(f"{self._label}: cannot run the model: {exc}"))
             return
@@ -500,7 +510,9 @@ class Batcher:
         if clock_started - self._cpu_marked_at > self._cpu_mark_every_s:
             self._cpu_marked_at = clock_started
             self._cpu_mark = time.thread_time()
-        answers = _run_batch(self._run, [r.inputs for r in batch], [r.rows for r in batch])
+        answers = _run_batch(
+            self._run, [r.inputs for r in batch], [r.rows for r in batch], self.name
+        )
         cpu_s = 0.0
         if time.perf_counter() - clock_started > self.inline_bound_s:
             cpu_s = (
@@ -662,24 +674,24 @@ def _describe(inputs: Tensors) -> tuple[int, InputKey]:
     return rows, tuple(key)
 
 
-def _run_batch(run: RunBatch, parts: list[Tensors], counts: list[int]) -> Answers:
+def _run_batch(run: RunBatch, parts: list[Tensors], counts: list[int], model: str) -> Answers:
     """Run the parts as one batch; if the model fails, each half again, down to single parts.
 
     Runs in a thread (or inline). Returns each part's outputs, or the error that part
-    caused when run alone.
+    caused when run alone (a non-finite output of ``model`` is one, without a rerun).
     """
     try:
-        return list(_run_together(run, parts, counts))
+        return _run_together(run, parts, counts, model)
     except Exception as error:  # noqa: BLE001 - the error goes to the part that caused it
         if len(parts) == 1:
             return [error]
     half = len(parts) // 2
-    return _run_batch(run, parts[:half], counts[:half]) + _run_batch(
-        run, parts[half:], counts[half:]
+    return _run_batch(run, parts[:half], counts[:half], model) + _run_batch(
+        run, parts[half:], counts[half:], model
     )
 
 
-def _run_together(run: RunBatch, parts: list[Tensors], counts: list[int]) -> list[Tensors]:
+def _run_together(run: RunBatch, parts: list[Tensors], counts: list[int], model: str) -> Answers:
     """Merge the parts, run the model once and split its outputs back."""
     total = sum(counts)
     if len(parts) == 1:
@@ -694,10 +706,37 @@ def _run_together(run: RunBatch, parts: list[Tensors], counts: list[int]) -> lis
                 f"output '{name}' has shape {shape} for a batch of {total} rows; "
                 "it cannot be split between the requests"
             )
+    # Judged on the whole batch first: one check a batch, not one a caller.
+    refusal = non_finite_refusal(model, outputs)
     if len(parts) == 1:
-        return [outputs]
+        return [outputs if refusal is None else refusal]
     bounds = list(itertools.accumulate(counts, initial=0))
-    return [
+    split = [
         {name: array[start:stop] for name, array in outputs.items()}
         for start, stop in itertools.pairwise(bounds)
     ]
+    if refusal is None:
+        return typing.cast(Answers, split)
+    return [non_finite_refusal(model, part) or part for part in split]
+
+
+def non_finite_refusal(model: str, outputs: Tensors) -> NonFiniteOutput | None:
+    """The refusal of outputs of ``model`` of which a float one holds NaN or an infinity.
+
+    No prediction may carry one: JSON has no spelling for it (orjson would write
+    ``null``, a silent gap in a client's data), and a binary answer would hand the
+    client a number no output kind (probability, score, regression) can mean. It
+    is the model's failure, not the client's, so it is answered as one (500).
+    """
+    for name, array in outputs.items():
+        if array.dtype.kind != "f":
+            continue
+        # A NaN or an infinity makes the sum non-finite; so may finite float64 values
+        # whose sum overflows, which the exact check then clears.
+        if array.size <= _SUMMED_IN_PYTHON and math.isfinite(sum(array.ravel().tolist())):
+            continue
+        if not np.isfinite(array).all():
+            return NonFiniteOutput(
+                f"{model} returned NaN or infinity in output {name!r}; the prediction is refused"
+            )
+    return None

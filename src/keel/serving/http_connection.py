@@ -149,6 +149,8 @@ class HttpConnection(asyncio.Protocol):
         # Whether _answering was created but has not run yet (counted in arrivals).
         self._unstarted = False
         self._limits = limits
+        # Read in every header callback: one attribute, not two.
+        self._max_header_bytes = limits.max_header_bytes
         self._connections = connections
         self._date_header = date_header
         self._parser = httptools.HttpRequestParser(self)
@@ -156,17 +158,16 @@ class HttpConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parsing: Exchange | None = None
-        # Whether the message being parsed is still in its request line and headers.
-        self._in_headers = False
-        # When the message being parsed began, and when its body began to be owed.
+        # The header list of the exchange being parsed (see on_message_begin).
+        self._headers: list[tuple[bytes, bytes]] = []
+        # When the message being parsed began (0 until one has: the connection is fresh),
+        # and when its body began to be owed.
         self._began_at = 0.0
         self._body_since = 0.0
         # Bytes fed to the parser since it last made progress (headers done, body bytes,
         # message done): httptools buffers an unfinished line itself, so this bounds it.
         self._unparsed = 0
         self._progressed = False
-        # The exchange whose body follows an Upgrade that was ignored (see _ignore_upgrade).
-        self._resuming: Exchange | None = None
         self._pending: deque[Exchange] = deque()
         self._answering: asyncio.Task[None] | None = None
         # When the client last sent bytes or got an answer; the server's sweep closes
@@ -179,8 +180,6 @@ class HttpConnection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._stopping = False
-        # Whether no request has begun on this connection yet.
-        self._fresh = True
         # When the connection began dropping what it reads, before it closes (_linger).
         self._lingering_since: float | None = None
         self._lingered = 0
@@ -216,30 +215,52 @@ class HttpConnection(asyncio.Protocol):
                 self.abort()
             return
         self._progressed = False
-        while True:
-            try:
-                self._parser.feed_data(data)
-            except httptools.HttpParserUpgrade as upgrade:
-                # The parser stops where the upgraded protocol would begin.
-                data = data[int(upgrade.args[0]) :]
-                if self._ignore_upgrade():
-                    continue
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            rest = self._parse_stopped(exc, data)
+            if rest is None:
                 return
-            except httptools.HttpParserCallbackError as exc:
-                if isinstance(exc.__context__, _HeadersTooLarge):
-                    self._refuse_headers()
-                else:
-                    log.error("HTTP connection failed while parsing", exc_info=exc.__context__)
-                    self._refuse_connection(400, "the request could not be read")
-                return
-            except httptools.HttpParserError as exc:
-                self._refuse_connection(400, f"malformed HTTP request: {_reason(exc)}")
-                return
-            break
+            data = rest
         if len(data) >= _BULK_READ and not self._paused:
             self._stop_reading()
             self._loop.call_soon(self._resume_after_turn)
-        self._unparsed = 0 if self._progressed else self._unparsed + len(data)
+        if self._progressed:
+            self._unparsed = 0
+        else:
+            self._bound_unparsed(len(data))
+
+    def _parse_stopped(self, stop: Exception, data: bytes) -> bytes | None:
+        """After the parser stopped: the bytes it went on to parse, or None if it is over.
+
+        It stops at an Upgrade, which keel ignores (parsing goes on after it), and at
+        bytes that are not an acceptable request, which are refused.
+        """
+        while True:
+            if isinstance(stop, httptools.HttpParserUpgrade):
+                # The parser stops where the upgraded protocol would begin.
+                data = data[int(stop.args[0]) :]
+                if not self._ignore_upgrade():
+                    return None
+                try:
+                    self._parser.feed_data(data)
+                except (httptools.HttpParserUpgrade, httptools.HttpParserError) as again:
+                    stop = again
+                    continue
+                return data
+            if isinstance(stop, httptools.HttpParserCallbackError):
+                if isinstance(stop.__context__, _HeadersTooLarge):
+                    self._refuse_headers()
+                else:
+                    log.error("HTTP connection failed while parsing", exc_info=stop.__context__)
+                    self._refuse_connection(400, "the request could not be read")
+            else:
+                self._refuse_connection(400, f"malformed HTTP request: {_reason(stop)}")
+            return None
+
+    def _bound_unparsed(self, count: int) -> None:
+        """Count bytes the parser holds without progress; refuse them past the header limit."""
+        self._unparsed += count
         if self._unparsed > self._limits.max_header_bytes:
             if self._in_headers:
                 self._refuse_headers()
@@ -248,6 +269,13 @@ class HttpConnection(asyncio.Protocol):
                     400,
                     f"chunk-size lines or trailers exceed {self._limits.max_header_bytes} bytes",
                 )
+
+    @property
+    def _in_headers(self) -> bool:
+        """Whether the message being parsed is still in its request line and headers."""
+        exchange = self._parsing
+        # on_headers_complete sets the method first.
+        return exchange is not None and not exchange.method
 
     def eof_received(self) -> bool:
         """The client shut its side: answer what it already sent, then close."""
@@ -272,42 +300,40 @@ class HttpConnection(asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------------
 
+    # httptools calls on_message_begin before every other callback of a message, so
+    # _parsing is an Exchange in each of them (the asserts say so to the type checker).
+
     def on_message_begin(self) -> None:
-        if self._resuming is not None:
-            # The made-up head of a body that followed an ignored Upgrade.
-            self._parsing = self._resuming
-            return
-        self._parsing = Exchange()
-        self._fresh = False
-        self._in_headers = True
+        exchange = self._parsing = Exchange()
+        # on_header appends here: one attribute, where the exchange would take two.
+        self._headers = exchange.headers
         self._began_at = self._last_active
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
-        exchange = self._exchange()
-        if self._resuming is None:
-            exchange.url += url
-            self._count_header_bytes(len(url))
+        exchange = self._parsing
+        assert exchange is not None
+        exchange.url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self._max_header_bytes:
+            raise _HeadersTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        exchange = self._exchange()
-        if self._resuming is not None:
-            return
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
-            exchange.expects_continue = True
-        exchange.headers.append((name, value))
-        self._count_header_bytes(len(name) + len(value))
+            assert self._parsing is not None
+            self._parsing.expects_continue = True
+        self._headers.append((name, value))
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self._max_header_bytes:
+            raise _HeadersTooLarge
 
     def on_headers_complete(self) -> None:
-        exchange = self._exchange()
+        exchange = self._parsing
+        assert exchange is not None
         self._progressed = True
-        self._in_headers = False
         # When these bytes arrived: data_received has just read the clock.
         self._body_since = self._last_active
-        if self._resuming is not None:
-            self._resuming = None
-            return
         exchange.method = self._parser.get_method().decode("ascii")
         exchange.http_version = self._parser.get_http_version()
         exchange.keep_alive = self._parser.should_keep_alive() and not self._stopping
@@ -335,6 +361,15 @@ class HttpConnection(asyncio.Protocol):
             self._stop_reading()
         self._advance()
 
+    def resume(self, exchange: Exchange) -> None:
+        """The made-up head that frames a body after an ignored Upgrade begins (_UpgradedBody)."""
+        self._parsing = exchange
+
+    def resume_body(self) -> None:
+        """The head that frames a body after an ignored Upgrade is read (_UpgradedBody)."""
+        self._progressed = True
+        self._body_since = self._last_active
+
     def on_body(self, body: bytes) -> None:
         self._progressed = True
         exchange = self._parsing
@@ -358,7 +393,8 @@ class HttpConnection(asyncio.Protocol):
             exchange.buffer = bytearray(buffer) + body
 
     def on_message_complete(self) -> None:
-        exchange = self._exchange()
+        exchange = self._parsing
+        assert exchange is not None
         self._progressed = True
         if exchange.upgrade_body:
             # The body comes after the Upgrade that data_received is about to ignore.
@@ -485,7 +521,7 @@ class HttpConnection(asyncio.Protocol):
             and self._answering is None
             and self._lingering_since is None
             and not self.lost
-            and (not self._fresh or now - self._last_active > _FRESH_GRACE_S)
+            and (self._began_at > 0 or now - self._last_active > _FRESH_GRACE_S)
         )
 
     @property
@@ -526,7 +562,7 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.reading:
             limit = self._limits.read_timeout_s
-        elif self._fresh:
+        elif not self._began_at:
             # Not one byte since it opened: a client that connects has a request to send.
             limit = self._limits.header_timeout_s
         else:
@@ -573,11 +609,6 @@ class HttpConnection(asyncio.Protocol):
             self._unstarted = False
             self._arrivals.unstarted -= 1
 
-    def _exchange(self) -> Exchange:
-        if self._parsing is None:  # httptools calls on_message_begin first, always
-            raise RuntimeError("HTTP callback outside a message")
-        return self._parsing
-
     def _ignore_upgrade(self) -> bool:
         """Serve a request that asked to upgrade as HTTP/1.1; whether to parse on.
 
@@ -593,11 +624,12 @@ class HttpConnection(asyncio.Protocol):
                 exchange.keep_alive = False
             self._stop_reading()
             return False
-        self._parser = httptools.HttpRequestParser(self)
-        if exchange.upgrade_body:
-            self._resuming = exchange
-            framing, exchange.upgrade_body = exchange.upgrade_body, b""
-            self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n")
+        if not exchange.upgrade_body:
+            self._parser = httptools.HttpRequestParser(self)
+            return True
+        framing, exchange.upgrade_body = exchange.upgrade_body, b""
+        self._parser = httptools.HttpRequestParser(_UpgradedBody(self, exchange))
+        self._parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n")
         return True
 
     def _body_refusal(self, exchange: Exchange) -> KeelError | None:
@@ -609,11 +641,6 @@ class HttpConnection(asyncio.Protocol):
                 if length > limit:
                     return PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}")
         return None
-
-    def _count_header_bytes(self, count: int) -> None:
-        self._header_bytes += count
-        if self._header_bytes > self._limits.max_header_bytes:
-            raise _HeadersTooLarge
 
     def _refuse_headers(self) -> None:
         limit = self._limits.max_header_bytes
@@ -627,8 +654,8 @@ class HttpConnection(asyncio.Protocol):
         """
         self._stop_reading()
         self._stopping = True
+        in_headers = self._in_headers
         exchange, self._parsing = self._parsing, None
-        in_headers, self._in_headers = self._in_headers, False
         if exchange is None or exchange not in self._pending:
             if exchange is not None and not in_headers and exchange.refusal is not None:
                 # Refused and answered already, its body was being dropped: just close.
@@ -695,6 +722,48 @@ class BadHttp(KeelError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _UpgradedBody:
+    """The parser's callbacks after an ignored Upgrade: a made-up head, then the connection's.
+
+    The made-up head frames the body that followed the original request's headers;
+    its URL and headers are not a request and are dropped, its body and end go to
+    the original exchange. Every message after it is the connection's own. A class
+    of its own, so that the connection's callbacks, run for every request, need no
+    check for this rare case.
+    """
+
+    def __init__(self, connection: HttpConnection, exchange: Exchange) -> None:
+        self._connection = connection
+        self._exchange: Exchange | None = exchange
+
+    def on_message_begin(self) -> None:
+        if self._exchange is None:
+            self._connection.on_message_begin()
+        else:
+            self._connection.resume(self._exchange)
+
+    def on_url(self, url: bytes) -> None:
+        if self._exchange is None:
+            self._connection.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._exchange is None:
+            self._connection.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._exchange is None:
+            self._connection.on_headers_complete()
+        else:
+            self._connection.resume_body()
+
+    def on_body(self, body: bytes) -> None:
+        self._connection.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._exchange = None
+        self._connection.on_message_complete()
 
 
 def bad_http_answer(refusal: BadHttp) -> Answer:

@@ -45,7 +45,9 @@ async def predict(state: ServerState, version: ServedVersion, call: Call) -> Rep
     response: dict[str, Any] = {
         "model_name": version.name,
         "model_version": version.label,
-        "predictions": _rows(_answer_columns(signature, outputs)),
+        "predictions": _predictions(
+            version.derived.get("records_answer") or _remember_plan(version), outputs
+        ),
     }
     if request_id is not None:
         response["id"] = request_id
@@ -141,27 +143,29 @@ class _Column(NamedTuple):
 
 
 def _plan(signature: Signature) -> tuple[_Column, ...]:
-    """The answer's columns, decided once per signature rather than on every request."""
-    plan = signature.compiled_cache.get("records_answer")
-    if not isinstance(plan, tuple):
-        names = {o.name for o in signature.outputs}
-        plan = signature.compiled_cache["records_answer"] = tuple(
-            _Column(o.name, None, None)
-            if o.labels is None or o.kind != "label"
-            else _Column(
-                o.name,
-                dict(enumerate(o.labels)),
-                None if f"{o.name}_index" in names else f"{o.name}_index",
-            )
-            for o in signature.outputs
+    """The answer's columns, decided once per version rather than on every request."""
+    names = {o.name for o in signature.outputs}
+    return tuple(
+        _Column(o.name, None, None)
+        if o.labels is None or o.kind != "label"
+        else _Column(
+            o.name,
+            dict(enumerate(o.labels)),
+            None if f"{o.name}_index" in names else f"{o.name}_index",
         )
+        for o in signature.outputs
+    )
+
+
+def _remember_plan(version: ServedVersion) -> tuple[_Column, ...]:
+    plan = version.derived["records_answer"] = _plan(version.metadata.signature)
     return plan
 
 
-def _answer_columns(signature: Signature, outputs: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-    """Every declared output as a list of rows; label indices as the names they stand for."""
+def _predictions(plan: tuple[_Column, ...], outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One answer row per input row: every declared output, label indices as their names."""
     columns: dict[str, list[Any]] = {}
-    for name, labels, index_key in _plan(signature):
+    for name, labels, index_key in plan:
         values = outputs[name]
         indices: list[Any] = values.tolist()
         if labels is None or values.dtype.kind not in "iu":
@@ -179,7 +183,10 @@ def _answer_columns(signature: Signature, outputs: dict[str, np.ndarray]) -> dic
             ) from None
         if index_key is not None:
             columns[index_key] = indices
-    return columns
+    # The batcher checked that every output has one row per input row.
+    if len(indices) == 1:
+        return [{key: column[0] for key, column in columns.items()}]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def _shaped(labels: Mapping[int, str], values: np.ndarray) -> list[Any]:
@@ -187,8 +194,3 @@ def _shaped(labels: Mapping[int, str], values: np.ndarray) -> list[Any]:
     names = [labels[i] for i in values.ravel().tolist()]
     shaped: list[Any] = np.array(names, dtype=object).reshape(values.shape).tolist()
     return shaped
-
-
-def _rows(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    # The batcher checked that every output has one row per input row.
-    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -83,15 +84,17 @@ class ServedVersion:
     # Critical packages (and Python) that differ from the training environment.
     environment_mismatches: int | None = None
     monitor: VersionMonitor | None = None
+    # What the protocol modules derive from the version once (the records API's answer
+    # plan), kept here so that a request finds it in one dictionary lookup.
+    derived: dict[str, Any] = field(default_factory=dict)
+    # The model's name: a plain attribute, read several times by every request.
+    name: str = field(init=False)
 
     def __post_init__(self) -> None:
+        self.name = self.metadata.name
         signature = self.metadata.signature
         declared = [f.name for f in signature.features] + [i.name for i in signature.inputs]
         self.metrics = ServingMetrics(declared)
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
 
     @functools.cached_property
     def label(self) -> str:
