@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--registry", type=Path)
+    parser.add_argument(
+        "--in-process-rounds", type=int, default=4, help="rounds of the in-process measurement"
+    )
     parser.add_argument("--in-process-requests", type=int, default=2000)
     parser.add_argument(
         "--instruction-requests", type=int, default=1000, help="0: no valgrind count"
@@ -137,7 +140,7 @@ def main() -> None:
             for server in servers.values():
                 server.stop()
         in_process: dict[str, dict[str, list[float]]] = {}
-        for round_ in range(args.rounds):
+        for round_ in range(args.in_process_rounds):
             order = list(sides.items())
             for side, env in order if round_ % 2 == 0 else order[::-1]:
                 for ref in IN_PROCESS_MODELS:
@@ -170,12 +173,13 @@ def main() -> None:
     results = {
         "date": datetime.date.today().isoformat(),
         "command": f"python bench/before_after.py {args.before} --rounds {args.rounds} "
-        f"--seconds {args.seconds:g}",
+        f"--seconds {args.seconds:g} --in-process-rounds {args.in_process_rounds}",
         "wall_s": round(time.monotonic() - started, 1),
         "machine": machine.describe(REPO),
         "before": commit,
         "model": model.ref,
         "rounds": args.rounds,
+        "in_process_rounds": args.in_process_rounds,
         "saturation": {protocol: _summary(by_side) for protocol, by_side in runs.items()},
         "in_process": {key: _in_process_summary(by_side) for key, by_side in in_process.items()},
         "instructions_by_concurrency": {

@@ -428,8 +428,9 @@ def _before_after(results: dict[str, Any], results_path: str) -> str:
             "",
             "The application in-process (`bench/app_profile.py`: routing, the signature's",
             "checks, the batcher and the model, no sockets), the fastest of 5 repeats in each",
-            "round; digits-mlp's 64 integer pixels carry the type and bound checks the v2 API",
-            "gained. Lower is better:",
+            f"of {results.get('in_process_rounds', results['rounds'])} rounds; digits-mlp's 64 "
+            "integer pixels carry the type and bound checks the v2",
+            "API gained. Lower is better:",
             "",
             *in_process,
             *instructions,
