@@ -17,8 +17,8 @@ import orjson
 import uvloop
 
 from keel.serving.arrivals import Arrivals
+from keel.serving.calls import Reply
 from keel.serving.http_connection import (
-    Answer,
     BadHttp,
     Exchange,
     HttpConnection,
@@ -37,18 +37,18 @@ LIMITS = ServerSettings(
 )
 
 
-async def echo(exchange: Exchange, connection: HttpConnection) -> Answer:
+async def echo(exchange: Exchange, connection: HttpConnection) -> Reply:
     """Answers what it was asked; ``/slow/N`` first waits N milliseconds."""
     if isinstance(exchange.refusal, BadHttp):
         return bad_http_answer(exchange.refusal)
     if exchange.refusal is not None:
-        return Answer(413, [], str(exchange.refusal).encode())
+        return Reply(413, str(exchange.refusal).encode(), b"")
     if exchange.path.startswith("/slow/"):
         await asyncio.sleep(int(exchange.path.rsplit("/", 1)[1]) / 1000)
     body = orjson.dumps(
         {"method": exchange.method, "path": exchange.path, "body": exchange.body.decode()}
     )
-    return Answer(200, [(b"content-type", b"application/json")], body)
+    return Reply(200, body)
 
 
 class Served:
@@ -83,7 +83,7 @@ async def _read_answers(reader: asyncio.StreamReader, count: int) -> bytes:
 
 @asynccontextmanager
 async def serving(
-    answerer: Callable[[Exchange, HttpConnection], Awaitable[Answer]] = echo,
+    answerer: Callable[[Exchange, HttpConnection], Awaitable[Reply]] = echo,
     limits: ServerSettings = LIMITS,
 ) -> AsyncIterator[Served]:
     connections: set[HttpConnection] = set()
@@ -324,7 +324,7 @@ def test_shutdown_answers_the_request_in_flight_then_closes() -> None:
 
 
 def test_an_answerer_that_raises_costs_one_500_and_the_connection_lives_on() -> None:
-    async def flaky(exchange: Exchange, connection: HttpConnection) -> Answer:
+    async def flaky(exchange: Exchange, connection: HttpConnection) -> Reply:
         if exchange.path == "/boom":
             raise RuntimeError("a bug")
         return await echo(exchange, connection)
@@ -356,8 +356,8 @@ def test_a_client_that_shuts_its_side_after_sending_still_gets_its_answer() -> N
 def test_a_client_that_never_reads_its_answers_stops_being_read_from() -> None:
     big = b"z" * 65536
 
-    async def large(exchange: Exchange, connection: HttpConnection) -> Answer:
-        return Answer(200, [(b"content-type", b"text/plain")], big)
+    async def large(exchange: Exchange, connection: HttpConnection) -> Reply:
+        return Reply(200, big, b"text/plain")
 
     async def scenario() -> None:
         async with serving(large) as served:
@@ -383,7 +383,7 @@ def test_a_request_read_is_counted_as_arriving_until_its_answer_starts_or_is_dro
         arrivals = Arrivals()
         seen: list[int] = []
 
-        async def answerer(exchange: Exchange, connection: HttpConnection) -> Answer:
+        async def answerer(exchange: Exchange, connection: HttpConnection) -> Reply:
             seen.append(arrivals.unstarted)
             return await echo(exchange, connection)
 
@@ -459,7 +459,7 @@ def test_a_body_of_one_byte_chunks_is_kept_in_one_buffer() -> None:
     async def scenario() -> None:
         seen: list[Exchange] = []
 
-        async def keep(exchange: Exchange, connection: HttpConnection) -> Answer:
+        async def keep(exchange: Exchange, connection: HttpConnection) -> Reply:
             seen.append(exchange)
             return await echo(exchange, connection)
 
@@ -539,9 +539,9 @@ def test_a_body_slower_than_the_minimum_rate_gets_408() -> None:
 
 
 def test_head_on_any_answer_sends_no_body_and_the_next_request_reads_cleanly() -> None:
-    async def refuse(exchange: Exchange, connection: HttpConnection) -> Answer:
+    async def refuse(exchange: Exchange, connection: HttpConnection) -> Reply:
         if exchange.path == "/post-only":
-            return Answer(405, [(b"content-type", b"application/json")], b'{"error":"no"}')
+            return Reply(405, b'{"error":"no"}')
         return await echo(exchange, connection)
 
     async def scenario() -> None:

@@ -11,7 +11,9 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
-from keel.serving.http_connection import INTERNAL_ERROR, Answer, Exchange, HttpConnection
+from keel.serving.calls import Reply
+from keel.serving.http_connection import Exchange, HttpConnection
+from keel.serving.http_errors import INTERNAL_ERROR
 from keel.serving.inference_front import ASGIApp
 
 log = logging.getLogger("keel.serving")
@@ -27,7 +29,7 @@ async def answer_with_app(
     exchange: Exchange,
     connection: HttpConnection,
     server: tuple[str, int] | None,
-) -> Answer:
+) -> Reply:
     """The app's answer to ``exchange``, buffered; a 500 if it fails before answering."""
     scope: dict[str, Any] = {
         "type": "http",
@@ -46,6 +48,7 @@ async def answer_with_app(
     }
     delivered = False
     status = 0
+    content_type = b""
     headers: list[tuple[bytes, bytes]] = []
     chunks: list[bytes] = []
     finished = False
@@ -59,14 +62,15 @@ async def answer_with_app(
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
-        nonlocal status, headers, finished
+        nonlocal status, content_type, headers, finished
         if message["type"] == "http.response.start":
             status = message["status"]
-            headers = [
-                (bytes(name).lower(), bytes(value))
-                for name, value in message.get("headers", ())
-                if bytes(name).lower() not in _CONNECTION_HEADERS
-            ]
+            for raw_name, value in message.get("headers", ()):
+                name = bytes(raw_name).lower()
+                if name == b"content-type":
+                    content_type = bytes(value)
+                elif name not in _CONNECTION_HEADERS:
+                    headers.append((name, bytes(value)))
         elif message["type"] == "http.response.body" and not finished:
             chunks.append(bytes(message.get("body", b"")))
             finished = not message.get("more_body", False)
@@ -80,4 +84,4 @@ async def answer_with_app(
     if not status:
         log.error("%s %s ended without an answer", exchange.method, exchange.path)
         return INTERNAL_ERROR
-    return Answer(status, headers, b"".join(chunks))
+    return Reply(status, b"".join(chunks), content_type, headers)

@@ -1,8 +1,9 @@
-"""One inference call as keel's handlers see it, and their answer, free of any web framework.
+"""One inference call as keel's handlers see it, and the answer every route gives.
 
-The inference routes are the hot path: they are served by ``inference_front``
-straight from ASGI messages, so their handlers take a ``Call`` and return a
-``Reply`` instead of framework request and response objects.
+The inference routes are the hot path: their handlers take a ``Call`` and return
+a ``Reply`` instead of framework request and response objects, and a ``Reply`` is
+what keel's HTTP server writes, whoever made it (the inference routes, the error
+mapping, or a Starlette route through the ASGI bridge).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ class Call(NamedTuple):
 
 
 class Reply(NamedTuple):
-    """A complete HTTP answer; ``headers`` are extra to Content-Type and Content-Length."""
+    """A complete HTTP answer.
+
+    ``content_type`` is written as Content-Type (none when empty); ``headers`` are the
+    rest, never Content-Type, Content-Length, Connection or Date, which the server
+    writes itself.
+    """
 
     status: int
     body: bytes

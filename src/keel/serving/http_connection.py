@@ -37,6 +37,8 @@ import orjson
 
 from keel.errors import KeelError, PayloadTooLarge, ProtocolError
 from keel.serving.arrivals import Arrivals
+from keel.serving.calls import Reply
+from keel.serving.http_errors import INTERNAL_ERROR
 from keel.settings import ServerSettings
 
 log = logging.getLogger("keel.serving")
@@ -114,21 +116,7 @@ class Exchange:
         return self.complete or self.refusal is not None
 
 
-class Answer(typing.NamedTuple):
-    """A complete response: ``headers`` must not repeat Content-Length or Connection."""
-
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
-INTERNAL_ERROR = Answer(
-    500,
-    [(b"content-type", b"application/json")],
-    b'{"error":"internal error; the server logged the details"}',
-)
-
-Answerer = Callable[[Exchange, "HttpConnection"], Awaitable[Answer]]
+Answerer = Callable[[Exchange, "HttpConnection"], Awaitable[Reply]]
 """Turns a complete (or refused) exchange into its answer; the server's routing."""
 
 
@@ -460,18 +448,20 @@ class HttpConnection(asyncio.Protocol):
         if not self._pending and self._stopping and self._parsing is None:
             self._close()
 
-    def _send(self, exchange: Exchange, answer: Answer) -> bool:
+    def _send(self, exchange: Exchange, answer: Reply) -> bool:
         """Write the answer; whether the connection stays open for the next one."""
         transport = self._transport
         if transport is None or self.lost:
             return False
-        status, headers, body = answer
+        status, body, content_type, headers = answer
         out = [
             STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode(),
             b"content-length: ",
             str(len(body)).encode(),
             b"\r\n",
         ]
+        if content_type:
+            out += (b"content-type: ", content_type, b"\r\n")
         for name, value in headers:
             out += (name, b": ", value, b"\r\n")
         out.append(self._date_header())
@@ -766,10 +756,10 @@ class _UpgradedBody:
         self._connection.on_message_complete()
 
 
-def bad_http_answer(refusal: BadHttp) -> Answer:
+def bad_http_answer(refusal: BadHttp) -> Reply:
     """The answer to bytes the connection could not take as a request."""
     body = orjson.dumps({"error": str(refusal)})
-    return Answer(refusal.status, [(b"content-type", b"application/json")], body)
+    return Reply(refusal.status, body)
 
 
 def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -53,11 +53,15 @@ def status_of(exc: errors.KeelError) -> int:
     return 500
 
 
+# The answer to a failure of keel's own: nothing about it reaches the client.
+INTERNAL_ERROR = Reply(500, b'{"error":"internal error; the server logged the details"}')
+
+
 def error_reply(exc: Exception) -> Reply:
     """The HTTP answer to an exception raised while handling a request."""
     if not isinstance(exc, errors.KeelError):
         log.exception("unexpected error while handling a request")
-        return _json(500, {"error": "internal error; the server logged the details"})
+        return INTERNAL_ERROR
     status = status_of(exc)
     body: dict[str, object] = {"error": without_paths(str(exc))}
     headers: list[tuple[bytes, bytes]] = []

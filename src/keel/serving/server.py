@@ -35,7 +35,6 @@ from keel.serving.arrivals import Arrivals
 from keel.serving.asgi_exchange import answer_with_app
 from keel.serving.calls import Reply
 from keel.serving.http_connection import (
-    Answer,
     BadHttp,
     Exchange,
     HttpConnection,
@@ -83,7 +82,7 @@ class HttpServer:
         self._date = b""
         self._ticker: asyncio.TimerHandle | None = None
 
-    async def answer(self, exchange: Exchange, connection: HttpConnection) -> Answer:
+    async def answer(self, exchange: Exchange, connection: HttpConnection) -> Reply:
         """Route one request: inference to the front, refusals here, the rest to Starlette."""
         refusal = exchange.refusal
         if isinstance(refusal, BadHttp):
@@ -92,7 +91,7 @@ class HttpServer:
             # One answer, then its room goes back to the pool.
             exchange.keep_alive = False
             if not exchange.path.startswith(_PROBE_PREFIXES):
-                return _answer_of(error_reply(self._too_many()))
+                return error_reply(self._too_many())
         route = match(exchange.path)
         if route is not None:
             # A refused body goes through the front too, so the refusal counts for its version.
@@ -100,9 +99,9 @@ class HttpServer:
             reply = await self.front.answer(route, exchange.method, exchange.headers, body)
             if reply is None:  # never: only a body still to be read finds its client gone
                 raise RuntimeError("the inference front found no client for a body in hand")
-            return _answer_of(reply)
+            return reply
         if refusal is not None:
-            return _answer_of(error_reply(refusal))
+            return error_reply(refusal)
         return await answer_with_app(self.front.app, exchange, connection, self._address)
 
     async def run(self) -> None:
@@ -264,10 +263,6 @@ def connection_cap(configured: int, probes: int) -> int:
             derived,
         )
     return configured
-
-
-def _answer_of(reply: Reply) -> Answer:
-    return Answer(reply.status, [(b"content-type", reply.content_type), *reply.headers], reply.body)
 
 
 def _raiser(error: Exception) -> BodySource:
