@@ -35,10 +35,11 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
-from keel.errors import KeelError, PayloadTooLarge, ProtocolError
+from keel.errors import KeelError, ProtocolError
 from keel.serving.arrivals import Arrivals
 from keel.serving.calls import Reply
 from keel.serving.http_errors import INTERNAL_ERROR
+from keel.serving.request_body import body_too_large
 from keel.settings import ServerSettings
 
 log = logging.getLogger("keel.serving")
@@ -365,9 +366,7 @@ class HttpConnection(asyncio.Protocol):
             return
         exchange.size += len(body)
         if exchange.size > self._limits.max_body_bytes:
-            exchange.refusal = PayloadTooLarge(
-                f"the body exceeds the limit of {self._limits.max_body_bytes} bytes"
-            )
+            exchange.refusal = body_too_large(self._limits.max_body_bytes)
             exchange.buffer = b""
             exchange.keep_alive = False
             self._advance()
@@ -629,7 +628,7 @@ class HttpConnection(asyncio.Protocol):
                 # httptools has refused a Content-Length that is not a number already.
                 length = int(value)
                 if length > limit:
-                    return PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}")
+                    return body_too_large(limit, length)
         return None
 
     def _refuse_headers(self) -> None:

@@ -20,22 +20,21 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call, Reply
-from keel.serving.context import ServerState, find_version
+from keel.serving.context import ServerState
+from keel.serving.data_plane import Codec, DataPlane
 from keel.serving.http_errors import error_reply
 from keel.serving.inference_paths import Route, match
-from keel.serving.records_api import predict
+from keel.serving.records_api import RECORDS
 from keel.serving.request_body import ClientGone, Receive, read_body
 from keel.serving.served_version import ServedVersion
-from keel.serving.v2_infer import BINARY_HEADER, infer
+from keel.serving.v2_infer import BINARY_HEADER, V2_INFER
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Handler = Callable[[ServerState, ServedVersion, Call], Awaitable[Reply]]
-
-# Handlers by the endpoint label their requests are counted under.
-HANDLERS: dict[str, Handler] = {"records": predict, "v2_infer": infer}
+# Each route's codec, by the endpoint label its requests are counted under.
+CODECS: dict[str, Codec[Reply]] = {"records": RECORDS, "v2_infer": V2_INFER}
 _READ_HEADERS = frozenset(
     name.encode() for name in ("content-length", VERSION_HEADER, DEADLINE_HEADER, BINARY_HEADER)
 )
@@ -63,6 +62,7 @@ class InferenceFront:
     ) -> None:
         self.app = app
         self.state = state
+        self.plane = DataPlane(state)
         # Start-up and shutdown of the app (load, verify, warm; drain), for a server
         # that runs them itself instead of through ASGI lifespan messages.
         self.lifespan = lifespan
@@ -104,12 +104,14 @@ class InferenceFront:
             }
             # Resolved first so that every answer, refusals included, counts for its version;
             # a request for an unknown model or version counts nowhere (no new series).
-            version = find_version(self.state, name, path_version, headers)
+            version = self.plane.find(name, path_version, headers)
             version.metrics.in_flight += 1
             try:
                 if not isinstance(body, bytes):
                     body = await body(headers)
-                reply = await HANDLERS[endpoint](self.state, version, Call(headers, body, started))
+                reply = await self.plane.infer(
+                    version, CODECS[endpoint], Call(headers, body, started)
+                )
             finally:
                 version.metrics.in_flight -= 1
         except asyncio.CancelledError:

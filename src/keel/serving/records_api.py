@@ -1,6 +1,7 @@
 """The JSON records API: ``{"instances": [{feature: value}, ...]}`` validated by the signature.
 
-Served at ``/v1/models/{name}[/versions/{version}]/predict`` by ``inference_front``.
+Served at ``/v1/models/{name}[/versions/{version}]/predict`` by ``inference_front``,
+through the data plane (``RECORDS`` is its codec).
 Each answer row holds every declared output by name. A label output whose
 signature declares its ``labels`` answers the label's name, and its index
 under ``<output>_index`` (unless the signature declares an output of that name,
@@ -19,39 +20,43 @@ import numpy as np
 import orjson
 
 from keel.errors import FieldError, InvalidRequest, ProtocolError, RuntimeFailure
+from keel.serving.batcher import Tensors
 from keel.serving.calls import Call, Reply
-from keel.serving.context import ServerState, deadline_of
-from keel.serving.model_call import accepted_outputs
+from keel.serving.data_plane import Decoded
 from keel.serving.served_version import ServedVersion
 from keel.signature import Signature, freshness_of, split_computed_at, to_arrays
 
 
-async def predict(state: ServerState, version: ServedVersion, call: Call) -> Reply:
-    """Validate records with the signature, run them through the batcher, one answer per record."""
-    batcher = version.require_batcher()  # NotReady before any parsing
-    deadline = deadline_of(call.headers, state)
-    instances, request_id = _instances(call.body)
-    signature = version.metadata.signature
-    stale = _freshness_errors(version, instances)
-    try:
-        arrays = to_arrays(instances, signature)
-    except InvalidRequest as exc:
-        raise InvalidRequest(stale + exc.errors) from None
-    if stale:
-        raise InvalidRequest(stale)
-    outputs = accepted_outputs(
-        state, version, arrays, await batcher.submit(arrays, deadline), call.received_at, request_id
-    )
-    response: dict[str, Any] = {
-        "model_name": version.name,
-        "model_version": version.label,
-        "predictions": _predictions(
-            version.derived.get("records_answer") or _remember_plan(version), outputs
-        ),
-    }
-    if request_id is not None:
-        response["id"] = request_id
-    return Reply(200, orjson.dumps(response), headers=[version.label_header])
+class RecordsCodec:
+    """The records API as the data plane's codec: records in, one answer row per record out."""
+
+    def decode(self, version: ServedVersion, call: Call) -> Decoded:
+        """The records as model inputs, validated with the signature."""
+        instances, request_id = _instances(call.body)
+        stale = _freshness_errors(version, instances)
+        try:
+            arrays = to_arrays(instances, version.metadata.signature)
+        except InvalidRequest as exc:
+            raise InvalidRequest(stale + exc.errors) from None
+        if stale:
+            raise InvalidRequest(stale)
+        return Decoded(arrays, request_id)
+
+    def encode(self, version: ServedVersion, request: Decoded, outputs: Tensors) -> Reply:
+        """Every declared output by name, a row per record, labels by name."""
+        response: dict[str, Any] = {
+            "model_name": version.name,
+            "model_version": version.label,
+            "predictions": _predictions(
+                version.derived.get("records_answer") or _remember_plan(version), outputs
+            ),
+        }
+        if request.request_id is not None:
+            response["id"] = request.request_id
+        return Reply(200, orjson.dumps(response), headers=[version.label_header])
+
+
+RECORDS = RecordsCodec()
 
 
 def _freshness_errors(version: ServedVersion, instances: list[Any]) -> list[FieldError]:

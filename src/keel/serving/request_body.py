@@ -1,4 +1,9 @@
-"""Reading a request body without letting a large one into memory."""
+"""A request body's size limit, and reading a body from ASGI without letting a large one in.
+
+The limit (``server.max_body_bytes``) is one rule with one wording, whichever server
+read the request: keel's HTTP connection counts the bytes as httptools hands them
+over, ``read_body`` as the ASGI channel does; both refuse with ``body_too_large``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,13 @@ from keel.errors import PayloadTooLarge, ProtocolError
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 """The ASGI receive channel of one request."""
+
+
+def body_too_large(limit: int, declared: int | None = None) -> PayloadTooLarge:
+    """The refusal of a body over ``limit`` bytes: by its declared length, or as it streams."""
+    if declared is not None:
+        return PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    return PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
 
 
 class ClientGone(Exception):
@@ -28,7 +40,7 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) ->
         except ValueError:
             raise ProtocolError(f"Content-Length {declared!r} is not a number") from None
         if length > limit:
-            raise PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}")
+            raise body_too_large(limit, length)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -38,7 +50,7 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) ->
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            raise body_too_large(limit)
         if not message.get("more_body", False):
             if not chunks:
                 return chunk

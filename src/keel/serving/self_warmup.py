@@ -22,12 +22,15 @@ import orjson
 from keel.serving.model_manager import ModelManager
 from keel.serving.protocols import datatype_of
 from keel.serving.served_version import ServedVersion
+from keel.shadow.http_client import CandidateHTTPError, HTTPPool
 from keel.signature import to_arrays
 
 log = logging.getLogger("keel.serving")
 
 REQUESTS_PER_ROUTE = 16
 CONNECT_TIMEOUT_S = 10.0
+# All of the warm-up: a server that stops answering must not hold readiness back for ever.
+WARMUP_TIMEOUT_S = 60.0
 
 
 async def warm_over_http(manager: ModelManager, host: str, port: int) -> None:
@@ -53,23 +56,35 @@ async def warm_over_http(manager: ModelManager, host: str, port: int) -> None:
 
 
 async def _send_all(requests: list[tuple[str, bytes]], host: str, port: int) -> None:
+    # The shadow's keep-alive client: keel has one HTTP/1.1 client, not one per use.
+    pool = HTTPPool(f"http://{host}:{port}", size=1)
     try:
-        reader, writer = await _connect(host, port)
-    except OSError as exc:
-        log.warning("could not warm up over HTTP (%s); the first requests may be slower", exc)
-        return
-    try:
-        for _ in range(REQUESTS_PER_ROUTE):
-            for path, body in requests:
-                writer.write(_http_post(path, body))
-                await writer.drain()
-                status = await _read_response(reader)
+        async with asyncio.timeout(WARMUP_TIMEOUT_S):
+            for count, (path, body) in enumerate(requests * REQUESTS_PER_ROUTE):
+                if count == 0:
+                    status = await _until_connected(pool, path, body)
+                else:
+                    status, _ = await pool.request("POST", path, body)
                 if status != 200:
                     log.warning("warm-up request to %s was answered %d", path, status)
-    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        log.warning("warm-up over HTTP stopped early: %s", exc)
+    except (OSError, CandidateHTTPError, TimeoutError) as exc:
+        reason = f"no answer in {WARMUP_TIMEOUT_S:.0f} s" if isinstance(exc, TimeoutError) else exc
+        log.warning("could not warm up over HTTP (%s); the first requests may be slower", reason)
     finally:
-        writer.close()
+        pool.close()
+
+
+async def _until_connected(pool: HTTPPool, path: str, body: bytes) -> int:
+    """The status of one request, retried while the server may still be binding its socket."""
+    deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S
+    while True:
+        try:
+            status, _ = await pool.request("POST", path, body)
+            return status
+        except CandidateHTTPError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 def _requests(version: ServedVersion) -> list[tuple[str, bytes]]:
@@ -93,38 +108,6 @@ def _requests(version: ServedVersion) -> list[tuple[str, bytes]]:
 
 
 def _loopback(host: str) -> str:
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104 - mapping a wildcard bind to loopback
-
-
-async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect, retrying while the server may still be binding its socket."""
-    deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S
-    while True:
-        try:
-            return await asyncio.open_connection(host, port)
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-
-
-def _http_post(path: str, body: bytes) -> bytes:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    """The status of one response; its body is read and dropped."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status
+    """The address to reach a server bound to ``host``, as a URL writes it."""
+    address = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104 - mapping a wildcard bind to loopback
+    return f"[{address}]" if ":" in address else address

@@ -1,6 +1,7 @@
 """Open Inference Protocol ``infer``: JSON or binary tensor data through the model's batcher.
 
-Served at ``/v2/models/{name}[/versions/{version}]/infer`` by ``inference_front``.
+Served at ``/v2/models/{name}[/versions/{version}]/infer`` by ``inference_front``,
+through the data plane (``V2_INFER`` is its codec).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import time
 import numpy as np
 
 from keel.errors import InvalidRequest, NotReady, ProtocolError
+from keel.serving.batcher import Tensors
 from keel.serving.calls import BINARY, Call, Reply
-from keel.serving.context import ServerState, deadline_of
-from keel.serving.model_call import accepted_outputs
+from keel.serving.data_plane import Decoded
 from keel.serving.protocols import InferRequest, encode_infer_response, parse_infer_request
 from keel.serving.served_version import ServedVersion
 from keel.signature import COMPUTED_AT_PARAMETER, freshness_of
@@ -21,27 +22,33 @@ BINARY_HEADER = "inference-header-content-length"
 _BINARY_HEADER_NAME = BINARY_HEADER.encode()
 
 
-async def infer(state: ServerState, version: ServedVersion, call: Call) -> Reply:
-    """Run one inference request through the batcher; answer in the encoding it asked for."""
-    batcher = version.require_batcher()  # NotReady before any parsing
-    deadline = deadline_of(call.headers, state)
-    parsed, inputs = _decode(version, call)
-    _check_freshness(version, parsed)
-    outputs = accepted_outputs(
-        state, version, inputs, await batcher.submit(inputs, deadline), call.received_at, parsed.id
-    )
-    selected, binary = _select_outputs(parsed, outputs)
-    payload, json_length = encode_infer_response(
-        model_name=version.name,
-        model_version=version.label,
-        request_id=parsed.id,
-        outputs=selected,
-        binary=binary,
-    )
-    if json_length is None:
-        return Reply(200, payload, headers=[version.label_header])
-    headers = [version.label_header, (_BINARY_HEADER_NAME, str(json_length).encode())]
-    return Reply(200, payload, content_type=BINARY, headers=headers)
+class V2InferCodec:
+    """Open Inference Protocol ``infer`` as the data plane's codec: JSON or binary tensors."""
+
+    def decode(self, version: ServedVersion, call: Call) -> Decoded:
+        """The input tensors, checked against the version's contract; the request kept."""
+        parsed, inputs = _decode(version, call)
+        _check_freshness(version, parsed)
+        return Decoded(inputs, parsed.id, parsed)
+
+    def encode(self, version: ServedVersion, request: Decoded, outputs: Tensors) -> Reply:
+        """The outputs the request asked for, in the encoding it asked for."""
+        parsed: InferRequest = request.detail
+        selected, binary = _select_outputs(parsed, outputs)
+        payload, json_length = encode_infer_response(
+            model_name=version.name,
+            model_version=version.label,
+            request_id=parsed.id,
+            outputs=selected,
+            binary=binary,
+        )
+        if json_length is None:
+            return Reply(200, payload, headers=[version.label_header])
+        headers = [version.label_header, (_BINARY_HEADER_NAME, str(json_length).encode())]
+        return Reply(200, payload, content_type=BINARY, headers=headers)
+
+
+V2_INFER = V2InferCodec()
 
 
 def _decode(version: ServedVersion, call: Call) -> tuple[InferRequest, dict[str, np.ndarray]]:

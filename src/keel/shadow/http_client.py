@@ -5,8 +5,8 @@ on the loop is what the primary pays. General-purpose clients cost far more
 than a primary request does (measured on this project's 2-core machine, one
 call to a loopback server: httpx about 3.9 ms of CPU, aiohttp about 0.9 ms),
 so keel speaks just what a candidate call needs: one request at a time per
-keep-alive connection, responses parsed by httptools (the parser uvicorn uses
-for keel's own requests), and connections pooled up to the mirror's
+keep-alive connection, responses parsed by httptools (the parser keel's own
+HTTP server reads requests with), and connections pooled up to the mirror's
 concurrency. A connection whose call was abandoned (timeout) is closed, never
 reused with a response still owed on it.
 """

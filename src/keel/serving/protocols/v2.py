@@ -26,7 +26,7 @@ Where the spec is silent, keel decides:
 - A JSON output holding NaN or infinity is refused (JSON has no spelling for
   them and ``null`` would lose which one); binary outputs carry them as is. A
   served request never gets here with one: the server refuses a non-finite
-  output as the model's failure on every API (``keel.serving.model_call``).
+  output as the model's failure on every API (``keel.serving.batcher``).
 """
 
 from __future__ import annotations
