@@ -283,6 +283,15 @@ class Batcher:
             if request.queued:
                 self._withdraw(request)
 
+    def deadline_in(self, seconds: float) -> float:
+        """The time on this batcher's loop ``seconds`` from now: a deadline for ``submit``.
+
+        Called on the loop. The batcher has its loop at hand, where
+        ``asyncio.get_running_loop()`` costs a system call (getpid) on Python 3.11.
+        """
+        loop = self._loop or self._start()
+        return loop.time() + seconds
+
     async def close(self, timeout: float) -> None:
         """Refuse new requests, let queued and running ones finish (up to ``timeout``), stop."""
         if self._refusal is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -52,8 +51,12 @@ def find_version(
     return state.manager.find(name, path_version or headers.get(VERSION_HEADER))
 
 
-def deadline_of(headers: Mapping[str, str], state: ServerState) -> float:
-    """The absolute loop time by which the answer must be ready."""
+def deadline_s_of(headers: Mapping[str, str], state: ServerState) -> float:
+    """Seconds from now by which the answer must be ready: the header's, else the default.
+
+    Relative: the batcher turns it into its loop's time (``Batcher.deadline_in``), where
+    ``asyncio.get_running_loop()`` would cost every request a system call (getpid).
+    """
     raw = headers.get(DEADLINE_HEADER)
     if raw is None:
         milliseconds = state.settings.server.default_deadline_ms
@@ -64,4 +67,4 @@ def deadline_of(headers: Mapping[str, str], state: ServerState) -> float:
             raise ProtocolError(f"{DEADLINE_HEADER} {raw!r} is not a number") from None
         if not milliseconds > 0:
             raise ProtocolError(f"{DEADLINE_HEADER} must be a positive number of milliseconds")
-    return asyncio.get_running_loop().time() + milliseconds / 1000.0
+    return milliseconds / 1000.0

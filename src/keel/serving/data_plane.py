@@ -14,12 +14,13 @@ its status codes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from keel.serving.batcher import Tensors
 from keel.serving.calls import Call
-from keel.serving.context import ServerState, deadline_of, find_version
+from keel.serving.context import ServerState, deadline_s_of, find_version
 from keel.serving.served_version import ServedVersion
 
 AnswerT_co = TypeVar("AnswerT_co", covariant=True)
@@ -52,19 +53,17 @@ class DataPlane:
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-
-    def find(
-        self, name: str, path_version: str | None, headers: Mapping[str, str]
-    ) -> ServedVersion:
-        """The version asked for: the path's, else the version header's, else the default."""
-        return find_version(self.state, name, path_version, headers)
+        # The version asked for: the path's, else the version header's, else the default.
+        self.find: Callable[[str, str | None, Mapping[str, str]], ServedVersion] = (
+            functools.partial(find_version, state)
+        )
 
     async def infer(
         self, version: ServedVersion, codec: Codec[AnswerT_co], call: Call
     ) -> AnswerT_co:
         """``codec``'s answer to ``call`` from ``version``; raises KeelError when it is refused."""
         batcher = version.require_batcher()  # NotReady before any parsing
-        deadline = deadline_of(call.headers, self.state)
+        deadline = batcher.deadline_in(deadline_s_of(call.headers, self.state))
         request = codec.decode(version, call)
         outputs = await batcher.submit(request.inputs, deadline)
         mirrors = self.state.shadowing.mirrors
