@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import statistics
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,19 @@ def _run_order(path: Path) -> tuple[str, int]:
     return day, int(count or 1)
 
 
+def median_interval(ratios: list[float], resamples: int = 10_000) -> tuple[float, float]:
+    """A 95% bootstrap interval of the median of the per-round ratios.
+
+    How far the median itself could be moved by the machine's noise: the rounds are
+    drawn again with replacement, the same draws every time (a fixed seed).
+    """
+    draw = random.Random(0)  # noqa: S311 - resampling, not secrecy
+    medians = sorted(
+        statistics.median(draw.choices(ratios, k=len(ratios))) for _ in range(resamples)
+    )
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
 def _before_after(results: dict[str, Any], results_path: str) -> str:
     m = results["machine"]
     dirty = " with uncommitted changes under src/" if m["git_dirty"] else ""
@@ -316,7 +330,8 @@ def _before_after(results: dict[str, Any], results_path: str) -> str:
             f"{figures['before']:,.0f}",
             f"{figures['after']:,.0f}",
             f"**{figures['ratio']:.2f}x**",
-            ", ".join(f"{ratio:.2f}" for ratio in figures["ratios"]),
+            "{:.2f} to {:.2f}".format(*median_interval(figures["ratios"])),
+            f"{sum(ratio >= 1 for ratio in figures['ratios'])} of {len(figures['ratios'])}",
             f"{_us(figures['p99_before'])} → {_us(figures['p99_after'])}",
             f"{figures['cpu_before']:.1f} → {figures['cpu_after']:.1f}",
         ]
@@ -339,7 +354,8 @@ def _before_after(results: dict[str, Any], results_path: str) -> str:
             ("before, req/s", "r"),
             ("after, req/s", "r"),
             ("after / before", "r"),
-            ("each round", "l"),
+            ("95% interval", "r"),
+            ("rounds after ≥ before", "r"),
             ("p99 µs", "r"),
             ("server CPU µs a request", "r"),
         ],
@@ -419,7 +435,9 @@ def _before_after(results: dict[str, Any], results_path: str) -> str:
             "registry, load generator and pinned cores. Over HTTP both servers run throughout",
             "and take the load in turn, a short window each. A ratio is taken within each round",
             "and the median of the rounds' ratios is the figure compared, since the machine's",
-            "own speed drifts between rounds (see [Noise](#noise)).",
+            "own speed drifts between rounds (see [Noise](#noise)); the 95% interval is how far",
+            "that noise could move the median (a bootstrap over the rounds), and no ratio inside",
+            "it can be told from another by this measurement.",
             "",
             f"Saturation over HTTP, {results['model']}, {SATURATION_CONNECTIONS} connections in "
             "a closed loop; higher is better:",
