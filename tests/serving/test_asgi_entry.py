@@ -1,9 +1,10 @@
 """keel's app as an ASGI app under a stock ASGI server (uvicorn): the same answers as keel serve.
 
-docs/serving.md says the app runs under any ASGI server for embedding. There the
-inference routes come through ``InferenceFront.__call__`` from ASGI messages
-(headers as a list, the body in chunks), not from keel's HTTP server, so this
-serves the demo models with uvicorn and asks both servers the same questions.
+docs/serving.md says the app runs under any ASGI server for embedding, and shows
+how: this runs its example as written. There the inference routes come through
+``InferenceFront.__call__`` from ASGI messages (headers as a list, the body in
+chunks), not from keel's HTTP server, so this serves the demo models with uvicorn
+and asks both servers the same questions.
 """
 
 from __future__ import annotations
@@ -23,23 +24,14 @@ from keel_server import DEMO_REFS, ServerProcess, free_port
 
 from keel.registry import Registry
 
-# What a user embedding keel writes: the manager, the app, any ASGI server.
-_EMBEDDED = """
-import sys
-from concurrent.futures import ThreadPoolExecutor
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
-import uvicorn
 
-from keel.registry import Registry
-from keel.serving.app import create_app
-from keel.serving.model_manager import ModelManager
-from keel.settings import Settings
-
-settings = Settings()
-manager = ModelManager(Registry(sys.argv[1]), settings, ThreadPoolExecutor(2))
-app = create_app(manager, settings, sys.argv[2:])
-uvicorn.run(app, host="127.0.0.1", port=settings.server.port, lifespan="on")
-"""
+def _embedded_script() -> str:
+    """The embedding example of docs/serving.md, as a user copies it."""
+    page = DOCS.read_text()
+    block = page.split("<!-- embedded-asgi:begin -->", 1)[1].split("<!-- embedded-asgi:end -->")[0]
+    return block.strip().removeprefix("```python").removesuffix("```")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +40,7 @@ def under_uvicorn(
 ) -> Iterator[ServerProcess]:
     scratch = tmp_path_factory.mktemp("asgi")
     script = scratch / "embedded.py"
-    script.write_text(_EMBEDDED)
+    script.write_text(_embedded_script())
     log = scratch / "uvicorn.log"
     port = free_port()
     # The port goes through the settings too: the app warms itself over HTTP on it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from keel.environment import EnvironmentDiff, TrainingEnvironment, capture_environment
-from keel.errors import GoldenMismatch, KeelError, NotReady
+from keel.errors import GoldenMismatch, KeelError, NonFiniteOutput, NotReady
 from keel.golden import check_golden
 from keel.loading import LoadedModel, load_version
 from keel.monitoring.metrics import ServingMetrics
@@ -22,7 +23,7 @@ from keel.monitoring.monitor import VersionMonitor
 from keel.monitoring.window import DriftWindow
 from keel.registry import ModelMetadata, Registry
 from keel.serving.arrivals import Arrivals
-from keel.serving.batcher import Batcher
+from keel.serving.batcher import Batcher, Tensors
 from keel.serving.calls import VERSION_HEADER
 from keel.serving.tensor_contract import TensorContract, build_contract
 from keel.serving.v2_fast_path import V2FastPath, build_fast_path
@@ -318,10 +319,17 @@ async def _warm_batcher(batcher: Batcher, signature: Signature, batching: Batchi
     """
     row = to_arrays(synthetic_records(signature, 1), signature)
     for _ in range(WARMUP_SINGLE_CALLS):
-        await batcher.submit(row)
+        await _warm_call(batcher, row)
     # Side by side, to reach each of the version's threads; never more than the queue holds.
     together = min(WARMUP_SINGLE_CALLS, batching.max_queue_size)
-    await asyncio.gather(*(batcher.submit(row) for _ in range(together)))
+    await asyncio.gather(*(_warm_call(batcher, row) for _ in range(together)))
+
+
+async def _warm_call(batcher: Batcher, row: Tensors) -> None:
+    # A synthetic row may lie where the model answers no number (the log of 0): the
+    # model ran, which is all warm-up asks, and a client sending it is refused.
+    with contextlib.suppress(NonFiniteOutput):
+        await batcher.submit(row)
 
 
 @functools.cache
