@@ -28,7 +28,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_layering.py
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_layering.py tests/test_architecture_doc.py
 
 # Debian packages the tests run for real: prometheus (and promtool), postgresql, chromium.
 system-deps:

@@ -30,9 +30,9 @@ import payloads
 import uvloop
 
 from keel.registry import Registry
-from keel.serving.app import create_app
 from keel.serving.model_manager import ModelManager
 from keel.settings import Settings
+from keel.web.app import create_app
 
 PROTOCOLS: dict[str, Callable[..., payloads.Payload]] = {
     "records": payloads.records,

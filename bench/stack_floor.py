@@ -6,7 +6,7 @@ Three servers that read the whole request body and answer fixed JSON bytes:
   baseline's stack), uvicorn's own cost per request;
 * ``starlette``: the same answer from a Starlette ``Route``, which adds the
   router, the request object and the default middleware;
-* ``keel``: keel's own HTTP/1.1 connection (``keel.serving.http_connection``),
+* ``keel``: keel's own HTTP/1.1 connection (``keel.web.http_connection``),
   the stack keel's inference routes run on.
 
 No model, no parsing: any server above these floors pays the difference.
@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keel.serving.http_connection import Answer, Exchange, HttpConnection
 from keel.settings import ServerSettings
+from keel.serving.calls import Reply
+from keel.web.http_connection import Exchange, HttpConnection
 
 ANSWER = b'{"predictions":[{"label":1,"probabilities":[0.02,0.98]}]}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
@@ -71,10 +72,10 @@ def starlette_app() -> Starlette:
     )
 
 
-_KEEL_ANSWER = Answer(200, [(b"content-type", b"application/json")], ANSWER)
+_KEEL_ANSWER = Reply(200, ANSWER)
 
 
-async def _keel_answer(exchange: Exchange, connection: HttpConnection) -> Answer:
+async def _keel_answer(exchange: Exchange, connection: HttpConnection) -> Reply:
     return _KEEL_ANSWER
 
 

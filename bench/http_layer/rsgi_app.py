@@ -34,13 +34,13 @@ from typing import Any
 from keel.cli.context import open_registry
 from keel.configuration import load_settings
 from keel.errors import PayloadTooLarge, ProtocolError
-from keel.serving.app import create_app
 from keel.serving.arrivals import Arrivals
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER
-from keel.serving.inference_front import InferenceFront
-from keel.serving.inference_paths import match
-from keel.serving.request_body import ClientGone
+from keel.serving.protocols.paths import match
 from keel.serving.v2_infer import BINARY_HEADER
+from keel.web.app import create_app
+from keel.web.inference_front import InferenceFront
+from keel.web.request_body import ClientGone
 
 log = logging.getLogger("keel.serving")
 

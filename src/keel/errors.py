@@ -2,8 +2,8 @@
 
 Every error a user can cause or meet derives from :class:`KeelError` and carries
 a message that says what went wrong and what to do about it. The CLI maps these
-to exit codes in one place (``keel.cli.app``); the HTTP layer will map them to
-status codes in one place too.
+to exit codes in one place (``keel.cli.app``), the web edge to status codes in
+one place (``keel.web.http_errors``).
 """
 
 from __future__ import annotations

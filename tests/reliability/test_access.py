@@ -26,8 +26,8 @@ from figures import Figures
 from hostile_files import Template, plant_version
 
 from keel.registry import Registry
-from keel.serving import repository_routes
-from keel.serving.http_errors import without_paths
+from keel.web import repository_routes
+from keel.web.http_errors import without_paths
 from serving.keel_server import ServerProcess, start_server
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,6 @@ from keel.errors import InvalidRequest, ModelNotFound, ProtocolError
 from keel.registry import Registry
 from keel.serving.batcher import Tensors
 from keel.serving.calls import Call
-from keel.serving.context import ServerState
 from keel.serving.data_plane import DataPlane, Decoded
 from keel.serving.model_manager import ModelManager
 from keel.serving.records_api import RECORDS
@@ -54,9 +53,8 @@ def plane(demo_registry: Path) -> Iterator[Plane]:
         loop.run_until_complete(manager.start(list(DEMO_REFS)))
         golden = Registry(demo_registry).resolve(f"{MODEL}@production").golden
         try:
-            yield Plane(
-                DataPlane(ServerState(manager, settings)), loop, [dict(r) for r in golden.inputs]
-            )
+            plane = DataPlane(manager, settings.server.default_deadline_ms)
+            yield Plane(plane, loop, [dict(r) for r in golden.inputs])
         finally:
             loop.run_until_complete(manager.close())
             loop.close()
@@ -117,3 +115,39 @@ def test_a_codec_of_ones_own_is_one_more_edge_with_the_same_checks(plane: Plane)
     rows[1, 0] = np.nan
     with pytest.raises(InvalidRequest):
         plane.infer(_ArrayCodec(), rows.tobytes())
+
+
+class _RecordingMirror:
+    """A shadow of one's own: keeps what the data plane offers it."""
+
+    def __init__(self) -> None:
+        self.offers: list[tuple[str, str | None, Tensors]] = []
+
+    def offer(self, primary: ServedVersion, request: Decoded, outputs: Tensors, call: Call) -> None:
+        self.offers.append((primary.name, request.request_id, outputs))
+
+
+def test_every_answered_request_and_no_refused_one_is_offered_to_the_models_mirror(
+    plane: Plane,
+) -> None:
+    mirror = _RecordingMirror()
+    mirrored = Plane(
+        DataPlane(plane.plane.manager, 1000.0, {MODEL: mirror}), plane.loop, plane.records
+    )
+    rows = [[float(v) for v in plane.records[0].values()]]
+    reply = mirrored.infer(V2_INFER, _v2_body(rows))
+    with pytest.raises(ProtocolError):
+        mirrored.infer(V2_INFER, b"{not json")
+    [(name, request_id, outputs)] = mirror.offers
+    assert (name, request_id) == (MODEL, "r1")
+    answered = {o["name"]: o["data"] for o in orjson.loads(reply.body)["outputs"]}
+    assert outputs["label"].tolist() == answered["label"]
+
+
+def test_the_deadline_header_must_be_a_positive_number_of_milliseconds(plane: Plane) -> None:
+    body = orjson.dumps({"instances": plane.records[:1]})
+    for bad in ("soon", "0", "-5"):
+        with pytest.raises(ProtocolError, match="x-keel-deadline-ms"):
+            plane.infer(RECORDS, body, {"x-keel-deadline-ms": bad})
+    assert plane.plane.deadline_s({"x-keel-deadline-ms": "250"}) == 0.25
+    assert plane.plane.deadline_s({}) == plane.plane.default_deadline_s

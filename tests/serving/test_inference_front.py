@@ -13,8 +13,8 @@ from keel_server import ServerProcess
 
 from keel.errors import PayloadTooLarge
 from keel.registry import Registry
-from keel.serving.inference_paths import match
-from keel.serving.request_body import ClientGone, read_body
+from keel.serving.protocols.paths import match
+from keel.web.request_body import ClientGone, read_body
 
 
 @pytest.mark.parametrize(

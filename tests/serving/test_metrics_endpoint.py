@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from keel.registry import Registry
-from keel.serving.self_warmup import REQUESTS_PER_ROUTE
+from keel.web.self_warmup import REQUESTS_PER_ROUTE
 
 MODEL = "breast-cancer"
 

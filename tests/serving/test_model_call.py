@@ -10,7 +10,7 @@ import pytest
 from keel.errors import NonFiniteOutput, RuntimeFailure
 from keel.monitoring.metrics import ServingMetrics
 from keel.serving.batcher import non_finite_refusal
-from keel.serving.http_errors import error_reply
+from keel.web.http_errors import error_reply
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -31,15 +31,15 @@ from parity_models import LOANS, LOANS_NUMERIC, NUMERIC_SIGNATURE, SIGNATURE, pu
 
 from keel.registry import Registry
 from keel.runtimes import TensorSpec
-from keel.serving.app import create_app
-from keel.serving.inference_front import InferenceFront
-from keel.serving.inference_paths import match
 from keel.serving.model_manager import ModelManager
 from keel.serving.protocols import datatype_of
+from keel.serving.protocols.paths import match
 from keel.serving.tensor_contract import TensorContract, build_contract
 from keel.serving.v2_fast_path import build_fast_path
 from keel.settings import Settings
 from keel.signature import Signature
+from keel.web.app import create_app
+from keel.web.inference_front import InferenceFront
 from signature.strategies import misencoded, records_of, tensors
 
 V2_PATH = f"/v2/models/{LOANS}/infer"

@@ -66,7 +66,7 @@ def demo(
         raise KeelError(f"verification failed for {', '.join(failed)}")
     if no_serve:
         return
-    from keel.serving.server import serve
+    from keel.web.server import serve
 
     refs = [f"{model}@{alias}" for model, alias, _ in _examples()]
     settings = _with_demo_shadow(settings)

@@ -14,7 +14,7 @@ from keel.configuration import describe_errors
 from keel.errors import InvalidConfig
 from keel.logstore.opening import check_log_store_url
 from keel.registry import parse_ref
-from keel.serving.inference_paths import match
+from keel.serving.protocols.paths import match
 from keel.settings import ServerSettings, Settings, ShadowSettings, ShadowTarget
 
 
@@ -74,7 +74,7 @@ def serve(
     what the registry holds; a registry that cannot be read yet is retried.
     """
     from keel.serving.model_manager import check_held
-    from keel.serving.server import serve as run_server
+    from keel.web.server import serve as run_server
 
     settings = settings_for(registry, config)
     overrides: dict[str, object] = {

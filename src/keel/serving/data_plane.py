@@ -14,13 +14,13 @@ its status codes.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from keel.errors import ProtocolError
 from keel.serving.batcher import Tensors
-from keel.serving.calls import Call
-from keel.serving.context import ServerState, deadline_s_of, find_version
+from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call
+from keel.serving.model_manager import ModelManager
 from keel.serving.served_version import ServedVersion
 
 AnswerT_co = TypeVar("AnswerT_co", covariant=True)
@@ -48,28 +48,63 @@ class Codec(Protocol[AnswerT_co]):
         ...
 
 
+class Mirror(Protocol):
+    """Where an answered request is offered for shadowing (``keel.shadow`` provides one)."""
+
+    def offer(self, primary: ServedVersion, request: Decoded, outputs: Tensors, call: Call) -> None:
+        """Takes the answered request or drops it, at once: it never waits or raises."""
+        ...
+
+
 class DataPlane:
     """Runs inference requests for every edge: resolve, decode, batch, mirror, encode."""
 
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        # The version asked for: the path's, else the version header's, else the default.
-        self.find: Callable[[str, str | None, Mapping[str, str]], ServedVersion] = (
-            functools.partial(find_version, state)
-        )
+    def __init__(
+        self,
+        manager: ModelManager,
+        default_deadline_ms: float,
+        mirrors: Mapping[str, Mirror] | None = None,
+    ) -> None:
+        self.manager = manager
+        self.default_deadline_s = default_deadline_ms / 1000.0
+        # By model name; read on every request, so a mirror started later is seen.
+        self.mirrors: Mapping[str, Mirror] = {} if mirrors is None else mirrors
+
+    def find(
+        self, name: str, path_version: str | None, headers: Mapping[str, str]
+    ) -> ServedVersion:
+        """The version asked for: the path's, else the version header's, else the default."""
+        return self.manager.find(name, path_version or headers.get(VERSION_HEADER))
+
+    def deadline_s(self, headers: Mapping[str, str]) -> float:
+        """Seconds from now by which the answer must be ready: the header's, else the default.
+
+        Relative: the batcher turns it into its loop's time (``Batcher.deadline_in``), where
+        ``asyncio.get_running_loop()`` would cost every request a system call (getpid).
+        """
+        raw = headers.get(DEADLINE_HEADER)
+        if raw is None:
+            return self.default_deadline_s
+        try:
+            milliseconds = float(raw)
+        except ValueError:
+            raise ProtocolError(f"{DEADLINE_HEADER} {raw!r} is not a number") from None
+        if not milliseconds > 0:
+            raise ProtocolError(f"{DEADLINE_HEADER} must be a positive number of milliseconds")
+        return milliseconds / 1000.0
 
     async def infer(
         self, version: ServedVersion, codec: Codec[AnswerT_co], call: Call
     ) -> AnswerT_co:
         """``codec``'s answer to ``call`` from ``version``; raises KeelError when it is refused."""
         batcher = version.require_batcher()  # NotReady before any parsing
-        deadline = batcher.deadline_in(deadline_s_of(call.headers, self.state))
+        deadline = batcher.deadline_in(self.deadline_s(call.headers))
         request = codec.decode(version, call)
         outputs = await batcher.submit(request.inputs, deadline)
-        mirrors = self.state.shadowing.mirrors
+        mirrors = self.mirrors
         if mirrors:
             mirror = mirrors.get(version.name)
             if mirror is not None:
                 # Offered once the outputs are known; the mirror's queue takes it or drops it.
-                mirror.offer(version, request.inputs, outputs, call.received_at, request.request_id)
+                mirror.offer(version, request, outputs, call)
         return codec.encode(version, request, outputs)

@@ -28,8 +28,8 @@ from keel.logstore import CandidateInfo
 from keel.logstore.records import Tensors
 from keel.monitoring.process import resident_bytes
 from keel.registry import Registry
-from keel.serving.inference_paths import match
 from keel.serving.protocols.datatypes import datatype_of, dtype_of
+from keel.serving.protocols.paths import match
 from keel.serving.served_version import ServedVersion, retire_version, start_version
 from keel.settings import Settings, ShadowSettings, ShadowTarget
 from keel.shadow.http_client import CandidateHTTPError, HTTPPool

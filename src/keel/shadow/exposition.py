@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 
+from keel.monitoring.exposition import add_histogram
 from keel.shadow.shadowing import Shadowing
 
 CANDIDATE = ("model", "candidate_version")
@@ -71,8 +68,7 @@ def shadow_families(shadowing: Shadowing) -> Iterator[Metric]:
             requests.add_metric([mirror.model, primary, candidate, status.value], count)
         ready.add_metric(labels, float(mirror.ready))
         queued.add_metric(labels, mirror.queued)
-        histogram = mirror.candidate_latency
-        latency.add_metric(labels, buckets=histogram.cumulative(), sum_value=histogram.sum)
+        add_histogram(latency, labels, mirror.candidate_latency)
         compared.add_metric(labels, mirror.live.rows_compared)
         agreeing.add_metric(labels, mirror.live.rows_agreeing)
         live = mirror.live.agreement()

@@ -24,6 +24,8 @@ from keel.logstore.records import Tensors
 from keel.logstore.writer import PredictionLog
 from keel.monitoring.metrics import LATENCY_BUCKETS, Histogram
 from keel.serving.activity import RequestActivity
+from keel.serving.calls import Call
+from keel.serving.data_plane import Decoded
 from keel.serving.served_version import ServedVersion
 from keel.settings import ShadowSettings
 from keel.shadow.candidates import Candidate
@@ -102,23 +104,16 @@ class ShadowMirror:
 
     # -- the request path ---------------------------------------------------------
 
-    def offer(
-        self,
-        primary: ServedVersion,
-        inputs: Tensors,
-        outputs: Tensors,
-        started: float,
-        request_id: str | None,
-    ) -> None:
-        """Called by a handler once the primary's outputs exist; returns at once, never raises.
+    def offer(self, primary: ServedVersion, request: Decoded, outputs: Tensors, call: Call) -> None:
+        """Called by the data plane once the primary's outputs exist; returns at once, never raises.
 
         The offer is taken on the loop's next turn, after the handler's answer has
         been written: sampling, the queue and the log record it may need (a drop)
         stay off the primary's own latency, which is taken now.
         """
-        primary_ms = (time.perf_counter() - started) * 1e3
+        primary_ms = (time.perf_counter() - call.received_at) * 1e3
         asyncio.get_running_loop().call_soon(
-            self._take, primary, inputs, outputs, primary_ms, request_id
+            self._take, primary, request.inputs, outputs, primary_ms, request.request_id
         )
 
     def _take(

@@ -1,11 +1,11 @@
-"""keel.serving.http_errors: every error becomes an answer that can be sent."""
+"""keel.web.http_errors: every error becomes an answer that can be sent."""
 
 from __future__ import annotations
 
 import orjson
 
 from keel.errors import FieldError, InvalidRequest, ProtocolError
-from keel.serving.http_errors import error_reply
+from keel.web.http_errors import error_reply
 
 
 def test_a_lone_surrogate_in_a_message_is_written_as_an_escape() -> None:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from keel import errors
 from keel.serving.calls import Reply
 
-log = logging.getLogger("keel.serving")
+log = logging.getLogger("keel.web")
 
 STATUS: tuple[tuple[type[errors.KeelError], int], ...] = (
     (errors.InvalidRequest, 422),

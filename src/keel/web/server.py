@@ -30,23 +30,23 @@ import uvloop
 
 from keel.errors import AddressUnavailable, Overloaded
 from keel.registry import Registry
-from keel.serving.app import create_app
 from keel.serving.arrivals import Arrivals
-from keel.serving.asgi_exchange import answer_with_app
 from keel.serving.calls import Reply
-from keel.serving.http_connection import (
+from keel.serving.model_manager import ModelManager
+from keel.serving.protocols.paths import match
+from keel.settings import Settings
+from keel.web.app import create_app
+from keel.web.asgi_exchange import answer_with_app
+from keel.web.http_connection import (
     BadHttp,
     Exchange,
     HttpConnection,
     bad_http_answer,
 )
-from keel.serving.http_errors import error_reply
-from keel.serving.inference_front import BodySource, InferenceFront
-from keel.serving.inference_paths import match
-from keel.serving.model_manager import ModelManager
-from keel.settings import Settings
+from keel.web.http_errors import error_reply
+from keel.web.inference_front import BodySource, InferenceFront
 
-log = logging.getLogger("keel.serving")
+log = logging.getLogger("keel.web")
 
 # Connections waiting to be accepted, as the kernel queues them.
 _BACKLOG = 2048

@@ -18,13 +18,13 @@ import uvloop
 
 from keel.serving.arrivals import Arrivals
 from keel.serving.calls import Reply
-from keel.serving.http_connection import (
+from keel.settings import ServerSettings
+from keel.web.http_connection import (
     BadHttp,
     Exchange,
     HttpConnection,
     bad_http_answer,
 )
-from keel.settings import ServerSettings
 
 LIMITS = ServerSettings(
     max_body_bytes=1024,

@@ -38,11 +38,11 @@ import orjson
 from keel.errors import KeelError, ProtocolError
 from keel.serving.arrivals import Arrivals
 from keel.serving.calls import Reply
-from keel.serving.http_errors import INTERNAL_ERROR
-from keel.serving.request_body import body_too_large
 from keel.settings import ServerSettings
+from keel.web.http_errors import INTERNAL_ERROR
+from keel.web.request_body import body_too_large
 
-log = logging.getLogger("keel.serving")
+log = logging.getLogger("keel.web")
 
 # More requests than this parsed ahead of their answers, and reading pauses.
 _PIPELINE_DEPTH = 16

@@ -1,4 +1,4 @@
-"""Open Inference Protocol (KServe v2) REST: health and metadata (``infer`` is in v2_infer)."""
+"""Open Inference Protocol (KServe v2) REST: health and metadata; infer is in the engine."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from starlette.routing import Route
 
 import keel
 from keel.serving.calls import VERSION_HEADER
-from keel.serving.context import ServerState, state_of, target_version
-from keel.serving.http_errors import without_paths
 from keel.serving.protocols import datatype_of
 from keel.serving.served_version import ServedVersion
+from keel.web.context import ServerState, state_of, target_version
+from keel.web.http_errors import without_paths
 
 JSON = "application/json"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]

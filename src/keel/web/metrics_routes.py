@@ -7,13 +7,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keel.monitoring.exposition import CONTENT_TYPE, metrics_text
-from keel.serving.context import state_of
+from keel.web.context import state_of
 
 
 async def metrics(request: Request) -> Response:
     """Every keel metric in the Prometheus text format."""
-    state = state_of(request)
-    body = metrics_text(state.manager, state.shadowing)
+    body = metrics_text(state_of(request).metrics)
     return Response(body, headers={"content-type": CONTENT_TYPE})
 
 

@@ -25,7 +25,7 @@ from keel.serving.served_version import ServedVersion
 from keel.shadow.http_client import CandidateHTTPError, HTTPPool
 from keel.signature import to_arrays
 
-log = logging.getLogger("keel.serving")
+log = logging.getLogger("keel.web")
 
 REQUESTS_PER_ROUTE = 16
 CONNECT_TIMEOUT_S = 10.0

@@ -11,8 +11,8 @@ from starlette.routing import Route
 
 from keel.errors import NotReady, ProtocolError, Unauthorized
 from keel.registry import parse_ref
-from keel.serving.context import state_of
-from keel.serving.request_body import read_body
+from keel.web.context import state_of
+from keel.web.request_body import read_body
 
 ADMIN_BODY_LIMIT = 64 * 1024
 

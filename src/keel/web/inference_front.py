@@ -20,14 +20,14 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call, Reply
-from keel.serving.context import ServerState
-from keel.serving.data_plane import Codec, DataPlane
-from keel.serving.http_errors import error_reply
-from keel.serving.inference_paths import Route, match
+from keel.serving.data_plane import Codec
+from keel.serving.protocols.paths import Route, match
 from keel.serving.records_api import RECORDS
-from keel.serving.request_body import ClientGone, Receive, read_body
 from keel.serving.served_version import ServedVersion
 from keel.serving.v2_infer import BINARY_HEADER, V2_INFER
+from keel.web.context import ServerState
+from keel.web.http_errors import error_reply
+from keel.web.request_body import ClientGone, Receive, read_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -62,7 +62,7 @@ class InferenceFront:
     ) -> None:
         self.app = app
         self.state = state
-        self.plane = DataPlane(state)
+        self.plane = state.plane
         # Start-up and shutdown of the app (load, verify, warm; drain), for a server
         # that runs them itself instead of through ASGI lifespan messages.
         self.lifespan = lifespan

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from keel.errors import ModelNotFound
 from keel.logstore.opening import redacted_url
-from keel.serving.context import state_of
+from keel.web.context import state_of
 
 
 async def shadow(request: Request) -> Response:

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import keel
-from keel.serving.context import state_of
 from keel.signature import COMPUTED_AT_FIELD, Signature, freshness_of
+from keel.web.context import state_of
 
 ERROR = {
     "type": "object",

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from keel.errors import NotMonitored, NotReady
 from keel.serving.calls import VERSION_HEADER
-from keel.serving.context import state_of, target_version
+from keel.web.context import state_of, target_version
 
 
 async def drift(request: Request) -> Response:

@@ -12,11 +12,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from keel.serving.calls import Reply
-from keel.serving.http_connection import Exchange, HttpConnection
-from keel.serving.http_errors import INTERNAL_ERROR
-from keel.serving.inference_front import ASGIApp
+from keel.web.http_connection import Exchange, HttpConnection
+from keel.web.http_errors import INTERNAL_ERROR
+from keel.web.inference_front import ASGIApp
 
-log = logging.getLogger("keel.serving")
+log = logging.getLogger("keel.web")
 
 Message = MutableMapping[str, Any]
 

@@ -17,21 +17,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keel.serving.context import ServerState
-from keel.serving.drift_routes import drift_routes
-from keel.serving.http_errors import error_response
-from keel.serving.inference_front import InferenceFront
-from keel.serving.metrics_routes import metrics_routes
 from keel.serving.model_manager import ModelManager
-from keel.serving.openapi import openapi_route
-from keel.serving.repository_routes import repository_routes
-from keel.serving.request_body import ClientGone
-from keel.serving.self_warmup import warm_over_http
-from keel.serving.shadow_routes import shadow_routes
-from keel.serving.v2_routes import v2_routes
 from keel.settings import Settings
+from keel.web.context import ServerState
+from keel.web.drift_routes import drift_routes
+from keel.web.http_errors import error_response
+from keel.web.inference_front import InferenceFront
+from keel.web.metrics_routes import metrics_routes
+from keel.web.openapi import openapi_route
+from keel.web.repository_routes import repository_routes
+from keel.web.request_body import ClientGone
+from keel.web.self_warmup import warm_over_http
+from keel.web.shadow_routes import shadow_routes
+from keel.web.v2_routes import v2_routes
 
-log = logging.getLogger("keel.serving")
+log = logging.getLogger("keel.web")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

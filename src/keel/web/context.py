@@ -1,0 +1,58 @@
+"""What every request handler reads: the model manager, the data plane, the settings, metrics."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from starlette.requests import Request
+
+from keel.monitoring.exposition import metrics_registry
+from keel.serving.activity import RequestActivity
+from keel.serving.data_plane import DataPlane
+from keel.serving.exposition import serving_families
+from keel.serving.model_manager import ModelManager
+from keel.serving.served_version import ServedVersion
+from keel.settings import Settings
+from keel.shadow.exposition import shadow_families
+from keel.shadow.shadowing import Shadowing
+
+
+@dataclass
+class ServerState:
+    """Shared by every handler through ``app.state.keel``."""
+
+    manager: ModelManager
+    settings: Settings
+    shadowing: Shadowing = field(init=False)
+    # Every inference, whatever its route, goes through it.
+    plane: DataPlane = field(init=False)
+    # What GET /metrics collects: each owner's families (engine, shadow), registered once.
+    metrics: CollectorRegistry = field(init=False)
+    # Inference requests in progress: shadow bookkeeping waits for none (see activity).
+    activity: RequestActivity = field(default_factory=RequestActivity)
+    shutting_down: bool = False
+    # Set once the served versions have answered real requests over HTTP (self_warmup).
+    warmed: bool = False
+
+    def __post_init__(self) -> None:
+        self.shadowing = Shadowing(self.settings, self.manager.registry, self.activity)
+        self.plane = DataPlane(
+            self.manager, self.settings.server.default_deadline_ms, self.shadowing.mirrors
+        )
+        self.metrics = metrics_registry(
+            functools.partial(serving_families, self.manager),
+            functools.partial(shadow_families, self.shadowing),
+        )
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.keel
+    return state
+
+
+def target_version(request: Request, state: ServerState) -> ServedVersion:
+    """The version a Starlette-served request asks for (``DataPlane.find``)."""
+    params = request.path_params
+    return state.plane.find(params["name"], params.get("version"), request.headers)
