@@ -32,7 +32,11 @@ import uvloop
 from keel.registry import Registry
 from keel.serving.model_manager import ModelManager
 from keel.settings import Settings
-from keel.web.app import create_app
+
+try:
+    from keel.web.app import create_app
+except ModuleNotFoundError:  # a commit from before the web edge had a package of its own
+    from keel.serving.app import create_app  # type: ignore[no-redef]
 
 PROTOCOLS: dict[str, Callable[..., payloads.Payload]] = {
     "records": payloads.records,

@@ -142,7 +142,9 @@ def start_stack_floor(app: str, log: Path) -> ServerProcess:
     """A fixed answer from uvicorn (bare ASGI, or a Starlette route) or keel's HTTP layer."""
     port = free_port()
     argv = [sys.executable, str(BENCH / "stack_floor.py"), "--app", app, "--port", str(port)]
-    return _start(f"stack floor ({app})", argv, "/", log, {})
+    # A floor is a fixed reference: always this checkout's HTTP layer, even when the
+    # servers under test run another commit's source through PYTHONPATH.
+    return _start(f"stack floor ({app})", argv, "/", log, {"PYTHONPATH": str(BENCH.parent / "src")})
 
 
 def start_fixed_response(log: Path) -> ServerProcess:
