@@ -27,21 +27,21 @@ from keel.registry import Registry
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
 
-def _embedded_script() -> str:
-    """The embedding example of docs/serving.md, as a user copies it."""
+def _embedded_script(folder: Path) -> Path:
+    """The embedding example of docs/serving.md, saved in ``folder`` as a user copies it."""
     page = DOCS.read_text()
     block = page.split("<!-- embedded-asgi:begin -->", 1)[1].split("<!-- embedded-asgi:end -->")[0]
-    return block.strip().removeprefix("```python").removesuffix("```")
+    script = folder / "embedded.py"
+    script.write_text(block.strip().removeprefix("```python").removesuffix("```"))
+    return script
 
 
 @pytest.fixture(scope="module")
 def under_uvicorn(
     demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    scratch = tmp_path_factory.mktemp("asgi")
-    script = scratch / "embedded.py"
-    script.write_text(_embedded_script())
-    log = scratch / "uvicorn.log"
+    script = _embedded_script(tmp_path_factory.mktemp("asgi"))
+    log = script.with_name("uvicorn.log")
     port = free_port()
     # The port goes through the settings too: the app warms itself over HTTP on it.
     env = {**os.environ, "KEEL_SERVER__PORT": str(port), "KEEL_SERVER__WATCH_INTERVAL_S": "0"}
