@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ BEFORE_AFTER = REPO / "bench" / "results" / "before-after"
 # bench/before_after.py rewrites only what lies between these, and render() keeps it.
 BEFORE_AFTER_BEGIN = "<!-- before-after:begin -->"
 BEFORE_AFTER_END = "<!-- before-after:end -->"
+SHARED_LAYOUT = REPO / "bench" / "results" / "shared-layout"
+# bench/shared_layout.py rewrites only what lies between these, and render() keeps it.
+SHARED_LAYOUT_BEGIN = "<!-- shared-layout:begin -->"
+SHARED_LAYOUT_END = "<!-- shared-layout:end -->"
 
 HTTP_ROWS = (
     ("stack-bare records", "uvicorn, bare ASGI app, fixed answer", "(no parsing)"),
@@ -40,10 +45,11 @@ def render(results: dict[str, Any], results_path: str) -> str:
         _method(results),
         _floor(results),
         _http(results),
-        _before_after_latest(),
+        _latest(BEFORE_AFTER, BEFORE_AFTER_BEGIN, BEFORE_AFTER_END, _before_after),
         _batching(results),
         _startup(results),
         _memory(results),
+        _latest(SHARED_LAYOUT, SHARED_LAYOUT_BEGIN, SHARED_LAYOUT_END, _shared_layout),
         _shadow(results),
         _noise(results),
         _earlier_runs(results, results_path),
@@ -283,23 +289,70 @@ def _http(results: dict[str, Any]) -> str:
 
 def replace_before_after(page: str, results: dict[str, Any], path: Path) -> str:
     """``page`` with its before-and-after section rendered from ``results`` (kept at ``path``)."""
-    begin, end = page.find(BEFORE_AFTER_BEGIN), page.find(BEFORE_AFTER_END)
+    section = _before_after(results, str(path.resolve().relative_to(REPO)))
+    return _replace_section(page, BEFORE_AFTER_BEGIN, BEFORE_AFTER_END, section)
+
+
+def replace_shared_layout(page: str, results: dict[str, Any], path: Path) -> str:
+    """``page`` with its shared-layout section rendered from ``results`` (kept at ``path``)."""
+    section = _shared_layout(results, str(path.resolve().relative_to(REPO)))
+    return _replace_section(page, SHARED_LAYOUT_BEGIN, SHARED_LAYOUT_END, section)
+
+
+def _replace_section(page: str, begin_marker: str, end_marker: str, section: str) -> str:
+    begin, end = page.find(begin_marker), page.find(end_marker)
     if begin < 0 or end < begin:
         raise ValueError(
-            f"the page has no {BEFORE_AFTER_BEGIN} ... {BEFORE_AFTER_END} section; "
+            f"the page has no {begin_marker} ... {end_marker} section; "
             "regenerate it with bench/run.py first"
         )
-    section = _before_after(results, str(path.resolve().relative_to(REPO)))
-    return page[:begin] + section + page[end + len(BEFORE_AFTER_END) :]
+    return page[:begin] + section + page[end + len(end_marker) :]
 
 
-def _before_after_latest() -> str:
-    """The newest bench/before_after.py run, between its markers (empty markers if none)."""
-    runs = sorted(BEFORE_AFTER.glob("*.json"), key=_run_order)
+def _latest(
+    folder: Path, begin: str, end: str, render_run: Callable[[dict[str, Any], str], str]
+) -> str:
+    """The newest run kept in ``folder``, rendered between its markers (empty markers if none)."""
+    runs = sorted(folder.glob("*.json"), key=_run_order)
     if not runs:
-        return f"{BEFORE_AFTER_BEGIN}\n{BEFORE_AFTER_END}"
+        return f"{begin}\n{end}"
     latest = runs[-1]
-    return _before_after(json.loads(latest.read_text()), str(latest.relative_to(REPO)))
+    return render_run(json.loads(latest.read_text()), str(latest.relative_to(REPO)))
+
+
+def _shared_layout(results: dict[str, Any], results_path: str) -> str:
+    rows = []
+    for model in results["models"]:
+        for size in (1, 64):
+            row = model[f"batch {size}"]
+            low, high = row["ratio_range"]
+            rows.append(
+                [f"{model['ref']}", f"{model['bytes'] / MIB:,.2f} MiB", str(size),
+                 f"{row['published_us']:,.1f}", f"{row['layout_us']:,.1f}",
+                 f"**{row['ratio']:.3f}x**", f"{low:.3f} to {high:.3f}"]
+            )  # fmt: skip
+    columns = [("model", "l"), ("files", "r"), ("batch", "r"), ("as published, µs a call", "r"),
+               ("shared layout, µs a call", "r"), ("layout / published", "r"),
+               ("range over the rounds", "r")]  # fmt: skip
+    return "\n".join(
+        [
+            SHARED_LAYOUT_BEGIN,
+            "## The shared ONNX layout: speed in-process",
+            "",
+            f"Measured on {results['date']} at commit `{results['machine']['git_commit']}` by "
+            f"`{results['command']}`, from [`{results_path}`](../{results_path}). Each model "
+            "is loaded twice in one process, as published and from the shared layout keel "
+            "serve derives into its cache (`keel.runtimes.onnx_layout`: weights and their "
+            "prepacked form in a file every process maps), and `Runtime.predict` is timed on "
+            f"the model's golden rows in {results['rounds']} rounds that alternate which goes "
+            "first; the ratio is taken within each round, and its median is the figure. "
+            "Lower is better. Models smaller than `runtime.shared_layout_min_bytes` (1 MiB) "
+            "are served as published: they have nothing worth sharing.",
+            "",
+            *_table(columns, rows),
+            SHARED_LAYOUT_END,
+        ]
+    )
 
 
 def _run_order(path: Path) -> tuple[str, int]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from keel.registry import ModelMetadata, Registry
 from keel.registry.storage import Progress
 from keel.runtimes import Runtime, load_runtime
+from keel.runtimes.onnx_layout import LayoutCache
 from keel.settings import RuntimeSettings
 
 
@@ -29,18 +30,30 @@ def load_version(
     metadata: ModelMetadata,
     settings: RuntimeSettings | None = None,
     progress: Progress | None = None,
+    *,
+    shared_layout: bool = False,
 ) -> LoadedModel:
     """Verify the version's files against their recorded hashes, then load the model.
 
+    With ``shared_layout`` (the server), a large ONNX model runs from a layout derived
+    into the registry's cache whose weights every process shares (``onnx_layout``).
     Raises IntegrityError naming the file when any hash or size differs, and
     UnsafeArtifact when the artifact is refused by the format guards.
     """
     folder = registry.fetch(metadata, progress)
+    layout = None
+    if shared_layout:
+        layout = LayoutCache(
+            folder=registry.cache_dir / "onnx-layouts",
+            artifact_sha256=metadata.files[metadata.artifact.path].sha256,
+            model_bytes=sum(digest.size for digest in metadata.files.values()),
+        )
     runtime = load_runtime(
         folder / metadata.artifact.path,
         settings=settings,
         forward=metadata.artifact.forward,
         forward_config=metadata.artifact.forward_config,
+        layout=layout,
     )
     return_freed_memory()
     return LoadedModel(metadata, runtime, folder)

@@ -34,6 +34,16 @@ class RuntimeSettings(BaseModel):
         default="all",
         description="ONNX Runtime graph optimisation level applied when a session is created.",
     )
+    shared_layout_min_bytes: int = Field(
+        default=1 << 20,
+        ge=0,
+        description=(
+            "ONNX models at least this large (bytes, their files together) are served from a "
+            "layout derived once into the cache (cache_dir), whose weights every process maps "
+            "read-only, so that processes serving one model hold one copy of its weights; "
+            "smaller ones are loaded as published. 0 derives a layout for every ONNX model."
+        ),
+    )
 
 
 class BatchingSettings(BaseModel):

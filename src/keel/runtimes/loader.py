@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,12 +10,15 @@ from pathlib import Path
 from keel.errors import RuntimeFailure
 from keel.runtimes.forwards import known_forwards, resolve_forward
 from keel.runtimes.onnx_external import check_onnx_external_data
+from keel.runtimes.onnx_layout import LayoutCache, shared_layout
 from keel.runtimes.onnx_runtime import OnnxRuntime
 from keel.runtimes.runtime import Runtime
 from keel.runtimes.safetensors_header import check_safetensors_header
 from keel.runtimes.safetensors_runtime import SafetensorsRuntime
 from keel.runtimes.sniff import ONNX, sniff_format
 from keel.settings import RuntimeSettings
+
+log = logging.getLogger("keel.runtimes")
 
 
 def load_runtime(
@@ -23,13 +27,16 @@ def load_runtime(
     settings: RuntimeSettings | None = None,
     forward: str | None = None,
     forward_config: Mapping[str, object] | None = None,
+    layout: LayoutCache | None = None,
 ) -> Runtime:
     """Sniff, check and load the model at ``path``.
 
     ``forward`` names the forward implementation safetensors weights run through (see
     ``keel.runtimes.forwards``) and ``forward_config`` configures it; ONNX models carry
-    their own graph and take neither.
+    their own graph and take neither. With ``layout``, an ONNX model as large as
+    ``settings.shared_layout_min_bytes`` runs from its shared layout (``onnx_layout``).
     """
+    settings = settings or RuntimeSettings()
     path = Path(path)
     # Sniffing comes first so a pickle is refused before any parser sees the file.
     model_format = sniff_format(path)
@@ -41,7 +48,19 @@ def load_runtime(
                 f"forward_config={forward_config!r})"
             )
         check_onnx_external_data(path)
-        return OnnxRuntime(path, settings or RuntimeSettings())
+        if layout is None or layout.model_bytes < settings.shared_layout_min_bytes:
+            return OnnxRuntime(path, settings)
+        try:
+            serving = shared_layout(path, layout, settings)
+        except OSError as exc:
+            log.warning(
+                "cannot keep the shared layout of %s in %s (%s): it runs as published, with "
+                "a copy of its weights in every process (set cache_dir to a writable folder)",
+                path, layout.folder, exc,
+            )  # fmt: skip
+            return OnnxRuntime(path, settings)
+        check_onnx_external_data(serving)
+        return OnnxRuntime(serving, settings, graph=path)
     if forward is None:
         raise RuntimeFailure(
             f"{path} holds safetensors weights, which need a forward implementation: name one "

@@ -43,7 +43,7 @@ _ELEMENT_TYPES = {
 }
 _TENSOR_TYPE = re.compile(r"tensor\((\w+)\)")
 # onnxruntime's errors derive from Exception directly, not from one base of their own.
-_ORT_ERRORS = (
+ORT_ERRORS = (
     ort_state.Fail,
     ort_state.InvalidArgument,
     ort_state.NoSuchFile,
@@ -65,17 +65,23 @@ class OnnxRuntime(Runtime):
 
     format: ClassVar[str] = "onnx"
 
-    def __init__(self, path: Path, settings: RuntimeSettings) -> None:
-        """Open ``path``; load_runtime has already sniffed it and checked its external data."""
+    def __init__(self, path: Path, settings: RuntimeSettings, graph: Path | None = None) -> None:
+        """Open ``path``; load_runtime has already sniffed it and checked its external data.
+
+        ``graph`` is the model as published when ``path`` is a layout derived from it
+        (``onnx_layout``): its cost is judged on the graph its author wrote, not on one
+        rewritten by ONNX Runtime's optimisations for this CPU.
+        """
         try:
             session = ort.InferenceSession(
                 str(path),
                 sess_options=session_options(settings),
                 providers=["CPUExecutionProvider"],
             )
-        except _ORT_ERRORS as exc:
+        except ORT_ERRORS as exc:
             raise RuntimeFailure(f"ONNX Runtime could not load {path}: {exc}") from exc
         self._path = path
+        self._graph = graph or path
         super().__init__(
             tuple(_spec(path, "input", arg) for arg in session.get_inputs()),
             tuple(_spec(path, "output", arg) for arg in session.get_outputs()),
@@ -97,7 +103,7 @@ class OnnxRuntime(Runtime):
         try:
             # InferenceSession.run is documented as safe to call from several threads.
             results = session.run(names, dict(inputs), None)
-        except _ORT_ERRORS as exc:
+        except ORT_ERRORS as exc:
             raise RuntimeFailure(f"ONNX Runtime failed running {self._path}: {exc}") from exc
         return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
 
@@ -108,7 +114,7 @@ class OnnxRuntime(Runtime):
     def _graph_caveat(self) -> str | None:
         # Parsed only when a server asks (a fast model it may run on its event loop):
         # publish, verify and slow models never pay for reading the graph twice.
-        return _graph_caveat(self._path)
+        return _graph_caveat(self._graph)
 
     def _cost_caveat(self) -> str | None:
         return self._graph_caveat

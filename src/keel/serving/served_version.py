@@ -135,7 +135,7 @@ def prepare(
     see it in the same message.
     """
     started = time.perf_counter()
-    loaded = load_version(registry, metadata, runtime_settings)
+    loaded = load_version(registry, metadata, runtime_settings, shared_layout=True)
     try:
         loaded_at = time.perf_counter()
         report = check_golden(loaded.runtime, metadata.signature, metadata.golden)
