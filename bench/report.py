@@ -320,6 +320,10 @@ def _latest(
     return render_run(json.loads(latest.read_text()), str(latest.relative_to(REPO)))
 
 
+def _size(size: int) -> str:
+    return f"{size / MIB:,.1f} MiB" if size >= MIB else f"{size / 1024:,.1f} KiB"
+
+
 def _shared_layout(results: dict[str, Any], results_path: str) -> str:
     rows = []
     for model in results["models"]:
@@ -327,7 +331,7 @@ def _shared_layout(results: dict[str, Any], results_path: str) -> str:
             row = model[f"batch {size}"]
             low, high = row["ratio_range"]
             rows.append(
-                [f"{model['ref']}", f"{model['bytes'] / MIB:,.2f} MiB", str(size),
+                [f"{model['ref']}", _size(model["bytes"]), str(size),
                  f"{row['published_us']:,.1f}", f"{row['layout_us']:,.1f}",
                  f"**{row['ratio']:.3f}x**", f"{low:.3f} to {high:.3f}"]
             )  # fmt: skip
