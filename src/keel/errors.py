@@ -83,6 +83,10 @@ class ProtocolError(KeelError):
     """A request body breaks the protocol: malformed JSON, or tensor shape and data disagree."""
 
 
+class UnsupportedEncoding(ProtocolError):
+    """A request body comes in a content coding keel does not read (Content-Encoding)."""
+
+
 class Overloaded(KeelError):
     """The server is at capacity and sheds this request; the client should retry later."""
 

@@ -23,6 +23,7 @@ log = logging.getLogger("keel.web")
 
 STATUS: tuple[tuple[type[errors.KeelError], int], ...] = (
     (errors.InvalidRequest, 422),
+    (errors.UnsupportedEncoding, 415),
     (errors.ProtocolError, 400),
     (errors.InvalidName, 400),
     (errors.AmbiguousVersion, 400),

@@ -25,6 +25,7 @@ from keel.serving.protocols.paths import Route, match
 from keel.serving.records_api import RECORDS
 from keel.serving.served_version import ServedVersion
 from keel.serving.v2_infer import BINARY_HEADER, V2_INFER
+from keel.web.content_coding import compressed, decoded_body
 from keel.web.context import ServerState
 from keel.web.http_errors import error_reply
 from keel.web.request_body import ClientGone, Receive, read_body
@@ -36,7 +37,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Each route's codec, by the endpoint label its requests are counted under.
 CODECS: dict[str, Codec[Reply]] = {"records": RECORDS, "v2_infer": V2_INFER}
 _READ_HEADERS = frozenset(
-    name.encode() for name in ("content-length", VERSION_HEADER, DEADLINE_HEADER, BINARY_HEADER)
+    name.encode()
+    for name in (
+        "content-length",
+        "content-encoding",
+        "accept-encoding",
+        VERSION_HEADER,
+        DEADLINE_HEADER,
+        BINARY_HEADER,
+    )
 )
 _METHOD_NOT_ALLOWED = Reply(
     405, b'{"error":"method not allowed; use POST"}', headers=[(b"allow", b"POST")]
@@ -63,6 +72,8 @@ class InferenceFront:
         self.app = app
         self.state = state
         self.plane = state.plane
+        # Also the most a compressed body may inflate to (content_coding).
+        self.max_body_bytes = state.settings.server.max_body_bytes
         # Start-up and shutdown of the app (load, verify, warm; drain), for a server
         # that runs them itself instead of through ASGI lifespan messages.
         self.lifespan = lifespan
@@ -72,7 +83,7 @@ class InferenceFront:
         if route is None:
             await self.app(scope, receive, send)
             return
-        limit = self.state.settings.server.max_body_bytes
+        limit = self.max_body_bytes
 
         def body(headers: Mapping[str, str]) -> Awaitable[bytes]:
             return read_body(receive, headers, limit)
@@ -94,6 +105,7 @@ class InferenceFront:
         endpoint, name, path_version = route
         started = time.perf_counter()
         version: ServedVersion | None = None
+        accept_encoding: str | None = None
         activity = self.state.activity
         activity.started()
         try:
@@ -102,6 +114,7 @@ class InferenceFront:
                 for key, value in raw_headers
                 if key in _READ_HEADERS
             }
+            accept_encoding = headers.get("accept-encoding")
             # Resolved first so that every answer, refusals included, counts for its version;
             # a request for an unknown model or version counts nowhere (no new series).
             version = self.plane.find(name, path_version, headers)
@@ -109,6 +122,9 @@ class InferenceFront:
             try:
                 if not isinstance(body, bytes):
                     body = await body(headers)
+                content_encoding = headers.get("content-encoding")
+                if content_encoding is not None:
+                    body = decoded_body(body, content_encoding, self.max_body_bytes)
                 reply = await self.plane.infer(
                     version, CODECS[endpoint], Call(headers, body, started)
                 )
@@ -124,6 +140,8 @@ class InferenceFront:
                 version.metrics.refused(exc)
         finally:
             activity.finished()
+        if accept_encoding is not None and reply.status == 200:
+            reply = compressed(reply, accept_encoding)
         if version is not None:
             version.metrics.answered(endpoint, reply.status, time.perf_counter() - started)
         return reply

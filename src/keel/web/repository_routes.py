@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from keel.errors import NotReady, ProtocolError, Unauthorized
 from keel.registry import parse_ref
+from keel.web.content_coding import decoded_body
 from keel.web.context import state_of
 from keel.web.request_body import read_body
 
@@ -33,6 +34,9 @@ async def load(request: Request) -> Response:
     _authorise(request)
     name = request.path_params["name"]
     body = await read_body(request.receive, request.headers, ADMIN_BODY_LIMIT)
+    content_encoding = request.headers.get("content-encoding")
+    if content_encoding is not None:
+        body = decoded_body(body, content_encoding, ADMIN_BODY_LIMIT)
     selector = _selector(body)
     version = await state_of(request).manager.load(parse_ref(f"{name}@{selector}"))
     if not version.ready:
