@@ -58,7 +58,7 @@ def test_the_layout_answers_as_the_published_model_does(digits_mlp: Path, tmp_pa
 
 def test_the_weights_are_kept_apart_with_their_digests(digits_mlp: Path, tmp_path: Path) -> None:
     load_runtime(digits_mlp, settings=SHARE_ALL, layout=_cache(digits_mlp, tmp_path))
-    [folder] = [path for path in tmp_path.iterdir() if not path.name.startswith(".")]
+    [folder] = [path for path in tmp_path.iterdir() if path.is_dir()]
     weights = folder / WEIGHTS
     # The weights, and their prepacked form, are outside the graph, ready to be mapped.
     assert weights.stat().st_size > digits_mlp.stat().st_size
@@ -101,7 +101,7 @@ def test_the_layout_depends_on_the_optimisation_level(digits_mlp: Path, tmp_path
     for level in ("basic", "all"):
         settings = RuntimeSettings(shared_layout_min_bytes=0, graph_optimization=level)
         load_runtime(digits_mlp, settings=settings, layout=cache)
-    assert len([path for path in tmp_path.iterdir() if not path.name.startswith(".")]) == 2
+    assert len([path for path in tmp_path.iterdir() if path.is_dir()]) == 2
 
 
 def test_a_model_below_the_size_runs_as_published(breast_cancer_onnx: Path, tmp_path: Path) -> None:
@@ -176,3 +176,33 @@ def test_processes_sharing_the_layout_map_its_weights_once(
     # As published, the second process holds its own copy of the weights; sharing the
     # layout, it holds about none of them.
     assert published - shared > 0.75 * weights_kib, (published, shared, weights_kib)
+
+
+def test_processes_starting_together_derive_one_layout_and_share_it(
+    digits_mlp: Path, tmp_path: Path
+) -> None:
+    cache = _cache(digits_mlp, tmp_path)
+    argv = [sys.executable, "-c", _CHILD, str(digits_mlp), str(tmp_path), cache.artifact_sha256]
+    children = [
+        subprocess.Popen([*argv, "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    answers = [child.communicate("", timeout=120)[0] for child in children]
+    assert answers == ["ready\n"] * 3
+    layouts = [path.name for path in tmp_path.iterdir() if path.is_dir()]
+    assert len(layouts) == 1, layouts  # and no scratch folder left behind
+
+
+def test_a_link_inside_the_layout_is_refused_and_the_layout_derived_again(
+    digits_mlp: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = _cache(digits_mlp, tmp_path)
+    load_runtime(digits_mlp, settings=SHARE_ALL, layout=cache)
+    [weights] = tmp_path.glob(f"*/{WEIGHTS}")
+    elsewhere = tmp_path / "elsewhere.bin"
+    weights.rename(elsewhere)
+    weights.symlink_to(elsewhere)
+    with caplog.at_level(logging.WARNING, logger="keel.runtimes"):
+        load_runtime(digits_mlp, settings=SHARE_ALL, layout=cache)
+    assert any("cannot be read" in r.getMessage() for r in caplog.records)
+    assert not weights.is_symlink()

@@ -91,7 +91,8 @@ def test_a_decompression_bomb_is_refused_at_the_limit_and_the_server_carries_on(
         ("br", b"\x0b\x02\x80{}\x03", 415, "Content-Encoding 'br' is not supported"),
         ("gzip", b"not gzip at all", 400, "the body is not valid gzip data"),
         ("deflate", zlib.compress(b'{"instances": []}')[:-3], 400, "ends before its compressed"),
-        ("gzip", gzip.compress(b"{}") + b"junk", 400, "bytes after its compressed data"),
+        ("deflate", zlib.compress(b"{}") + b"junk", 400, "bytes after its compressed data"),
+        ("gzip", gzip.compress(b"{}") + b"junk", 400, "not valid gzip data"),
     ],
 )
 def test_a_body_that_does_not_decode_is_refused_naming_why(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from keel_server import ServerProcess
+from keel_server import ADMIN_TOKEN, ServerProcess
 
 from keel.registry import Registry
 
@@ -82,3 +83,49 @@ def test_errors_use_the_protocol_error_body(client: triton.InferenceServerClient
         client.infer("breast-cancer", [tensor])
     with pytest.raises(triton.InferenceServerException, match="not served here"):
         client.get_model_metadata("no-such-model")
+
+
+def test_model_config_in_tritons_shape(client: triton.InferenceServerClient) -> None:
+    config = client.get_model_config("breast-cancer")
+    assert config["platform"] == "onnxruntime_onnx"
+    assert config["max_batch_size"] == 64
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [30]}]
+    outputs = {o["name"]: o for o in config["output"]}
+    assert outputs["probabilities"] == {
+        "name": "probabilities",
+        "data_type": "TYPE_FP32",
+        "dims": [2],
+    }
+    assert outputs["label"]["dims"] == [1]
+    assert outputs["label"]["reshape"] == {"shape": []}
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
+    production = config["parameters"]["keel_version"]["string_value"]
+    candidate = client.get_model_config("breast-cancer", model_version="candidate")
+    assert candidate["parameters"]["keel_aliases"]["string_value"] == "candidate"
+    assert candidate["parameters"]["keel_version"]["string_value"] != production
+    safetensors = client.get_model_config("digits-mlp")
+    assert safetensors["platform"] == "keel_safetensors"
+    with pytest.raises(triton.InferenceServerException, match="not served here"):
+        client.get_model_config("no-such-model")
+
+
+def test_repository_index_lists_every_served_version_behind_the_token(
+    client: triton.InferenceServerClient, server: ServerProcess
+) -> None:
+    with pytest.raises(triton.InferenceServerException, match="bearer token"):
+        client.get_model_repository_index()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    index = client.get_model_repository_index(headers=auth)
+    names = sorted((entry["name"], entry["state"]) for entry in index)
+    assert names == [
+        ("breast-cancer", "READY"),
+        ("breast-cancer", "READY"),
+        ("digits-mlp", "READY"),
+    ]
+    versions = client.get_model_metadata("breast-cancer")["versions"]
+    assert sorted(e["version"] for e in index if e["name"] == "breast-cancer") == versions
+    with httpx.Client(base_url=server.url, headers=auth) as http:
+        assert http.post("/v2/repository/index", json={"ready": True}).json() == index
+        refused = http.post("/v2/repository/index", json={"ready": "yes"})
+    assert refused.status_code == 400
+    assert refused.json() == {"error": 'the body must be {} or {"ready": true|false}'}

@@ -52,10 +52,10 @@ def load_runtime(
             return OnnxRuntime(path, settings)
         try:
             serving = shared_layout(path, layout, settings)
-        except OSError as exc:
+        except (OSError, RuntimeFailure) as exc:
             log.warning(
                 "cannot keep the shared layout of %s in %s (%s): it runs as published, with "
-                "a copy of its weights in every process (set cache_dir to a writable folder)",
+                "a copy of its weights in every process (cache_dir must be a writable folder)",
                 path, layout.folder, exc,
             )  # fmt: skip
             return OnnxRuntime(path, settings)

@@ -17,19 +17,22 @@ docs/benchmarks.md (memory with several processes, speed at batch 1 and 64).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
 
-from keel.errors import RuntimeFailure
+from keel.errors import RuntimeFailure, UnsafeArtifact
 from keel.regular_files import open_regular
 from keel.runtimes.onnx_runtime import ORT_ERRORS, session_options
 from keel.settings import RuntimeSettings
@@ -39,6 +42,8 @@ log = logging.getLogger("keel.runtimes")
 MODEL = "model.onnx"
 WEIGHTS = "weights.bin"
 MANIFEST = "layout.json"
+# Part of every layout's key: raised when what a layout holds changes, so none is reused.
+LAYOUT_FORMAT = 1
 # Initializers this small stay in the graph: sharing a few bytes saves nothing.
 _MIN_EXTERNAL_BYTES = 1024
 _CHUNK = 1 << 20
@@ -59,24 +64,48 @@ def shared_layout(artifact: Path, cache: LayoutCache, settings: RuntimeSettings)
     """The model file of ``artifact``'s shared layout, derived into ``cache`` when missing.
 
     ``artifact`` must already be verified against ``cache.artifact_sha256``. Raises
-    OSError when the cache cannot be written.
+    OSError when the cache cannot be written, RuntimeFailure when no layout can be made.
     """
     folder = cache.folder / _key(cache.artifact_sha256, settings)
-    problem = _problem(folder)
-    if problem is not None:
-        if folder.exists():
+    if _problem(folder, cache.folder) is None:
+        return folder / MODEL
+    cache.folder.mkdir(parents=True, exist_ok=True)
+    # One process derives while the others starting beside it wait, then use its layout.
+    with _locked(cache.folder / f"{folder.name}.lock"):
+        problem = _problem(folder, cache.folder)
+        if problem is None:
+            return folder / MODEL
+        if folder.exists() or folder.is_symlink():
             log.warning("the shared ONNX layout %s %s: deriving it again", folder, problem)
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(folder)
         _derive(artifact, folder, settings)
-        problem = _problem(folder)
-        if problem is not None:
-            raise RuntimeFailure(f"the shared ONNX layout derived at {folder} {problem}")
+        problem = _problem(folder, cache.folder)
+    if problem is not None:
+        raise RuntimeFailure(f"the shared ONNX layout derived at {folder} {problem}")
     return folder / MODEL
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove(folder: Path) -> None:
+    if folder.is_symlink():
+        folder.unlink()
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _key(artifact_sha256: str, settings: RuntimeSettings) -> str:
     """What the layout depends on: the model, the runtime that optimised it, and the CPU."""
     facts = {
+        "layout": LAYOUT_FORMAT,
         "artifact": artifact_sha256,
         "onnxruntime": ort.__version__,
         "graph_optimization": settings.graph_optimization,
@@ -102,10 +131,7 @@ def _cpu() -> str:
 
 def _derive(artifact: Path, folder: Path, settings: RuntimeSettings) -> None:
     """Write the layout into a folder of its own, then move it into place in one rename."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = folder.parent / f".{folder.name}.{os.getpid()}.partial"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     started = time.perf_counter()
     options = session_options(settings)
     options.optimized_model_filepath = str(scratch / MODEL)
@@ -131,14 +157,13 @@ def _derive(artifact: Path, folder: Path, settings: RuntimeSettings) -> None:
             f"ONNX Runtime could not derive a shared layout of {artifact}: {exc}"
         ) from exc
     files = {
-        name: _sha256(scratch / name) for name in (MODEL, WEIGHTS) if (scratch / name).exists()
+        name: _sha256(scratch / name, scratch)
+        for name in (MODEL, WEIGHTS)
+        if (scratch / name).exists()
     }
     (scratch / MANIFEST).write_text(json.dumps({"files": files, "source": str(artifact)}, indent=1))
-    try:
-        scratch.rename(folder)
-    except OSError:
-        # Another process derived it first (the rename found the folder there): use theirs.
-        shutil.rmtree(scratch, ignore_errors=True)
+    scratch.chmod(0o755)  # mkdtemp's 0700 would keep another user's workers out
+    scratch.rename(folder)
     log.info(
         "derived the shared ONNX layout of %s in %.2f s into %s",
         artifact,
@@ -147,8 +172,13 @@ def _derive(artifact: Path, folder: Path, settings: RuntimeSettings) -> None:
     )
 
 
-def _problem(folder: Path) -> str | None:
-    """Why the layout in ``folder`` cannot be used, or None when every digest matches."""
+def _problem(folder: Path, cache: Path) -> str | None:
+    """Why the layout in ``folder`` cannot be used, or None when every digest matches.
+
+    The digests catch a layout damaged or cut short (a full disk, a crash while it was
+    written); they do not make the cache safe from someone who may write to it, who
+    could rewrite a manifest too. The cache is trusted as the model's own folder is.
+    """
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         files: dict[str, str] = manifest["files"]
@@ -160,17 +190,17 @@ def _problem(folder: Path) -> str | None:
         return "has no model file in its manifest"
     for name, expected in files.items():
         try:
-            actual = _sha256(folder / name)
-        except OSError as exc:
+            actual = _sha256(folder / name, cache)
+        except (OSError, UnsafeArtifact) as exc:
             return f"cannot be read ({exc})"
         if actual != expected:
             return f"has a {name} whose digest is not the one recorded"
     return None
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, below: Path) -> str:
     digest = hashlib.sha256()
-    with open_regular(path, path.parent) as stream:
+    with open_regular(path, below) as stream:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

@@ -24,6 +24,7 @@ from keel.web.drift_routes import drift_routes
 from keel.web.http_errors import error_response
 from keel.web.inference_front import InferenceFront
 from keel.web.metrics_routes import metrics_routes
+from keel.web.model_config import model_config_routes
 from keel.web.openapi import openapi_route
 from keel.web.repository_routes import repository_routes
 from keel.web.request_body import ClientGone
@@ -110,6 +111,7 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
         *shadow_routes(),
         *metrics_routes(),
         *repository_routes(),
+        *model_config_routes(),
         openapi_route(),
     ]
     app = Starlette(

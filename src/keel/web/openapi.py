@@ -75,7 +75,8 @@ ERRORS = {
     for status, text in (
         (400, "malformed request"),
         (404, "unknown model or version"),
-        (413, "body too large"),
+        (413, "body too large (inflated, when it came compressed)"),
+        (415, "a Content-Encoding other than gzip or deflate"),
         (422, "input breaks the signature"),
         (503, "not ready, or overloaded (see Retry-After)"),
         (504, "deadline exceeded"),
@@ -144,6 +145,17 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     "summary": f"Is {name} ready",
                     "parameters": params,
                     "responses": {**_ok("ready"), "404": ERRORS["404"], "503": ERRORS["503"]},
+                }
+            }
+            paths[f"{base}/config"] = {
+                "get": {
+                    "summary": f"Configuration of {name}, in Triton's shape",
+                    "parameters": params,
+                    "responses": {
+                        **_ok("model configuration"),
+                        "404": ERRORS["404"],
+                        "503": ERRORS["503"],
+                    },
                 }
             }
             if not versioned:

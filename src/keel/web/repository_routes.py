@@ -1,4 +1,4 @@
-"""The model-repository extension: load and unload models, behind a bearer token."""
+"""The model-repository extension: the index, load and unload, behind a bearer token."""
 
 from __future__ import annotations
 
@@ -11,11 +11,20 @@ from starlette.routing import Route
 
 from keel.errors import NotReady, ProtocolError, Unauthorized
 from keel.registry import parse_ref
+from keel.serving.served_version import VersionState
 from keel.web.content_coding import decoded_body
 from keel.web.context import state_of
+from keel.web.http_errors import without_paths
 from keel.web.request_body import read_body
 
 ADMIN_BODY_LIMIT = 64 * 1024
+# The states of the repository index, as Triton's clients know them.
+_INDEX_STATES = {
+    VersionState.LOADING: "LOADING",
+    VersionState.READY: "READY",
+    VersionState.FAILED: "UNAVAILABLE",
+    VersionState.RETIRED: "UNAVAILABLE",
+}
 
 
 def _authorise(request: Request) -> None:
@@ -33,11 +42,7 @@ async def load(request: Request) -> Response:
     """Load (or move to) the version named by ``parameters.version`` (an alias by default)."""
     _authorise(request)
     name = request.path_params["name"]
-    body = await read_body(request.receive, request.headers, ADMIN_BODY_LIMIT)
-    content_encoding = request.headers.get("content-encoding")
-    if content_encoding is not None:
-        body = decoded_body(body, content_encoding, ADMIN_BODY_LIMIT)
-    selector = _selector(body)
+    selector = _selector(await _body(request))
     version = await state_of(request).manager.load(parse_ref(f"{name}@{selector}"))
     if not version.ready:
         raise NotReady(f"{name}@{selector} failed to load: {version.failure}")
@@ -52,6 +57,48 @@ async def unload(request: Request) -> Response:
     name = request.path_params["name"]
     await state_of(request).manager.unload(name)
     return Response(orjson.dumps({"name": name, "unloaded": True}), media_type="application/json")
+
+
+async def index(request: Request) -> Response:
+    """Every served version of every model, and its state (``{"ready": true}``: ready ones)."""
+    _authorise(request)
+    body = await _body(request)
+    ready_only = _ready_only(body)
+    entries = []
+    for version in state_of(request).manager.versions():
+        if ready_only and not version.ready:
+            continue
+        entry = {
+            "name": version.name,
+            "version": version.label,
+            "state": _INDEX_STATES[version.state],
+        }
+        if version.failure is not None:
+            entry["reason"] = without_paths(version.failure)
+        entries.append(entry)
+    return Response(orjson.dumps(entries), media_type="application/json")
+
+
+def _ready_only(body: bytes) -> bool:
+    if not body.strip():
+        return False
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+    ready = payload.get("ready", False) if isinstance(payload, dict) else None
+    if not isinstance(ready, bool):
+        raise ProtocolError('the body must be {} or {"ready": true|false}')
+    return ready
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, inflated if it came compressed, under the admin body limit."""
+    body = await read_body(request.receive, request.headers, ADMIN_BODY_LIMIT)
+    content_encoding = request.headers.get("content-encoding")
+    if content_encoding is not None:
+        body = decoded_body(body, content_encoding, ADMIN_BODY_LIMIT)
+    return body
 
 
 def _selector(body: bytes) -> str:
@@ -72,6 +119,7 @@ def _selector(body: bytes) -> str:
 
 def repository_routes() -> list[Route]:
     return [
+        Route("/v2/repository/index", index, methods=["POST"]),
         Route("/v2/repository/models/{name}/load", load, methods=["POST"]),
         Route("/v2/repository/models/{name}/unload", unload, methods=["POST"]),
     ]
