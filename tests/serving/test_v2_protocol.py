@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
 from keel_server import ADMIN_TOKEN, ServerProcess
+from prometheus_client.parser import text_string_to_metric_families
 
 from keel.registry import Registry
 
@@ -129,3 +133,75 @@ def test_repository_index_lists_every_served_version_behind_the_token(
         refused = http.post("/v2/repository/index", json={"ready": "yes"})
     assert refused.status_code == 400
     assert refused.json() == {"error": 'the body must be {} or {"ready": true|false}'}
+
+
+def _metric(server: ServerProcess, sample_name: str, **labels: str) -> float:
+    """The sum of the samples of ``sample_name`` on /metrics that carry ``labels``."""
+    text = httpx.get(f"{server.url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == sample_name and labels.items() <= sample.labels.items()
+    )
+
+
+def test_inference_statistics_count_what_metrics_count(
+    client: triton.InferenceServerClient,
+    server: ServerProcess,
+    golden: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, _ = golden
+    label = client.get_model_metadata("breast-cancer")["keel"]["version"]
+
+    def stats() -> dict[str, Any]:
+        every = client.get_inference_statistics("breast-cancer")["model_stats"]
+        [mine] = [s for s in every if s["version"] == label]
+        return mine
+
+    before = stats()
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    for _ in range(5):
+        client.infer("breast-cancer", [tensor])
+    bad = triton.InferInput("input", [1, 30], "FP32")
+    bad.set_data_from_numpy(np.full((1, 30), -1.0, dtype=np.float32))
+    with pytest.raises(triton.InferenceServerException):
+        client.infer("breast-cancer", [bad])
+    after = stats()
+    delta = {
+        kind: after["inference_stats"][kind]["count"] - before["inference_stats"][kind]["count"]
+        for kind in after["inference_stats"]
+    }
+    assert delta == {
+        "success": 5, "fail": 1, "queue": 5,
+        "compute_input": 5, "compute_infer": 5, "compute_output": 5,
+    }  # fmt: skip
+    assert after["inference_count"] - before["inference_count"] == 5 * len(x)
+    assert 1 <= after["execution_count"] - before["execution_count"] <= 5
+    assert all(after["inference_stats"][kind]["ns"] > 0 for kind in delta)
+    assert abs(after["last_inference"] / 1000 - time.time()) < 60
+    answered = _metric(server, "keel_requests_total", model_version=label, status="200")
+    assert after["inference_stats"]["success"]["count"] == answered
+    # The model runs on the event loop here, where uvloop's clock does not move during
+    # a run: its durations are read from time.perf_counter(), and are never zero.
+    runs = _metric(server, "keel_inference_duration_seconds_sum", model_version=label)
+    assert runs > 0
+
+
+def test_statistics_for_every_model_a_version_and_none_unknown(
+    client: triton.InferenceServerClient,
+) -> None:
+    every = client.get_inference_statistics()["model_stats"]
+    assert sorted(s["name"] for s in every) == ["breast-cancer", "breast-cancer", "digits-mlp"]
+    candidate = client.get_inference_statistics("breast-cancer", model_version="candidate")
+    [only] = candidate["model_stats"]
+    assert (
+        only["version"]
+        == client.get_model_config("breast-cancer", model_version="candidate")["parameters"][
+            "keel_version"
+        ]["string_value"]
+    )
+    assert "statistics" in client.get_server_metadata()["extensions"]
+    with pytest.raises(triton.InferenceServerException, match="not served here"):
+        client.get_inference_statistics("no-such-model")

@@ -17,6 +17,7 @@ and nothing else (latency, refusals, batches, feature ages) sees them.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -129,6 +130,19 @@ class ServingMetrics:
         self.feature_age: dict[str, Histogram] = {}
         self.stale: Counter[str] = Counter()
         self.warmup_requests: Counter[tuple[str, int]] = Counter()
+        # Cumulative seconds behind the statistics extension (/v2/models/.../stats):
+        # requests answered 200 and not, the time before and after the batcher of the
+        # successful ones, and each request's share of model runs (a run's time counted
+        # once for every request in its batch, as Triton counts compute_infer).
+        self.success_s = 0.0
+        self.fail_s = 0.0
+        self.computed = 0
+        self.compute_input_s = 0.0
+        self.compute_output_s = 0.0
+        self.compute_infer_requests = 0
+        self.compute_infer_s = 0.0
+        # time.time() of the last model run (None before the first).
+        self.last_run_at: float | None = None
         # Set by self_warmup while the server sends its own requests; readiness is
         # false meanwhile, so no client's request should be among them.
         self.warming = False
@@ -139,6 +153,10 @@ class ServingMetrics:
             self.warmup_requests[endpoint, status] += 1
             return
         self.requests[endpoint, status] += 1
+        if status == 200:
+            self.success_s += seconds
+        else:
+            self.fail_s += seconds
         latency = self.latency.get(endpoint)
         if latency is None:
             latency = self.latency[endpoint] = Histogram(LATENCY_BUCKETS)
@@ -160,8 +178,21 @@ class ServingMetrics:
             return
         self.batch_size.observe(rows)
         self.inference.observe(run_seconds)
+        requests = 0
         for wait in queue_waits:
             self.queue_wait.observe(wait)
+            requests += 1
+        self.compute_infer_requests += requests
+        self.compute_infer_s += run_seconds * requests
+        self.last_run_at = time.time()
+
+    def computed_request(self, input_seconds: float, output_seconds: float) -> None:
+        """Count one successful request's time before the batcher and after it."""
+        if self.warming:
+            return
+        self.computed += 1
+        self.compute_input_s += input_seconds
+        self.compute_output_s += output_seconds
 
     def freshness(self, result: FreshnessResult) -> None:
         """Observe the ages of one request's features and count the stale ones."""

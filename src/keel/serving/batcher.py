@@ -143,6 +143,8 @@ class _Request:
         self.key = key
         self.future = future
         self.queued = True
+        # time.perf_counter(), as every duration the batcher measures: loop.time() is
+        # uvloop's millisecond tick, which does not move at all during a run on the loop.
         self.queued_at = queued_at
         self.deadline = deadline
 
@@ -249,7 +251,7 @@ class Batcher:
             # Answered at once rather than run for nothing. The median alone first: it
             # is one comparison, and the decay only matters when it would refuse.
             if left_s < self._run_time.median and left_s < (
-                expected := self._run_time.expected(loop.time())
+                expected := self._run_time.expected(time.perf_counter())
             ):
                 raise DeadlineExceeded(
                     f"{self._label}: the deadline is {left_s * 1e3:.3f} ms away, sooner than "
@@ -267,7 +269,7 @@ class Batcher:
         due = math.inf if deadline is None else deadline
         if rows > self._max_rows:
             return await self._submit_chunks(loop, inputs, rows, key, due)
-        request = _Request(inputs, rows, key, loop.create_future(), loop.time(), due)
+        request = _Request(inputs, rows, key, loop.create_future(), time.perf_counter(), due)
         self._enqueue(request)
         # The watch fails the future, rather than asyncio.timeout_at: that leaves the
         # caller's task uncancelled and costs far less per request. An inline batch
@@ -346,7 +348,7 @@ class Batcher:
         due: float,
     ) -> Tensors:
         step = self._max_rows
-        now = loop.time()
+        now = time.perf_counter()
         chunks = [
             _Request(
                 {name: array[start : start + step] for name, array in inputs.items()},
@@ -488,7 +490,7 @@ class Batcher:
         except RuntimeError as exc:  # the executor was shut down under us
             self._fail(batch, RuntimeFailure(f"{self._label}: cannot run the model: {exc}"))
             return
-        self._running[future] = (batch, self._loop.time())
+        self._running[future] = (batch, time.perf_counter())
         # Not loop.run_in_executor: its asyncio wrapper future costs one more loop pass per
         # batch before _finish runs, measured at about 20 us of a lone request's latency.
         future.add_done_callback(self._hand_back)
@@ -504,7 +506,7 @@ class Batcher:
 
     def _run_inline(self, batch: list[_Request]) -> None:
         assert self._loop is not None
-        started = self._loop.time()
+        started = time.perf_counter()
         # Judged on the loop thread's CPU time, not the clock's: on a saturated box or
         # under a container's CPU quota the OS takes the thread away for milliseconds at
         # a time, mid-run too, and that is no fault of the model. A CPU clock read is a
@@ -514,7 +516,7 @@ class Batcher:
         # at least the CPU time since the mark less the time between the mark and the
         # run's start, since a thread never gets more CPU time than the time that
         # passes; a run is missed only if it stays under 1.5x the bound.
-        clock_started = time.perf_counter()
+        clock_started = started
         gc_started = self._gc_clock.seconds
         if clock_started - self._cpu_marked_at > self._cpu_mark_every_s:
             self._cpu_marked_at = clock_started
@@ -573,7 +575,7 @@ class Batcher:
     ) -> None:
         """Count a finished batch and give each caller its rows, or the error that is theirs."""
         assert self._loop is not None
-        now = self._loop.time()
+        now = time.perf_counter()
         elapsed = now - started
         self._run_time.record(elapsed, now)
         self.batches_run += 1

@@ -14,6 +14,7 @@ its status codes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -100,11 +101,19 @@ class DataPlane:
         batcher = version.require_batcher()  # NotReady before any parsing
         deadline = batcher.deadline_in(self.deadline_s(call.headers))
         request = codec.decode(version, call)
+        decoded_at = time.perf_counter()
         outputs = await batcher.submit(request.inputs, deadline)
+        ran_at = time.perf_counter()
         mirrors = self.mirrors
         if mirrors:
             mirror = mirrors.get(version.name)
             if mirror is not None:
                 # Offered once the outputs are known; the mirror's queue takes it or drops it.
                 mirror.offer(version, request, outputs, call)
-        return codec.encode(version, request, outputs)
+        answer = codec.encode(version, request, outputs)
+        # The statistics extension's compute_input (arrival to checked inputs: the body
+        # read, decoded and checked) and compute_output (outputs to the encoded answer).
+        version.metrics.computed_request(
+            decoded_at - call.received_at, time.perf_counter() - ran_at
+        )
+        return answer

@@ -34,7 +34,7 @@ class RunTimeEstimate:
         self._last = -1
 
     def record(self, seconds: float, now: float) -> None:
-        """Count a run of ``seconds`` that finished at loop time ``now``."""
+        """Count a run of ``seconds`` that finished at ``now`` (time.perf_counter())."""
         lengths = self._seconds
         if self._last < 0:
             lengths[:] = (seconds, seconds, seconds)
@@ -48,7 +48,7 @@ class RunTimeEstimate:
         self.median = _median(lengths[0], lengths[1], lengths[2])
 
     def expected(self, now: float) -> float:
-        """Seconds a run is expected to take if it starts at loop time ``now``."""
+        """Seconds a run is expected to take if it starts at ``now`` (time.perf_counter())."""
         faded = [
             seconds * math.pow(0.5, max(now - ended, 0.0) / RUN_ESTIMATE_HALF_LIFE_S)
             for seconds, ended in zip(self._seconds, self._ended, strict=True)

@@ -30,6 +30,7 @@ from keel.web.repository_routes import repository_routes
 from keel.web.request_body import ClientGone
 from keel.web.self_warmup import warm_over_http
 from keel.web.shadow_routes import shadow_routes
+from keel.web.statistics_routes import statistics_routes
 from keel.web.v2_routes import v2_routes
 
 log = logging.getLogger("keel.web")
@@ -106,6 +107,7 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
             log.info("models drained and closed")
 
     routes = [
+        *statistics_routes(),
         *v2_routes(),
         *drift_routes(),
         *shadow_routes(),

@@ -18,7 +18,7 @@ from keel.web.context import ServerState, state_of, target_version
 from keel.web.http_errors import without_paths
 
 JSON = "application/json"
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
