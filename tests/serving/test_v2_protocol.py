@@ -187,6 +187,8 @@ def test_inference_statistics_count_what_metrics_count(
     # a run: its durations are read from time.perf_counter(), and are never zero.
     runs = _metric(server, "keel_inference_duration_seconds_sum", model_version=label)
     assert runs > 0
+    rows = _metric(server, "keel_batch_size_sum", model_version=label)
+    assert after["inference_count"] == rows  # the server's own warm-up runs in neither
 
 
 def test_statistics_for_every_model_a_version_and_none_unknown(

@@ -8,7 +8,7 @@ model run that served it, with that run's time, as Triton does; ``compute_input`
 is a successful request's time from arrival to checked inputs (body read,
 decoded, checked against the signature) and ``compute_output`` from the model's
 outputs to the encoded answer. ``inference_count`` is rows the model ran,
-``execution_count`` model runs. Durations are integer nanoseconds.
+``execution_count`` model runs (``keel_batch_size``). Durations are integer nanoseconds.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ async def statistics(request: Request) -> Response:
 def statistics_of(version: ServedVersion) -> dict[str, Any]:
     """One version's statistics in the extension's shape."""
     metrics = version.metrics
-    batcher = version.batcher
     succeeded = sum(count for (_, status), count in metrics.requests.items() if status == 200)
     failed = sum(count for (_, status), count in metrics.requests.items() if status != 200)
     last = metrics.last_run_at
@@ -50,8 +49,9 @@ def statistics_of(version: ServedVersion) -> dict[str, Any]:
         "name": version.name,
         "version": version.label,
         "last_inference": 0 if last is None else round(last * 1000),
-        "inference_count": 0 if batcher is None else batcher.rows_run,
-        "execution_count": 0 if batcher is None else batcher.batches_run,
+        # keel_batch_size: the client's rows and runs, the server's own warm-up left out.
+        "inference_count": round(metrics.batch_size.sum),
+        "execution_count": sum(metrics.batch_size.counts),
         "inference_stats": {
             "success": _duration(succeeded, metrics.success_s),
             "fail": _duration(failed, metrics.fail_s),
