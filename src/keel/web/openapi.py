@@ -103,6 +103,17 @@ def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any
     return {"200": {"description": description, "content": content}}
 
 
+def _get(
+    summary: str, parameters: list[dict[str, Any]] | None, ok: str, errors: dict[str, Any]
+) -> dict[str, Any]:
+    """A GET operation: its summary, parameters (if any) and responses."""
+    operation: dict[str, Any] = {"summary": summary}
+    if parameters is not None:
+        operation["parameters"] = parameters
+    operation["responses"] = {**_ok(ok), **errors}
+    return {"get": operation}
+
+
 def _path_parameters(versioned: bool) -> list[dict[str, Any]]:
     # The model name is written into each path, not templated: every model has its own
     # records schema, so it is no parameter a client could vary.
@@ -133,45 +144,25 @@ def build_openapi(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for versioned in (False, True):
             base = f"/v2/models/{name}" + ("/versions/{version}" if versioned else "")
             params = [*_path_parameters(versioned), VERSION_PARAMETER]
-            paths[base] = {
-                "get": {
-                    "summary": f"Metadata of {name}",
-                    "parameters": params,
-                    "responses": {**_ok("model metadata"), "404": ERRORS["404"]},
-                }
-            }
-            paths[f"{base}/ready"] = {
-                "get": {
-                    "summary": f"Is {name} ready",
-                    "parameters": params,
-                    "responses": {**_ok("ready"), "404": ERRORS["404"], "503": ERRORS["503"]},
-                }
-            }
-            paths[f"{base}/config"] = {
-                "get": {
-                    "summary": f"Configuration of {name}, in Triton's shape",
-                    "parameters": params,
-                    "responses": {
-                        **_ok("model configuration"),
-                        "404": ERRORS["404"],
-                        "503": ERRORS["503"],
-                    },
-                }
-            }
+            missing = {"404": ERRORS["404"]}
+            unready = {**missing, "503": ERRORS["503"]}
+            paths[base] = _get(f"Metadata of {name}", params, "model metadata", missing)
+            paths[f"{base}/ready"] = _get(f"Is {name} ready", params, "ready", unready)
+            paths[f"{base}/config"] = _get(
+                f"Configuration of {name}, in Triton's shape",
+                params,
+                "model configuration",
+                unready,
+            )
             if not versioned:
-                paths[f"{base}/shadow"] = {
-                    "get": {
-                        "summary": f"{name}'s shadow candidate: counts and live agreement (keel)",
-                        "responses": {**_ok("shadow state"), "404": ERRORS["404"]},
-                    }
-                }
-            paths[f"{base}/drift"] = {
-                "get": {
-                    "summary": f"Drift, null rates and collapse of {name}'s window (keel)",
-                    "parameters": params,
-                    "responses": {**_ok("drift snapshot"), "404": ERRORS["404"]},
-                }
-            }
+                paths[f"{base}/shadow"] = _get(
+                    f"{name}'s shadow candidate: counts and live agreement (keel)",
+                    None, "shadow state", missing,
+                )  # fmt: skip
+            paths[f"{base}/drift"] = _get(
+                f"Drift, null rates and collapse of {name}'s window (keel)",
+                params, "drift snapshot", missing,
+            )  # fmt: skip
             paths[f"{base}/infer"] = {
                 "post": {
                     "summary": f"Infer with {name} (JSON or binary tensor data)",

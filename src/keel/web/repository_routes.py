@@ -80,16 +80,21 @@ async def index(request: Request) -> Response:
 
 
 def _ready_only(body: bytes) -> bool:
-    if not body.strip():
-        return False
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+    payload = _json_object(body)
     ready = payload.get("ready", False) if isinstance(payload, dict) else None
     if not isinstance(ready, bool):
         raise ProtocolError('the body must be {} or {"ready": true|false}')
     return ready
+
+
+def _json_object(body: bytes) -> object:
+    """An admin body's JSON, an empty object when the body is empty (ProtocolError if not JSON)."""
+    if not body.strip():
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
 
 
 async def _body(request: Request) -> bytes:
@@ -103,12 +108,7 @@ async def _body(request: Request) -> bytes:
 
 def _selector(body: bytes) -> str:
     """The version or alias a load body names (``production`` when it names none)."""
-    if not body.strip():
-        return "production"
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"the body is not valid JSON: {exc}") from None
+    payload = _json_object(body)
     parameters = payload.get("parameters", {}) if isinstance(payload, dict) else None
     selector = parameters.get("version", "production") if isinstance(parameters, dict) else None
     # Not str() of whatever came: a list nested a thousand deep has no str() (a 500).
