@@ -197,7 +197,7 @@ def _located(exc: ValidationError, environ: Mapping[str, str], config_file: Path
             where = f"{_dotted(loc)} in {config_file}"
         else:
             where = _dotted(loc)
-        located.append(f"{where}: {error['msg']}")
+        located.append(f"{where}: {_message(error['msg'])}")
     return "; ".join(located)
 
 
@@ -333,4 +333,11 @@ def _dotted(path: KeyPath) -> str:
 
 def describe_errors(exc: ValidationError) -> str:
     """pydantic's errors on one line: ``server.port: Input should be ...; ...``."""
-    return "; ".join(f"{_dotted(tuple(error['loc']))}: {error['msg']}" for error in exc.errors())
+    return "; ".join(
+        f"{_dotted(tuple(error['loc']))}: {_message(error['msg'])}" for error in exc.errors()
+    )
+
+
+def _message(message: str) -> str:
+    # A validator's own message states the rule; pydantic's "Value error, " adds nothing.
+    return message.removeprefix("Value error, ")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -81,6 +81,10 @@ class BatchingSettings(BaseModel):
             "moves the version to its threads for good. 0 = always use the threads."
         ),
     )
+
+
+# Past this, more processes only add memory: no machine keel targets has the cores.
+MAX_WORKERS = 256
 
 
 class ServerSettings(BaseModel):
@@ -173,6 +177,16 @@ class ServerSettings(BaseModel):
         ge=0,
         description="How often aliases are re-read from the registry for hot swap (0 = never).",
     )
+    workers: int | Literal["auto"] = Field(
+        default=1,
+        description=(
+            "Worker processes answering on the one port, each with its own event loop and "
+            "core; a supervisor starts them, restarts one that dies, and passes a stop signal "
+            "on. Their ONNX weights are mapped from one shared layout, so N workers hold one "
+            "copy (runtime.shared_layout_min_bytes). 'auto' = the CPUs this container may use "
+            "(its CPU quota and affinity). 1 = one process, no supervisor."
+        ),
+    )
     inference_threads: int = Field(
         default=0,
         ge=0,
@@ -198,6 +212,20 @@ class ServerSettings(BaseModel):
             "from its training environment, even if its golden check passes."
         ),
     )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> int | str:
+        """A count or 'auto', said in one sentence however it was mistyped."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+            return value
+        raise ValueError(
+            f"must be 'auto' or a whole number of processes from 1 to {MAX_WORKERS}, not {value!r}"
+        )
 
 
 class DriftThresholds(BaseModel):

@@ -100,6 +100,25 @@ def test_serve_with_no_model_is_a_wrong_invocation(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("flag", "env", "given"),
+    [
+        (("--workers", "0"), {}, "0"),
+        (("--workers", "many"), {}, "'many'"),
+        (("-w", "2.5"), {}, "'2.5'"),
+        ((), {"KEEL_SERVER__WORKERS": "-1"}, "'-1'"),
+    ],
+)
+def test_a_worker_count_that_is_none_is_one_line_naming_the_rule(
+    tmp_path: Path, flag: tuple[str, ...], env: dict[str, str], given: str
+) -> None:
+    error = _refused(_serve(tmp_path, "churn@production", *flag, **env))
+    # workers: (the flag) or KEEL_SERVER__WORKERS: (the variable), then the rule.
+    assert "WORKERS: MUST BE 'AUTO' OR A WHOLE NUMBER OF PROCESSES FROM 1 TO 256" in error.upper()
+    assert error.endswith(f"not {given}")
+    assert "Value error" not in error
+
+
+@pytest.mark.parametrize(
     ("given", "said"),
     [
         ("churn=", "names no URL"),

@@ -16,8 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import drifted_rows
 import numpy as np
 import pytest
+from drifted_rows import SHIFTED, Record, resample
 from keel_server import DRIFT_WINDOW, ServerProcess, send_records
 
 from keel.examples import breast_cancer
@@ -34,10 +36,7 @@ WINDOW_ROWS, MIN_ROWS, COLLAPSE_ROWS = (
 )
 SEED = 0
 
-SHIFTED = "mean_texture"
-SHIFT_IN_STDS = 3.0
 UNTOUCHED = "mean_radius"
-NULL_SHARE = 0.5
 
 # The critical ML alerts, and the null-rate one. Their `...Warning` siblings are left
 # out on purpose: a window of resampled held-out rows may sit past the warning
@@ -46,9 +45,6 @@ NULL_SHARE = 0.5
 ML_ALERTS = ("KeelFeatureDrift", "KeelPredictionDrift", "KeelFeatureNullRateSpike",
              "KeelPredictionCollapse")  # fmt: skip
 WAIT_S = 60  # generous: a loaded CI machine may scrape and evaluate late
-
-
-Record = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -62,26 +58,12 @@ def prometheus(monitored_server: ServerProcess) -> Iterator[PrometheusServer]:
 
 @pytest.fixture(scope="module")
 def texture_std() -> float:
-    """The training split's standard deviation of the shifted feature."""
-    frame, target, _ = breast_cancer.load_frame()
-    train_frame, _, _, _ = breast_cancer.split(frame, target)
-    return float(train_frame[SHIFTED].std())
-
-
-def resample(records: list[Record], rows: int, rng: np.random.Generator) -> list[Record]:
-    """A bootstrap resample of ``records``, copied so they may be changed."""
-    return [dict(records[i]) for i in rng.integers(0, len(records), size=rows)]
+    return drifted_rows.texture_std()
 
 
 def drifted(records: list[Record], texture_std: float, seed: int) -> list[Record]:
-    """A window's worth of held-out rows, SHIFTED moved and the optional feature often null."""
-    rng = np.random.default_rng(seed)
-    rows = resample(records, WINDOW_ROWS, rng)
-    for record in rows:
-        record[SHIFTED] += SHIFT_IN_STDS * texture_std
-        if rng.random() < NULL_SHARE:
-            record[breast_cancer.OPTIONAL] = None
-    return rows
+    """A window's worth of drifted held-out rows."""
+    return drifted_rows.drifted(records, WINDOW_ROWS, texture_std, seed)
 
 
 def wait_for_scrape(prometheus: PrometheusServer, promql: str, timeout: float = WAIT_S) -> float:

@@ -32,6 +32,16 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", min=1, max=65535, help="Port (default 8080).")
     ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            help="Worker processes on the one port: a number, or 'auto' for the CPUs this "
+            "container may use (default 1).",
+            show_default=False,
+        ),
+    ] = None,
     shadow: Annotated[
         list[str] | None,
         typer.Option(
@@ -75,10 +85,11 @@ def serve(
     """
     from keel.serving.model_manager import check_held
     from keel.web.server import serve as run_server
+    from keel.web.supervisor import serve_workers, worker_count
 
     settings = settings_for(registry, config)
     overrides: dict[str, object] = {
-        k: v for k, v in (("host", host), ("port", port)) if v is not None
+        k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
     }
     if strict_env:
         overrides["strict_env"] = True
@@ -96,7 +107,11 @@ def serve(
     store = open_registry(settings, must_exist=False)
     candidates = [t.candidate for t in settings.shadow.targets if t.candidate]
     check_held(store, [*models, *candidates])
-    run_server(models, settings, store)
+    count = worker_count(settings.server.workers)
+    if count > 1:
+        serve_workers(models, settings, count)
+    else:
+        run_server(models, settings, store)
 
 
 def with_server(settings: Settings, overrides: dict[str, object]) -> Settings:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from keel.monitoring.layout import Moments, TrackedColumn, WindowLayout
+from keel.monitoring.layout import TrackedColumn, WindowLayout
 from keel.monitoring.snapshot import ALERT, OK, WARN, DriftSnapshot, FeatureDrift, PredictionDrift
 from keel.monitoring.statistics import (
     Comparison,
@@ -43,24 +43,11 @@ from keel.monitoring.statistics import (
     psi_noise,
     shares,
 )
+from keel.monitoring.totals import WindowTotals
 from keel.settings import DriftSettings, DriftThresholds
 
 COLLAPSE_CHANCE = 1e-6
 """Largest chance that reference-like traffic piles up as a collapse flag requires."""
-
-
-@dataclass(frozen=True)
-class WindowTotals:
-    """A window's counts summed over its live blocks, and its recent predictions."""
-
-    rows: int
-    observed: int
-    counts: npt.NDArray[np.int64]
-    moments: Moments
-    recent_slots: npt.NDArray[np.int64]
-    """(recent rows, prediction columns) count slots of the latest predictions."""
-    recent_values: npt.NDArray[np.float64]
-    """(recent rows, numeric prediction columns) the latest values, by moment index."""
 
 
 @dataclass(frozen=True)

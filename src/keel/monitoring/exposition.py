@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 import keel
+from keel.monitoring.merging import GaugeRule
 from keel.monitoring.metrics import Histogram
 from keel.monitoring.process import resident_bytes
 
@@ -28,6 +29,18 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # not registered with the client library's global registry, which keel does not serve.
 PROCESS_COLLECTOR = ProcessCollector(registry=None)
 
+
+# How the process's own gauges combine over worker processes (``keel.monitoring.merging``):
+# each belongs to one process, so each worker's is kept, labelled with the worker.
+PROCESS_GAUGES: dict[str, GaugeRule] = {
+    "keel_build_info": "max",
+    "keel_process_resident_memory_bytes": "worker",
+    "process_virtual_memory_bytes": "worker",
+    "process_resident_memory_bytes": "worker",
+    "process_start_time_seconds": "worker",
+    "process_open_fds": "worker",
+    "process_max_fds": "worker",
+}
 
 Families = Callable[[], Iterable[Metric]]
 """One owner's metric families, built anew at each scrape."""
@@ -52,6 +65,14 @@ def metrics_registry(*owners: Families) -> CollectorRegistry:
 
 def metrics_text(registry: CollectorRegistry) -> bytes:
     """The Prometheus text exposition of everything ``registry`` collects."""
+    return generate_latest(registry)
+
+
+def families_text(families: Iterable[Metric]) -> bytes:
+    """The Prometheus text exposition of ``families``, built elsewhere (several workers')."""
+    listed = list(families)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(lambda: listed))
     return generate_latest(registry)
 
 

@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from keel.monitoring.columns import feature_columns, output_columns
 from keel.monitoring.snapshot import DriftSnapshot
+from keel.monitoring.totals import WindowTotals
 from keel.monitoring.window import DriftWindow
 from keel.signature import Signature
 
@@ -143,6 +144,11 @@ class VersionMonitor:
         """The window's verdict, with every queued batch in it."""
         self.flush()
         return self.window.snapshot()
+
+    def totals(self) -> WindowTotals:
+        """The window's counts, with every queued batch in them."""
+        self.flush()
+        return self.window.totals()
 
 
 def _concatenate(parts: list[Mapping[str, npt.NDArray[Any]]]) -> Tensors:

@@ -27,9 +27,10 @@ import numpy as np
 import numpy.typing as npt
 
 from keel.errors import KeelError
-from keel.monitoring.assessment import WindowTotals, assess
+from keel.monitoring.assessment import assess
 from keel.monitoring.layout import BinnedBatch, Moments, WindowLayout
 from keel.monitoring.snapshot import DriftSnapshot
+from keel.monitoring.totals import WindowTotals
 from keel.reference import ReferenceStats
 from keel.registry import ModelMetadata
 from keel.settings import DriftSettings, DriftThresholds
@@ -139,13 +140,17 @@ class DriftWindow:
 
     def snapshot(self) -> DriftSnapshot:
         """Judge the window as it is now."""
+        return self.judge(self.totals())
+
+    def totals(self) -> WindowTotals:
+        """The window's counts as they are now, to judge (``judge``) or to add to another's."""
         now = self._clock()
         with self._lock:
             live = self._rows > 0
             if self.settings.max_age_s > 0:
                 live &= now - self._stamps <= self.settings.max_age_s
             recent = min(self._observed, self.settings.collapse_rows)
-            totals = WindowTotals(
+            return WindowTotals(
                 rows=int(self._rows[live].sum()),
                 observed=self._observed,
                 counts=self._counts[live].sum(axis=0),
@@ -155,6 +160,9 @@ class DriftWindow:
                 recent_slots=self._recent_slots[:recent].copy(),
                 recent_values=self._recent_values[:recent].copy(),
             )
+
+    def judge(self, totals: WindowTotals) -> DriftSnapshot:
+        """The verdict on ``totals``: this window's, or several workers' added together."""
         return assess(
             self.layout,
             totals,

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from keel.monitoring.exposition import add_histogram
+from keel.monitoring.merging import GaugeRule
 from keel.monitoring.snapshot import DriftSnapshot
 from keel.reference import NumericStats
 from keel.serving.model_manager import ModelManager
@@ -24,14 +25,38 @@ from keel.serving.served_version import ServedVersion, VersionState
 MODEL = ("model", "model_version")
 
 
-def serving_families(manager: ModelManager) -> Iterator[Metric]:
-    """The families of every version ``manager`` serves, as they stand now."""
+# How each gauge here combines over worker processes (``keel.monitoring.merging``); the
+# drift verdicts are not among them: they are judged again on every worker's window.
+SERVING_GAUGES: dict[str, GaugeRule] = {
+    "keel_model_loaded": "min",
+    "keel_model_ready": "min",
+    "keel_model_load_duration_seconds": "max",
+    "keel_model_warmup_duration_seconds": "max",
+    "keel_golden_check_passed": "min",
+    "keel_environment_mismatch": "max",
+    "keel_queue_depth": "sum",
+    "keel_in_flight_requests": "sum",
+}
+
+
+def serving_families(manager: ModelManager, *, judged: bool = True) -> Iterator[Metric]:
+    """The families of every version ``manager`` serves, as they stand now.
+
+    ``judged=False`` leaves out the drift verdicts (``drift_families``), which only
+    the whole window can give when several workers each hold a part of it.
+    """
     versions = manager.versions()
     yield from _lifecycle(versions)
     yield from _traffic(versions)
-    monitored = [v for v in versions if v.monitor is not None and v.ready]
-    yield from _drift([(v, v.monitor.snapshot()) for v in monitored if v.monitor])
+    monitored = monitored_versions(manager)
+    if judged:
+        yield from drift_families([(v, v.monitor.snapshot()) for v in monitored if v.monitor])
     yield from _distributions(monitored)
+
+
+def monitored_versions(manager: ModelManager) -> list[ServedVersion]:
+    """The ready versions with a drift window."""
+    return [v for v in manager.versions() if v.monitor is not None and v.ready]
 
 
 def _labels(version: ServedVersion) -> list[str]:
@@ -181,7 +206,8 @@ def _traffic(versions: Sequence[ServedVersion]) -> Iterator[Metric]:
     )
 
 
-def _drift(snapshots: Sequence[tuple[ServedVersion, DriftSnapshot]]) -> Iterator[Metric]:
+def drift_families(snapshots: Sequence[tuple[ServedVersion, DriftSnapshot]]) -> Iterator[Metric]:
+    """The drift verdicts of each version's window, one family per figure."""
     feature = [*MODEL, "feature"]
     output = [*MODEL, "output"]
     families = {

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from keel.errors import AmbiguousVersion, KeelError, ModelNotFound, RegistryError
+from keel.errors import AmbiguousVersion, KeelError, ModelNotFound, NotReady, RegistryError
 from keel.registry import ModelMetadata, ModelRef, Registry, parse_ref, selects
 from keel.registry.names import DEFAULT_ALIAS, LATEST
 from keel.serving.arrivals import Arrivals
@@ -227,6 +227,9 @@ class ModelManager:
         """The version a request for ``name`` with this alias/version selector goes to."""
         routes = self.routes.get(name)
         if routes is None:
+            if any(ref.name == name for ref in self._pending):
+                # Named at start and still loading: it will be served, just not yet.
+                raise NotReady(f"model '{name}' is still loading; retry shortly")
             raise ModelNotFound(f"model '{name}' is not served here (served: {self.names()})")
         version = routes.find(selector)
         if version is None:

@@ -8,9 +8,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from keel.monitoring.exposition import add_histogram
+from keel.monitoring.merging import GaugeRule
 from keel.shadow.shadowing import Shadowing
 
 CANDIDATE = ("model", "candidate_version")
+# How each gauge here combines over worker processes (``keel.monitoring.merging``). Each
+# worker mirrors its own requests to its own candidate and writes its own log buffer.
+SHADOW_GAUGES: dict[str, GaugeRule] = {
+    "keel_shadow_candidate_ready": "min",
+    "keel_shadow_queue_depth": "sum",
+    "keel_shadow_agreement": "mean",
+    "keel_shadow_mean_abs_difference": "mean",
+    "keel_prediction_log_pending": "sum",
+    "keel_prediction_log_pending_limit": "sum",
+    "keel_prediction_log_up": "min",
+}
 
 
 def shadow_families(shadowing: Shadowing) -> Iterator[Metric]:

@@ -90,9 +90,13 @@ class _Connection(asyncio.Protocol):
 
 
 class HTTPPool:
-    """Keep-alive connections to one ``http://`` or ``https://`` origin, at most ``size`` kept."""
+    """Keep-alive connections to one ``http://`` or ``https://`` origin, at most ``size`` kept.
 
-    def __init__(self, url: str, size: int) -> None:
+    With ``unix_path`` the connections go to that Unix socket instead of the URL's
+    address (a worker's private socket); the URL still names the Host header.
+    """
+
+    def __init__(self, url: str, size: int, unix_path: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise KeelError(f"{url!r} is not an http:// or https:// URL")
@@ -100,6 +104,7 @@ class HTTPPool:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self.size = size
+        self.unix_path = unix_path
         default_port = (parts.scheme == "https" and self.port == 443) or self.port == 80
         self._host_header = parts.hostname if default_port else f"{parts.hostname}:{self.port}"
         self._idle: list[_Connection] = []
@@ -133,13 +138,15 @@ class HTTPPool:
                 return connection
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await loop.create_connection(
-                _Connection, self.host, self.port, ssl=self.ssl
-            )
+            if self.unix_path is not None:
+                _, connection = await loop.create_unix_connection(_Connection, self.unix_path)
+            else:
+                _, connection = await loop.create_connection(
+                    _Connection, self.host, self.port, ssl=self.ssl
+                )
         except OSError as exc:
-            raise CandidateHTTPError(
-                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from None
+            where = self.unix_path or f"{self.host}:{self.port}"
+            raise CandidateHTTPError(f"cannot connect to {where}: {exc.strerror or exc}") from None
         return connection
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from keel.web.inference_front import InferenceFront
 from keel.web.metrics_routes import metrics_routes
 from keel.web.model_config import model_config_routes
 from keel.web.openapi import openapi_route
+from keel.web.peers import Peers
 from keel.web.repository_routes import repository_routes
 from keel.web.request_body import ClientGone
 from keel.web.self_warmup import warm_over_http
@@ -80,15 +81,27 @@ async def _load(state: ServerState, refs: Sequence[str]) -> None:
     # Last before ready: a full collection walks the whole heap and leaves the request
     # path cold in the caches, so the warm-up requests run after it, not before.
     server = state.settings.server
-    await warm_over_http(state.manager, server.host, server.port)
+    peers = state.peers
+    unix_path = peers.socket_path if peers is not None else None
+    await warm_over_http(state.manager, server.host, server.port, unix_path)
     state.warmed = True
+    if peers is not None and state.manager.ready and not state.shutting_down:
+        peers.mark_ready(True)
     # Candidates load after the primaries are ready: a shadow never delays readiness.
     await state.shadowing.start(state.manager)
 
 
-def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -> InferenceFront:
-    """The keel server for the models ``refs`` name; they load in the background at start-up."""
-    state = ServerState(manager=manager, settings=settings)
+def create_app(
+    manager: ModelManager,
+    settings: Settings,
+    refs: Sequence[str],
+    peers: Peers | None = None,
+) -> InferenceFront:
+    """The keel server for the models ``refs`` name; they load in the background at start-up.
+
+    ``peers``: the server's other workers, when this process is one of several.
+    """
+    state = ServerState(manager=manager, settings=settings, peers=peers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -104,6 +117,8 @@ def create_app(manager: ModelManager, settings: Settings, refs: Sequence[str]) -
             await manager.close()
             # After the primaries have drained, so every answered request was offered.
             await state.shadowing.close()
+            if peers is not None:
+                peers.close()
             log.info("models drained and closed")
 
     routes = [

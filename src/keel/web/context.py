@@ -17,6 +17,7 @@ from keel.serving.served_version import ServedVersion
 from keel.settings import Settings
 from keel.shadow.exposition import shadow_families
 from keel.shadow.shadowing import Shadowing
+from keel.web.peers import Peers
 
 
 @dataclass
@@ -32,6 +33,10 @@ class ServerState:
     metrics: CollectorRegistry = field(init=False)
     # Inference requests in progress: shadow bookkeeping waits for none (see activity).
     activity: RequestActivity = field(default_factory=RequestActivity)
+    # The other workers of the server, when it runs several (``keel serve --workers``).
+    peers: Peers | None = None
+    # This worker's own families, without the drift verdicts, to send the other workers.
+    local_metrics: CollectorRegistry | None = field(init=False, default=None)
     shutting_down: bool = False
     # Set once the served versions have answered real requests over HTTP (self_warmup).
     warmed: bool = False
@@ -45,6 +50,19 @@ class ServerState:
             functools.partial(serving_families, self.manager),
             functools.partial(shadow_families, self.shadowing),
         )
+        if self.peers is not None:
+            self.local_metrics = metrics_registry(
+                functools.partial(serving_families, self.manager, judged=False),
+                functools.partial(shadow_families, self.shadowing),
+            )
+
+    @property
+    def ready(self) -> bool:
+        """Readiness: every served model's default version is loaded, verified and warm, in
+        this worker and, at start-up, in every worker of the server."""
+        if not (self.manager.ready and self.warmed and not self.shutting_down):
+            return False
+        return self.peers is None or self.peers.started()
 
 
 def state_of(request: Request) -> ServerState:

@@ -13,11 +13,13 @@ from starlette.routing import Route
 from keel.errors import NotMonitored, NotReady
 from keel.serving.calls import VERSION_HEADER
 from keel.web.context import state_of, target_version
+from keel.web.worker_figures import server_drift
 
 
 async def drift(request: Request) -> Response:
     """Per-feature and per-prediction drift, null rates and collapse of the window."""
-    version = target_version(request, state_of(request))
+    state = state_of(request)
+    version = target_version(request, state)
     if not version.ready:
         raise NotReady(f"{version.name} version {version.label} is {version.state.value}")
     if version.monitor is None:
@@ -25,7 +27,10 @@ async def drift(request: Request) -> Response:
             f"{version.name} version {version.label} was published without reference "
             "statistics, so its traffic has nothing to be compared with"
         )
-    snapshot = version.monitor.snapshot()
+    if state.peers is None:
+        snapshot = version.monitor.snapshot()
+    else:
+        snapshot = server_drift(version, await state.peers.states())
     return Response(
         orjson.dumps(snapshot.model_dump(mode="json")),
         headers={VERSION_HEADER: version.label},

@@ -175,6 +175,8 @@ class HttpConnection(asyncio.Protocol):
         self.peer: tuple[str, int] | None = None
         # Set by the server for a connection over its cap: only probes are answered.
         self.restricted = False
+        # Accepted on a worker's private socket (``run_dir``): its figures are served there.
+        self.private = False
         # Set once the connection is lost; an answer still being computed is dropped.
         self.lost = False
         # Set once the client has gone, for an app that wants to know (ASGI http.disconnect).

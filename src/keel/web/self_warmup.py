@@ -33,8 +33,14 @@ CONNECT_TIMEOUT_S = 10.0
 WARMUP_TIMEOUT_S = 60.0
 
 
-async def warm_over_http(manager: ModelManager, host: str, port: int) -> None:
-    """Send each ready version's golden records to its records and v2 routes, over HTTP."""
+async def warm_over_http(
+    manager: ModelManager, host: str, port: int, unix_path: str | None = None
+) -> None:
+    """Send each ready version's golden records to its records and v2 routes, over HTTP.
+
+    A worker warms itself through its private socket (``unix_path``): the shared port
+    would hand the requests to whichever worker accepts them.
+    """
     versions = [version for version in manager.versions() if version.ready]
     requests = [request for version in versions for request in _requests(version)]
     monitors = [v.monitor for v in versions if v.monitor is not None and v.monitor.enabled]
@@ -47,7 +53,7 @@ async def warm_over_http(manager: ModelManager, host: str, port: int) -> None:
     for version in versions:
         version.metrics.warming = True
     try:
-        await _send_all(requests, _loopback(host), port)
+        await _send_all(requests, _loopback(host), port, unix_path)
     finally:
         for monitor in monitors:
             monitor.enabled = True
@@ -55,9 +61,11 @@ async def warm_over_http(manager: ModelManager, host: str, port: int) -> None:
             version.metrics.warming = False
 
 
-async def _send_all(requests: list[tuple[str, bytes]], host: str, port: int) -> None:
+async def _send_all(
+    requests: list[tuple[str, bytes]], host: str, port: int, unix_path: str | None
+) -> None:
     # The shadow's keep-alive client: keel has one HTTP/1.1 client, not one per use.
-    pool = HTTPPool(f"http://{host}:{port}", size=1)
+    pool = HTTPPool(f"http://{host}:{port}", size=1, unix_path=unix_path)
     try:
         async with asyncio.timeout(WARMUP_TIMEOUT_S):
             for count, (path, body) in enumerate(requests * REQUESTS_PER_ROUTE):

@@ -20,6 +20,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import time
 import typing
@@ -45,6 +46,9 @@ from keel.web.http_connection import (
 )
 from keel.web.http_errors import error_reply
 from keel.web.inference_front import BodySource, InferenceFront
+from keel.web.peers import Peers
+from keel.web.run_dir import STATE_PATH
+from keel.web.worker_figures import own_figures
 
 log = logging.getLogger("keel.web")
 
@@ -67,11 +71,24 @@ _FULL = (
 
 
 class HttpServer:
-    """Serves ``front`` on the configured address until a stop signal."""
+    """Serves ``front`` on the configured address until a stop signal.
 
-    def __init__(self, front: InferenceFront, settings: Settings) -> None:
+    A worker of several (``keel serve --workers``) is given the supervisor's
+    listening socket (``listener``) instead of binding one, answers its own figures
+    on its private socket too, and stops when its supervisor is gone.
+    """
+
+    def __init__(
+        self,
+        front: InferenceFront,
+        settings: Settings,
+        listener: socket.socket | None = None,
+        supervisor_pid: int | None = None,
+    ) -> None:
         self.front = front
         self.settings = settings
+        self.listener = listener
+        self.supervisor_pid = supervisor_pid
         # The count the manager's batchers read, so they run at once when no request is due.
         self.arrivals = front.state.manager.arrivals or Arrivals()
         self.connections: set[HttpConnection] = set()
@@ -87,6 +104,10 @@ class HttpServer:
         refusal = exchange.refusal
         if isinstance(refusal, BadHttp):
             return bad_http_answer(refusal)
+        if connection.private and exchange.path == STATE_PATH:
+            peers = self.front.state.peers
+            assert peers is not None
+            return Reply(200, own_figures(self.front.state, peers))
         if connection.restricted:
             # One answer, then its room goes back to the pool.
             exchange.keep_alive = False
@@ -107,7 +128,8 @@ class HttpServer:
     async def run(self) -> None:
         """Start the app's lifespan, listen, and serve until SIGTERM or SIGINT; then drain."""
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = self._stop = asyncio.Event()
+        state = self.front.state
 
         def on_signal(signum: int) -> None:
             if stop.is_set():
@@ -116,16 +138,26 @@ class HttpServer:
                     connection.abort()
                 return
             log.info("%s: readiness is false; draining", signal.Signals(signum).name)
-            self.front.state.shutting_down = True
-            stop.set()
+            self._begin_stop()
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal, signum)
+        loop.add_signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
+        if state.peers is None:
+            loop.add_signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
+        else:
+            # Ctrl-C reaches every process of the terminal's group; the supervisor passes
+            # it on as SIGTERM, and a second signal here would mean "do not wait".
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         server_settings = self.settings.server
         self.max_connections = connection_cap(
             server_settings.max_connections, server_settings.probe_connections
         )
         async with self.front.lifespan():
+            private = await self._listen_privately()
+            if state.peers is not None and state.peers.started():
+                # Started again while the other workers serve: connections wait in the
+                # shared queue for them rather than for this one's models to load.
+                while not (state.ready or stop.is_set()):
+                    await asyncio.sleep(0.05)
             listener = await self._listen(server_settings.host, server_settings.port)
             sockname = listener.sockets[0].getsockname()
             self._address = (str(sockname[0]), int(sockname[1]))
@@ -141,25 +173,47 @@ class HttpServer:
             finally:
                 listener.close()
                 await self._drain(server_settings.grace_period_s)
+                if private is not None:
+                    private.close()
                 if self._ticker is not None:
                     self._ticker.cancel()
 
+    def _begin_stop(self) -> None:
+        """Readiness false, at once and for every worker's probe, then the drain."""
+        state = self.front.state
+        state.shutting_down = True
+        if state.peers is not None:
+            state.peers.mark_ready(False)
+        self._stop.set()
+
     async def _listen(self, host: str, port: int) -> asyncio.Server:
         """The listening socket; an address keel cannot take is the user's to fix, said so."""
+        loop = asyncio.get_running_loop()
+        if self.listener is not None:
+            return await loop.create_server(self._connection, sock=self.listener, backlog=_BACKLOG)
         try:
-            return await asyncio.get_running_loop().create_server(
+            return await loop.create_server(
                 self._connection, host=host, port=port, reuse_address=True, backlog=_BACKLOG
             )
         except OSError as exc:
-            reason = (
-                "the address is already in use (another server listens there)"
-                if exc.errno == errno.EADDRINUSE
-                else (exc.strerror or str(exc))
+            raise address_unavailable(host, port, exc) from None
+
+    async def _listen_privately(self) -> asyncio.Server | None:
+        """A worker's private socket: its own warm-up, and its figures for the other workers."""
+        peers = self.front.state.peers
+        if peers is None:
+            return None
+
+        def private_connection() -> asyncio.Protocol:
+            connection = HttpConnection(
+                self.answer, self._limits, self.connections, self._date_header, self.arrivals
             )
-            raise AddressUnavailable(
-                f"cannot listen on {host}:{port}: {reason}; choose another with --host/--port "
-                "or KEEL_SERVER__HOST/KEEL_SERVER__PORT"
-            ) from None
+            connection.private = True
+            return connection
+
+        return await asyncio.get_running_loop().create_unix_server(
+            private_connection, peers.socket_path
+        )
 
     def _connection(self) -> asyncio.Protocol:
         open_now = len(self.connections)
@@ -221,10 +275,29 @@ class HttpServer:
         # rest of an answer's headers. A timer per connection, re-armed per request,
         # cost more than this sweep.
         self._date = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
+        orphaned = self.supervisor_pid is not None and os.getppid() != self.supervisor_pid
+        if orphaned and not self._stop.is_set():
+            # The supervisor died without stopping its workers (SIGKILL, OOM): nobody would
+            # restart or stop this one, so it drains and leaves as on SIGTERM.
+            log.warning("the supervisor (pid %d) is gone; draining", self.supervisor_pid)
+            self._begin_stop()
         now = time.monotonic()
         for connection in list(self.connections):
             connection.sweep(now)
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+
+def address_unavailable(host: str, port: int, exc: OSError) -> AddressUnavailable:
+    """Why keel cannot listen at ``host:port``, with what the user can do about it."""
+    reason = (
+        "the address is already in use (another server listens there)"
+        if exc.errno == errno.EADDRINUSE
+        else (exc.strerror or str(exc))
+    )
+    return AddressUnavailable(
+        f"cannot listen on {host}:{port}: {reason}; choose another with --host/--port "
+        "or KEEL_SERVER__HOST/KEEL_SERVER__PORT"
+    )
 
 
 class _Refused(asyncio.Protocol):
@@ -272,11 +345,26 @@ def _raiser(error: Exception) -> BodySource:
     return refuse
 
 
-def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
-    """Serve ``refs`` until a stop signal; blocks."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def serve(
+    refs: Sequence[str],
+    settings: Settings,
+    registry: Registry,
+    *,
+    listener: socket.socket | None = None,
+    peers: Peers | None = None,
+    supervisor_pid: int | None = None,
+) -> None:
+    """Serve ``refs`` until a stop signal; blocks.
+
+    Alone, on the configured address; as one worker of several (``web/worker.py``),
+    on the supervisor's ``listener``, with ``peers`` for the others.
+    """
+    prefix = "" if peers is None else f"worker {peers.index} "
+    log_format = LOG_FORMAT.replace("%(name)s", prefix + "%(name)s")
+    logging.basicConfig(level=logging.INFO, format=log_format)
     sys.setswitchinterval(settings.server.switch_interval_ms / 1000.0)
     # The cores this process may run on, not the machine's: taskset and cgroups
     # pinning leave fewer.
@@ -284,8 +372,8 @@ def serve(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
     # Loads and verifies versions; each version runs its model on threads of its own.
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="keel-load")
     manager = ModelManager(registry, settings, executor, Arrivals())
-    front = create_app(manager, settings, refs)
+    front = create_app(manager, settings, refs, peers)
     try:
-        uvloop.run(HttpServer(front, settings).run())
+        uvloop.run(HttpServer(front, settings, listener, supervisor_pid).run())
     finally:
         executor.shutdown(wait=False, cancel_futures=True)

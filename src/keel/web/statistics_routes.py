@@ -1,27 +1,19 @@
 """``GET /v2/models[/{name}[/versions/{v}]]/stats``: the statistics extension tritonclient reads.
 
-Every figure comes from what ``/metrics`` exports for the version, so the two
-agree: ``success`` and ``fail`` count requests answered 200 and otherwise
-(``keel_requests_total`` by status) with their summed latency; ``queue`` is
-``keel_queue_duration_seconds``; ``compute_infer`` counts each request once per
-model run that served it, with that run's time, as Triton does; ``compute_input``
-is a successful request's time from arrival to checked inputs (body read,
-decoded, checked against the signature) and ``compute_output`` from the model's
-outputs to the encoded answer. ``inference_count`` is rows the model ran,
-``execution_count`` model runs (``keel_batch_size``). Durations are integer nanoseconds.
+The figures are ``keel.web.inference_statistics``'s, of the whole server: with
+several workers, every worker's added up.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keel.serving.served_version import ServedVersion
 from keel.web.context import state_of
+from keel.web.inference_statistics import statistics_of
+from keel.web.worker_figures import server_statistics
 
 
 async def statistics(request: Request) -> Response:
@@ -35,37 +27,13 @@ async def statistics(request: Request) -> Response:
     else:
         state.manager.find(name, None)  # ModelNotFound, naming the served models
         versions = list(state.manager.routes[name].versions.values())
-    body = {"model_stats": [statistics_of(version) for version in versions]}
+    if state.peers is None:
+        stats = [statistics_of(version) for version in versions]
+    else:
+        others = await state.peers.states()
+        stats = [server_statistics(version, others) for version in versions]
+    body = {"model_stats": stats}
     return Response(orjson.dumps(body), media_type="application/json")
-
-
-def statistics_of(version: ServedVersion) -> dict[str, Any]:
-    """One version's statistics in the extension's shape."""
-    metrics = version.metrics
-    succeeded = sum(count for (_, status), count in metrics.requests.items() if status == 200)
-    failed = sum(count for (_, status), count in metrics.requests.items() if status != 200)
-    last = metrics.last_run_at
-    return {
-        "name": version.name,
-        "version": version.label,
-        "last_inference": 0 if last is None else round(last * 1000),
-        # keel_batch_size: the client's rows and runs, the server's own warm-up left out.
-        "inference_count": round(metrics.batch_size.sum),
-        "execution_count": sum(metrics.batch_size.counts),
-        "inference_stats": {
-            "success": _duration(succeeded, metrics.success_s),
-            "fail": _duration(failed, metrics.fail_s),
-            "queue": _duration(sum(metrics.queue_wait.counts), metrics.queue_wait.sum),
-            "compute_input": _duration(metrics.computed, metrics.compute_input_s),
-            "compute_infer": _duration(metrics.compute_infer_requests, metrics.compute_infer_s),
-            "compute_output": _duration(metrics.computed, metrics.compute_output_s),
-        },
-        "batch_stats": [],
-    }
-
-
-def _duration(count: int, seconds: float) -> dict[str, int]:
-    return {"count": count, "ns": round(seconds * 1e9)}
 
 
 def statistics_routes() -> list[Route]:

@@ -33,8 +33,11 @@ async def live(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     """Readiness: every served model's default version is loaded, verified and warm."""
     state = state_of(request)
-    is_ready = state.manager.ready and state.warmed and not state.shutting_down
-    return _json({"ready": is_ready}, status=200 if is_ready else 503)
+    is_ready = state.ready
+    body: dict[str, Any] = {"ready": is_ready}
+    if state.peers is not None:
+        body["workers"] = state.peers.details()
+    return _json(body, status=200 if is_ready else 503)
 
 
 async def server_metadata(request: Request) -> Response:

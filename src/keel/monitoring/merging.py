@@ -1,0 +1,94 @@
+"""Several worker processes' metric families as one server's.
+
+Each worker counts only what it answered; ``/metrics`` must describe the whole
+server whichever worker the scrape reached. A worker sends its families as
+plain JSON (``family_data``); the one scraped adds them up (``merge_families``):
+counters and histograms are summed sample by sample, which is exact. A gauge
+has no one right sum, so each family's owner says how its gauges combine:
+``sum`` (queue depths, requests in flight), ``min`` (1 only if every worker is
+ready), ``max`` (the slowest load), ``mean``, or ``worker``: kept apart with a
+``worker`` label, for what belongs to one process (its memory, its start time).
+A gauge no owner named is kept apart too, never guessed at.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from prometheus_client.core import Metric
+
+GaugeRule = Literal["sum", "min", "max", "mean", "worker"]
+FamilyData = dict[str, Any]
+"""One family as JSON: name, type, help, unit and its samples [name, labels, value]."""
+
+WORKER_LABEL = "worker"
+_SUMMED = ("counter", "histogram", "summary", "gaugehistogram")
+
+
+def family_data(families: Iterable[Metric]) -> list[FamilyData]:
+    """``families`` in the JSON form one worker sends another."""
+    return [
+        {
+            "name": family.name,
+            "type": family.type,
+            "help": family.documentation,
+            "unit": family.unit,
+            "samples": [[s.name, s.labels, _number(s.value)] for s in family.samples],
+        }
+        for family in families
+    ]
+
+
+def merge_families(
+    workers: Sequence[tuple[str, Sequence[FamilyData]]], gauge_rules: Mapping[str, GaugeRule]
+) -> list[Metric]:
+    """The families of every ``(worker, families)`` pair, combined into the server's."""
+    merged: dict[str, tuple[FamilyData, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]]]
+    merged = {}
+    for worker, families in workers:
+        for family in families:
+            name = family["name"]
+            if name not in merged:
+                merged[name] = (family, {})
+            first, values = merged[name]
+            rule = _rule(first, gauge_rules)
+            for sample_name, labels, value in family["samples"]:
+                if rule == "worker":
+                    labels = {**labels, WORKER_LABEL: worker}
+                key = (sample_name, tuple(labels.items()))
+                values.setdefault(key, []).append(float(value))
+    return [_metric(first, values, _rule(first, gauge_rules)) for first, values in merged.values()]
+
+
+def _rule(family: FamilyData, gauge_rules: Mapping[str, GaugeRule]) -> GaugeRule:
+    if family["type"] in _SUMMED:
+        return "sum"
+    return gauge_rules.get(family["name"], "worker")
+
+
+def _metric(
+    family: FamilyData,
+    values: Mapping[tuple[str, tuple[tuple[str, str], ...]], list[float]],
+    rule: GaugeRule,
+) -> Metric:
+    metric = Metric(family["name"], family["help"], family["type"], family["unit"])
+    for (sample_name, labels), numbers in values.items():
+        metric.add_sample(sample_name, dict(labels), _combine(numbers, rule))
+    return metric
+
+
+def _combine(numbers: list[float], rule: GaugeRule) -> float:
+    if rule == "min":
+        return min(numbers)
+    if rule == "max":
+        return max(numbers)
+    if rule == "mean":
+        return math.fsum(numbers) / len(numbers)
+    return math.fsum(numbers)  # sum; a worker-labelled sample has one number
+
+
+def _number(value: float) -> float | str:
+    """JSON has no NaN or infinity: those travel as text, which float() reads back."""
+    return value if math.isfinite(value) else repr(float(value))

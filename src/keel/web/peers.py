@@ -1,0 +1,80 @@
+"""A worker's view of the other workers of its server: who is ready, and their figures.
+
+Each worker answers only the requests it accepted, so anything that describes
+the server (``/metrics``, statistics, drift, readiness) needs the others. A
+worker asks each of them over its private socket (``run_dir``) for its own
+figures, all at once and for at most ``STATE_TIMEOUT_S``: a worker that is
+restarting, or too busy to answer in time, is left out of that answer and
+counted as missing (``keel_workers_reporting``), never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from keel.shadow.http_client import CandidateHTTPError, HTTPPool
+from keel.web.run_dir import STATE_PATH, RunDir
+
+log = logging.getLogger("keel.web")
+
+STATE_TIMEOUT_S = 2.0
+
+
+class Peers:
+    """Worker ``index`` of ``count``, sharing ``run_dir`` with the others."""
+
+    def __init__(self, run_dir: RunDir, index: int, count: int) -> None:
+        self.run_dir = run_dir
+        self.index = index
+        self.count = count
+        self.socket_path = run_dir.socket_path(index)
+        self._pools = {
+            k: HTTPPool(f"http://worker-{k}", size=1, unix_path=run_dir.socket_path(k))
+            for k in range(count)
+            if k != index
+        }
+
+    def mark_ready(self, ready: bool) -> None:
+        self.run_dir.mark_ready(self.index, ready)
+        if ready:
+            # The last worker to be ready opens the gate, whether or not a probe asks.
+            self.run_dir.started(self.count)
+
+    def started(self) -> bool:
+        """Whether every worker has been ready at once: the server's readiness gate."""
+        return self.run_dir.started(self.count)
+
+    def details(self) -> dict[str, Any]:
+        """The workers as the readiness answer describes them."""
+        restarts = self.run_dir.restarts(self.count)
+        return {
+            "configured": self.count,
+            "ready": len(self.run_dir.ready_workers(self.count)),
+            "restarts": sum(restarts),
+        }
+
+    async def states(self) -> list[dict[str, Any]]:
+        """Every other worker's figures that arrive in time, each tagged with its index."""
+        answers = await asyncio.gather(*(self._state(k, pool) for k, pool in self._pools.items()))
+        return [answer for answer in answers if answer is not None]
+
+    async def _state(self, index: int, pool: HTTPPool) -> dict[str, Any] | None:
+        try:
+            async with asyncio.timeout(STATE_TIMEOUT_S):
+                status, body = await pool.request("GET", STATE_PATH)
+        except (CandidateHTTPError, TimeoutError) as exc:
+            log.debug("worker %d gave no figures: %s", index, exc)
+            return None
+        if status != 200:
+            log.warning("worker %d answered its figures with %d", index, status)
+            return None
+        state: dict[str, Any] = orjson.loads(body)
+        return state
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()

@@ -1,0 +1,110 @@
+"""The folder a supervisor and its workers share: what each worker needs, and who is ready.
+
+``keel serve --workers N`` makes one private folder (mode 0700, under the
+temporary folder) holding:
+
+- ``spec.json``: what every worker serves, with which settings, on which
+  inherited socket; written once by the supervisor before any worker starts;
+- ``worker-K.sock``: worker K's private socket, on which it warms itself up and
+  tells the other workers its figures (``/-/worker/state``);
+- ``ready-K``: there while worker K is ready, made by it, removed by it when it
+  starts to drain and by the supervisor when it exits;
+- ``started``: made by the first worker to see every ``ready-K`` at once: from
+  then on a worker restarting does not take the whole server out of service;
+- ``status.json``: the supervisor's count of each worker's restarts.
+
+Files, not messages, because each one is read far more often than it changes
+and must outlive the process that wrote it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+STATE_PATH = "/-/worker/state"
+"""Where a worker answers, on its private socket only, with its own figures."""
+
+
+class WorkerSpec(BaseModel):
+    """What the supervisor tells every worker."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workers: int
+    refs: list[str]
+    # The settings as JSON, secrets included: the folder is readable by its owner alone.
+    settings: dict[str, Any]
+    listener_fd: int
+    supervisor_pid: int
+
+
+class RunDir:
+    """One server's shared folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls) -> RunDir:
+        return cls(Path(tempfile.mkdtemp(prefix="keel-workers-")))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def write_spec(self, spec: WorkerSpec) -> None:
+        _write_atomically(self.path / "spec.json", spec.model_dump_json().encode())
+
+    def read_spec(self) -> WorkerSpec:
+        return WorkerSpec.model_validate_json((self.path / "spec.json").read_bytes())
+
+    def socket_path(self, index: int) -> str:
+        return str(self.path / f"worker-{index}.sock")
+
+    def mark_ready(self, index: int, ready: bool) -> None:
+        marker = self.path / f"ready-{index}"
+        if ready:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
+    def ready_workers(self, count: int) -> list[int]:
+        return [k for k in range(count) if (self.path / f"ready-{k}").exists()]
+
+    def started(self, count: int) -> bool:
+        """Whether every worker has been ready at once, at some point (then for good)."""
+        started = self.path / "started"
+        if started.exists():
+            return True
+        if len(self.ready_workers(count)) < count:
+            return False
+        started.touch()
+        return True
+
+    def write_restarts(self, restarts: list[int]) -> None:
+        _write_atomically(self.path / "status.json", orjson.dumps({"restarts": restarts}))
+
+    def restarts(self, count: int) -> list[int]:
+        try:
+            stored = orjson.loads((self.path / "status.json").read_bytes())["restarts"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return [0] * count
+        return [int(stored[k]) if k < len(stored) else 0 for k in range(count)]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    part = path.with_name(f".{path.name}.{os.getpid()}")
+    part.write_bytes(data)
+    try:
+        os.replace(part, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise

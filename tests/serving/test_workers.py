@@ -1,0 +1,247 @@
+"""``keel serve --workers N``: one server to the outside, N processes within, on a real server.
+
+Every worker answers; the whole server's figures (request counts, statistics,
+drift) add up every worker's; a worker killed with SIGKILL costs no request
+beyond those it was answering and is started again; SIGTERM drains every worker;
+a worker whose supervisor is gone stops by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from drifted_rows import SHIFTED, drifted, texture_std
+from keel_server import DRIFT_WINDOW, ServerProcess, start_server
+
+from keel.monitoring.merging import WORKER_LABEL
+from keel.web.run_dir import STATE_PATH
+
+MODEL = "breast-cancer"
+INFER = f"/v2/models/{MODEL}/infer"
+V2_BODY = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [0.5] * 30}]}
+DRIFT_ENV = {f"KEEL_DRIFT__{key}": str(value) for key, value in DRIFT_WINDOW.items()}
+
+
+def start_workers(
+    registry: Path, log: Path, workers: int = 2, refs: tuple[str, ...] = (f"{MODEL}@production",)
+) -> ServerProcess:
+    return start_server(
+        registry, refs, log, ("--workers", str(workers)),
+        KEEL_SERVER__WATCH_INTERVAL_S="0", **DRIFT_ENV,
+    )  # fmt: skip
+
+
+def run_dir(server: ServerProcess) -> Path:
+    """The workers' shared folder, as the supervisor's first line names it."""
+    found = re.search(r"their shared folder: (\S+)\)", server.log.read_text())
+    assert found, server.log.read_text()
+    return Path(found.group(1))
+
+
+def own_figures(server: ServerProcess, index: int) -> dict[str, Any]:
+    """What worker ``index`` alone counted, asked on its private socket."""
+    transport = httpx.HTTPTransport(uds=str(run_dir(server) / f"worker-{index}.sock"))
+    with httpx.Client(transport=transport, base_url="http://worker", timeout=10) as client:
+        answer = client.get(STATE_PATH)
+    assert answer.status_code == 200, answer.text
+    figures: dict[str, Any] = answer.json()
+    return figures
+
+
+def requests_counted(families: list[dict[str, Any]], endpoint: str) -> float:
+    family = next(f for f in families if f["name"] == "keel_requests")
+    return sum(
+        value
+        for name, labels, value in family["samples"]
+        if name == "keel_requests_total" and labels["endpoint"] == endpoint
+    )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def send_fresh(server: ServerProcess, count: int, threads: int = 4) -> list[int]:
+    """``count`` v2 requests, each on a new connection (so the kernel spreads them)."""
+    statuses: list[int] = []
+
+    def send(share: int) -> None:
+        with server.client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            statuses.extend(client.post(INFER, json=V2_BODY).status_code for _ in range(share))
+
+    workers = [threading.Thread(target=send, args=(count // threads,)) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return statuses
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    server = start_workers(demo_registry, tmp_path_factory.mktemp("workers") / "server.log")
+    server.wait_ready()
+    yield server
+    assert server.stop() == 0, server.log.read_text()
+
+
+def test_readiness_says_how_many_workers_are_ready(two_workers: ServerProcess) -> None:
+    with two_workers.client() as client:
+        answer = client.get("/v2/health/ready")
+    assert answer.status_code == 200
+    assert answer.json() == {"ready": True, "workers": {"configured": 2, "ready": 2, "restarts": 0}}
+
+
+def test_every_worker_answers_and_the_server_counts_every_request(
+    two_workers: ServerProcess,
+) -> None:
+    before = [requests_counted(own_figures(two_workers, k)["families"], "v2_infer") for k in (0, 1)]
+    assert send_fresh(two_workers, 400) == [200] * 400
+    after = [requests_counted(own_figures(two_workers, k)["families"], "v2_infer") for k in (0, 1)]
+    answered = [a - b for a, b in zip(after, before, strict=True)]
+    assert all(share > 0 for share in answered), answered
+    assert sum(answered) == 400
+    with two_workers.client() as client:
+        text = client.get("/metrics").text
+        stats = client.get(f"/v2/models/{MODEL}/stats").json()["model_stats"][0]
+    # Whichever worker the scrape reached, it counts both.
+    assert metric(text, "keel_requests_total", endpoint="v2_infer", status="200") == sum(after)
+    assert stats["inference_stats"]["success"]["count"] == sum(after)
+    assert metric(text, "keel_workers_reporting") == 2
+    assert metric(text, "keel_workers_ready") == 2
+    assert metric(text, "keel_model_ready", model=MODEL) == 1
+    # What belongs to one process stays one process's.
+    assert {line.split(WORKER_LABEL + '="')[1][0] for line in text.splitlines()
+            if line.startswith("process_start_time_seconds")} == {"0", "1"}  # fmt: skip
+
+
+def test_drift_is_judged_on_the_traffic_every_worker_answered(
+    two_workers: ServerProcess, held_out: list[dict[str, Any]]
+) -> None:
+    rows = drifted(held_out, DRIFT_WINDOW["WINDOW_ROWS"], texture_std(), seed=3)
+    with two_workers.client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for start in range(0, len(rows), 20):
+            answer = client.post(
+                f"/v1/models/{MODEL}/predict", json={"instances": rows[start : start + 20]}
+            )
+            assert answer.status_code == 200, answer.text
+        time.sleep(0.2)  # the windows take their rows twenty times a second
+        report = client.get(f"/v2/models/{MODEL}/drift").json()
+    own_rows = [
+        sum(e["totals"]["rows"] for e in own_figures(two_workers, k)["drift"]) for k in (0, 1)
+    ]
+    assert all(rows > 0 for rows in own_rows), own_rows
+    assert report["rows"] == sum(own_rows)
+    features = {column["name"]: column for column in report["features"]}
+    assert features[SHIFTED]["status"] == 2, features[SHIFTED]
+
+
+def test_a_killed_worker_costs_only_its_own_requests_and_is_started_again(
+    demo_registry: Path, tmp_path: Path
+) -> None:
+    server = start_workers(demo_registry, tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        victim = own_figures(server, 0)["pid"]
+        outcomes: list[object] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with server.client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+                while not stop.is_set():
+                    try:
+                        outcomes.append(client.post(INFER, json=V2_BODY).status_code)
+                    except httpx.TransportError as exc:
+                        outcomes.append(exc)
+
+        clients = [threading.Thread(target=load) for _ in range(4)]
+        for client in clients:
+            client.start()
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(2.0)
+        stop.set()
+        for client in clients:
+            client.join()
+        failed = [o for o in outcomes if o != 200]
+        # At most the requests the killed worker was answering: one per client connection,
+        # each a broken connection, never an HTTP error.
+        assert len(failed) <= len(clients), failed
+        assert all(isinstance(o, httpx.TransportError) for o in failed), failed
+        assert outcomes.count(200) > 100
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with server.client() as client:
+                ready = client.get("/v2/health/ready").json()
+            if ready["workers"]["ready"] == 2:
+                break
+            time.sleep(0.1)
+        assert ready == {"ready": True, "workers": {"configured": 2, "ready": 2, "restarts": 1}}
+        assert own_figures(server, 0)["pid"] != victim
+        with server.client() as client:
+            text = client.get("/metrics").text
+        assert metric(text, "keel_worker_restarts_total", worker="0") == 1
+        assert metric(text, "keel_worker_restarts_total", worker="1") == 0
+        assert "worker 0 (pid" in server.log.read_text()
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+
+
+def test_sigterm_drains_every_worker_and_leaves_nothing_behind(
+    demo_registry: Path, tmp_path: Path
+) -> None:
+    server = start_workers(demo_registry, tmp_path / "server.log")
+    server.wait_ready()
+    folder = run_dir(server)
+    pids = [own_figures(server, k)["pid"] for k in (0, 1)]
+    assert send_fresh(server, 40) == [200] * 40
+    assert server.stop() == 0
+    log = server.log.read_text()
+    assert log.count("readiness is false; draining") == 2, log
+    assert log.count("models drained and closed") == 2, log
+    assert "every worker has stopped" in log
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    assert not folder.exists()
+
+
+def test_workers_stop_by_themselves_when_the_supervisor_is_gone(
+    demo_registry: Path, tmp_path: Path
+) -> None:
+    server = start_workers(demo_registry, tmp_path / "server.log")
+    server.wait_ready()
+    pids = [own_figures(server, k)["pid"] for k in (0, 1)]
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in pids), server.log.read_text()
+    assert server.log.read_text().count("is gone; draining") == 2
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped by init, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
