@@ -14,12 +14,16 @@ by default, calling the model on the event loop: for a model that runs in
 microseconds that is faster than FastAPI's thread pool (``--sync-handler``).
 
     python bench/naive_server.py --model model.onnx --features features.json --port 8081
+
+``--workers N`` runs it as ``uvicorn --workers N`` does: N processes on one port,
+each loading its own copy of the model (the usual way to use more than one core).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +81,12 @@ def create_app(model_path: Path, features: list[str], sync_handler: bool = False
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app as each of uvicorn's worker processes builds it (``--workers`` above 1)."""
+    features = json.loads(Path(os.environ["NAIVE_FEATURES"]).read_text())
+    return create_app(Path(os.environ["NAIVE_MODEL"]), features)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, required=True, help="the .onnx file")
@@ -90,19 +100,30 @@ def main() -> None:
         action="store_true",
         help="plain def handler (FastAPI runs it in its thread pool) instead of async def",
     )
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
-    features = json.loads(args.features.read_text())
-    app = create_app(args.model, features, sync_handler=args.sync_handler)
-    uvicorn.run(
-        app,
+    serving = dict(
         host=args.host,
         port=args.port,
         loop="uvloop",
         http="httptools",
-        workers=1,
         access_log=False,
         log_level="warning",
     )
+    if args.workers > 1:
+        os.environ["NAIVE_MODEL"] = str(args.model)
+        os.environ["NAIVE_FEATURES"] = str(args.features)
+        uvicorn.run(
+            "naive_server:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            app_dir=str(Path(__file__).resolve().parent),
+            **serving,  # type: ignore[arg-type]
+        )
+        return
+    features = json.loads(args.features.read_text())
+    app = create_app(args.model, features, sync_handler=args.sync_handler)
+    uvicorn.run(app, workers=1, **serving)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

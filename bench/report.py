@@ -22,6 +22,10 @@ SHARED_LAYOUT = REPO / "bench" / "results" / "shared-layout"
 # bench/shared_layout.py rewrites only what lies between these, and render() keeps it.
 SHARED_LAYOUT_BEGIN = "<!-- shared-layout:begin -->"
 SHARED_LAYOUT_END = "<!-- shared-layout:end -->"
+WORKERS = REPO / "bench" / "results" / "workers"
+# bench/workers.py rewrites only what lies between these, and render() keeps it.
+WORKERS_BEGIN = "<!-- workers:begin -->"
+WORKERS_END = "<!-- workers:end -->"
 
 HTTP_ROWS = (
     ("stack-bare records", "uvicorn, bare ASGI app, fixed answer", "(no parsing)"),
@@ -50,6 +54,7 @@ def render(results: dict[str, Any], results_path: str) -> str:
         _startup(results),
         _memory(results),
         _latest(SHARED_LAYOUT, SHARED_LAYOUT_BEGIN, SHARED_LAYOUT_END, _shared_layout),
+        _latest(WORKERS, WORKERS_BEGIN, WORKERS_END, _workers),
         _shadow(results),
         _noise(results),
         _earlier_runs(results, results_path),
@@ -299,6 +304,12 @@ def replace_shared_layout(page: str, results: dict[str, Any], path: Path) -> str
     return _replace_section(page, SHARED_LAYOUT_BEGIN, SHARED_LAYOUT_END, section)
 
 
+def replace_workers(page: str, results: dict[str, Any], path: Path) -> str:
+    """``page`` with its workers section rendered from ``results`` (kept at ``path``)."""
+    section = _workers(results, str(path.resolve().relative_to(REPO)))
+    return _replace_section(page, WORKERS_BEGIN, WORKERS_END, section)
+
+
 def _replace_section(page: str, begin_marker: str, end_marker: str, section: str) -> str:
     begin, end = page.find(begin_marker), page.find(end_marker)
     if begin < 0 or end < begin:
@@ -355,6 +366,76 @@ def _shared_layout(results: dict[str, Any], results_path: str) -> str:
             "",
             *_table(columns, rows),
             SHARED_LAYOUT_END,
+        ]
+    )
+
+
+def _workers(results: dict[str, Any], results_path: str) -> str:
+    throughput, memory = results["throughput"], results["memory"]
+    ratios = throughput["ratios"]
+    rows = []
+    for label, protocols in throughput["servers"].items():
+        for protocol, figures in protocols.items():
+            rows.append(
+                [label, protocol, f"{figures['rps']:,.0f}", f"{figures['p50_ms']:.2f}",
+                 f"{figures['p99_ms']:.2f}", f"{figures['server_cpu_us']:,.0f}",
+                 f"{figures['wrk_cpu_us']:,.1f}"]
+            )  # fmt: skip
+    columns = [("server", "l"), ("API", "l"), ("req/s", "r"), ("p50 ms", "r"), ("p99 ms", "r"),
+               ("server CPU µs/request", "r"), ("wrk CPU µs/request", "r")]  # fmt: skip
+
+    def ratio(name: str) -> str:
+        values = ratios[name]["values"]
+        return f"**{ratios[name]['median']:.2f}x** (rounds {min(values):.2f} to {max(values):.2f})"
+
+    target_rows = [
+        ["records: 2 workers / 1", "≥ 1.6x", ratio("records 2 workers / 1")],
+        ["v2 binary: 2 workers / 1", "≥ 1.6x", ratio("v2-binary 2 workers / 1")],
+        ["records: keel 2 workers / naive `uvicorn --workers 2`", "≥ 3x",
+         ratio("records keel x2 / naive x2")],
+        ["records: server CPU per request, 2 workers / 1", "≤ 1.10x",
+         ratio("records CPU per request 2 workers / 1")],
+        ["v2 binary: server CPU per request, 2 workers / 1", "≤ 1.10x",
+         ratio("v2-binary CPU per request 2 workers / 1")],
+    ]  # fmt: skip
+    pss = memory["pss_mib"]
+    memory_rows = [
+        [f"{n}", f"{pss[WIDE][n]:,.1f}", f"{pss[SMALL][n]:,.1f}",
+         f"{memory['weights_mib'][n]:,.1f}"]
+        for n in pss[WIDE]
+    ]  # fmt: skip
+    memory_columns = [("workers", "r"), (f"{WIDE} PSS MiB", "r"), (f"{SMALL} PSS MiB", "r"),
+                      ("the weights' share MiB", "r")]  # fmt: skip
+    return "\n".join(
+        [
+            WORKERS_BEGIN,
+            "## Workers: every core serving, one copy of the weights",
+            "",
+            f"Measured on {results['date']} at commit `{results['machine']['git_commit']}` by "
+            f"`{results['command']}`, from [`{results_path}`](../{results_path}). "
+            f"{SMALL}, single-row requests over {results['connections']} keep-alive "
+            "connections from `wrk` (Debian's, one thread, a Lua script for the body), the "
+            "server and wrk sharing the machine's two cores unpinned. Each round starts keel "
+            "with 1 worker, keel with 2 and the naive baseline as `uvicorn --workers 2` "
+            "(`bench/naive_server.py --workers 2`, which speaks the records API only) in "
+            f"rotating order, warms each up for 2 s and measures {results['seconds']:g} s "
+            f"per API; {len(throughput['rounds'])} rounds, medians, ratios taken within a "
+            "round. *Server CPU*: the process tree's CPU seconds over the answers; wrk's own "
+            "is beside it.",
+            "",
+            *_table([("ratio", "l"), ("target", "r"), ("measured", "r")], target_rows),
+            "",
+            *_table(columns, rows),
+            "",
+            f"Memory: the PSS of the whole process tree (supervisor and workers) once ready, "
+            f"serving {WIDE} ({memory['model_mib']:.1f} MiB of weights) and {SMALL}. "
+            "*The weights' share* is the difference between the two at the same worker count. "
+            "Three more workers add "
+            f"**{memory['extra_4_over_1']:.2f}x** the model's size for its weights "
+            "(target ≤ 0.25x; a copy each would be 3x).",
+            "",
+            *_table(memory_columns, memory_rows),
+            WORKERS_END,
         ]
     )
 

@@ -81,3 +81,13 @@ PROCESS_METRICS = frozenset(
         "process_virtual_memory_bytes",
     }
 )
+
+# What /metrics adds when the server runs several workers (keel serve --workers N).
+WORKER_METRICS = frozenset(
+    {
+        "keel_workers",
+        "keel_workers_reporting",
+        "keel_workers_ready",
+        "keel_worker_restarts_total",
+    }
+)

@@ -306,7 +306,7 @@ def _wait_until_loaded(server: ServerProcess, client: httpx.Client, names: list[
 
 def _state(client: httpx.Client, name: str) -> str | None:
     response = client.get(f"/v2/models/{name}")
-    if response.status_code == 404:
+    if response.status_code == 503:  # named at start, not yet loaded: "still loading"
         return None
     state: str = response.json()["keel"]["state"]
     return state

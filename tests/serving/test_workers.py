@@ -20,10 +20,15 @@ from typing import Any
 import httpx
 import pytest
 from drifted_rows import SHIFTED, drifted, texture_std
-from keel_server import DRIFT_WINDOW, ServerProcess, start_server
+from keel_server import ADMIN_TOKEN, DRIFT_WINDOW, ServerProcess, start_server
+from test_metric_contract import exported_families
 
+from keel.logstore.opening import open_log_store
 from keel.monitoring.merging import WORKER_LABEL
+from keel.registry import Registry
 from keel.web.run_dir import STATE_PATH
+from keel.web.worker_figures import GAUGE_RULES
+from metric_contract import DECLARED_METRICS, SHADOW_METRICS, WORKER_METRICS
 
 MODEL = "breast-cancer"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -32,11 +37,11 @@ DRIFT_ENV = {f"KEEL_DRIFT__{key}": str(value) for key, value in DRIFT_WINDOW.ite
 
 
 def start_workers(
-    registry: Path, log: Path, workers: int = 2, refs: tuple[str, ...] = (f"{MODEL}@production",)
+    registry: Path, log: Path, *args: str, workers: int = 2, **env: str
 ) -> ServerProcess:
     return start_server(
-        registry, refs, log, ("--workers", str(workers)),
-        KEEL_SERVER__WATCH_INTERVAL_S="0", **DRIFT_ENV,
+        registry, (f"{MODEL}@production",), log, ("--workers", str(workers), *args),
+        **{"KEEL_SERVER__WATCH_INTERVAL_S": "0", **DRIFT_ENV, **env},
     )  # fmt: skip
 
 
@@ -55,6 +60,15 @@ def own_figures(server: ServerProcess, index: int) -> dict[str, Any]:
     assert answer.status_code == 200, answer.text
     figures: dict[str, Any] = answer.json()
     return figures
+
+
+def answered_by(server: ServerProcess, index: int) -> str:
+    """The version worker ``index`` answers an inference with, asked on its private socket."""
+    transport = httpx.HTTPTransport(uds=str(run_dir(server) / f"worker-{index}.sock"))
+    with httpx.Client(transport=transport, base_url="http://worker", timeout=10) as client:
+        answer = client.post(INFER, json=V2_BODY)
+    assert answer.status_code == 200, answer.text
+    return answer.headers["x-keel-model-version"]
 
 
 def requests_counted(families: list[dict[str, Any]], endpoint: str) -> float:
@@ -131,6 +145,25 @@ def test_every_worker_answers_and_the_server_counts_every_request(
     # What belongs to one process stays one process's.
     assert {line.split(WORKER_LABEL + '="')[1][0] for line in text.splitlines()
             if line.startswith("process_start_time_seconds")} == {"0", "1"}  # fmt: skip
+    with two_workers.client() as client:
+        batching = client.get(f"/v2/models/{MODEL}").json()["keel"]["batching"]
+    assert batching["rows_run"] >= sum(after)
+
+
+def test_the_server_exports_the_contract_and_merges_every_gauge_by_a_rule(
+    two_workers: ServerProcess,
+) -> None:
+    with two_workers.client() as client:
+        text = client.get("/metrics").text
+    exported = {name for name in exported_families(text) if name.startswith("keel_")}
+    assert exported == DECLARED_METRICS | WORKER_METRICS
+    # A gauge with no rule would be kept apart per worker: only the per-process ones are.
+    per_worker = {
+        line.split("{", 1)[0]
+        for line in text.splitlines()
+        if f'{WORKER_LABEL}="' in line and not line.startswith("keel_worker_restarts_total")
+    }
+    assert per_worker == {name for name, rule in GAUGE_RULES.items() if rule == "worker"}
 
 
 def test_drift_is_judged_on_the_traffic_every_worker_answered(
@@ -152,6 +185,108 @@ def test_drift_is_judged_on_the_traffic_every_worker_answered(
     assert report["rows"] == sum(own_rows)
     features = {column["name"]: column for column in report["features"]}
     assert features[SHIFTED]["status"] == 2, features[SHIFTED]
+
+
+def test_a_hot_swap_reaches_every_worker_under_load_without_a_failed_request(
+    demo_copy: Path, tmp_path: Path
+) -> None:
+    server = start_workers(demo_copy, tmp_path / "server.log", KEEL_SERVER__WATCH_INTERVAL_S="0.2")
+    try:
+        server.wait_ready()
+        registry = Registry(demo_copy)
+        old = registry.resolve(f"{MODEL}@production").version.replace("/", "-")
+        new = registry.resolve(f"{MODEL}@candidate").version.replace("/", "-")
+        answers: list[tuple[int, str]] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with server.client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
+                while not stop.is_set():
+                    answer = client.post(INFER, json=V2_BODY)
+                    answers.append(
+                        (answer.status_code, answer.headers.get("x-keel-model-version", ""))
+                    )
+
+        clients = [threading.Thread(target=load) for _ in range(4)]
+        for client in clients:
+            client.start()
+        time.sleep(0.5)
+        registry.set_alias(MODEL, "production", "candidate", reason="workers hot swap test")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and {answered_by(server, k) for k in (0, 1)} != {new}:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        for client in clients:
+            client.join()
+        assert {status for status, _ in answers} == {200}
+        assert {version for _, version in answers} == {old, new}
+        # Once every worker swapped, every answer came from the new version.
+        assert answers[-1][1] == new
+        assert {answered_by(server, k) for k in (0, 1)} == {new}
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+
+
+def test_a_repository_load_reaches_every_worker(demo_copy: Path, tmp_path: Path) -> None:
+    server = start_workers(demo_copy, tmp_path / "server.log", KEEL_ADMIN_TOKEN=ADMIN_TOKEN)
+    try:
+        server.wait_ready()
+        registry = Registry(demo_copy)
+        new = registry.resolve(f"{MODEL}@candidate").version.replace("/", "-")
+        # The alias watcher is off: the move is served once the repository API says so.
+        registry.set_alias(MODEL, "production", "candidate", reason="workers load test")
+        with server.client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
+            loaded = client.post(
+                f"/v2/repository/models/{MODEL}/load",
+                json={"parameters": {"version": "production"}},
+            )
+        assert loaded.status_code == 200, loaded.text
+        # Each worker answers with it, asked directly.
+        assert [answered_by(server, k) for k in (0, 1)] == [new, new]
+        assert send_fresh(server, 40) == [200] * 40
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+
+
+def test_every_worker_mirrors_into_one_prediction_log_and_none_is_lost(
+    demo_registry: Path, tmp_path: Path
+) -> None:
+    log_url = f"sqlite:///{tmp_path / 'predictions.sqlite'}"
+    server = start_workers(
+        demo_registry, tmp_path / "server.log",
+        "--shadow", f"{MODEL}@candidate", "--log-store", log_url,
+        KEEL_SHADOW__TIMEOUT_MS="5000",
+    )  # fmt: skip
+    try:
+        server.wait_ready()
+        assert send_fresh(server, 200) == [200] * 200
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with server.client() as client:
+                status = client.get(f"/v2/models/{MODEL}/shadow").json()
+            if sum(status["requests"].values()) >= 200 and status["log"]["pending"] == 0:
+                break
+            time.sleep(0.1)
+        assert status["requests"] == {"ok": 200}, status
+        assert status["log"]["written"] + sum(status["log"]["dropped"].values()) == 200
+        mirrored = [
+            sum(own_figures(server, k)["shadow"][MODEL]["requests"].values()) for k in (0, 1)
+        ]
+        assert all(count > 0 for count in mirrored), mirrored
+        with server.client() as client:
+            text = client.get("/metrics").text
+        exported = {name for name in exported_families(text) if name.startswith("keel_")}
+        assert exported == DECLARED_METRICS | SHADOW_METRICS | WORKER_METRICS
+        assert metric(text, "keel_shadow_requests_total", status="ok") == 200
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    store = open_log_store(log_url)
+    try:
+        records = store.read(MODEL)
+    finally:
+        store.close()
+    assert len(records) == 200
 
 
 def test_a_killed_worker_costs_only_its_own_requests_and_is_started_again(

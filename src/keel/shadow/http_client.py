@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import httptools
@@ -110,14 +111,20 @@ class HTTPPool:
         self._idle: list[_Connection] = []
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> tuple[int, bytes]:
         """Status and body of one request; the caller bounds it in time (``asyncio.timeout``)."""
         connection = await self._connection()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n"
             f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            "Accept: application/json\r\n\r\n"
+            f"Accept: application/json\r\n{extra}\r\n"
         ).encode("latin-1")
         try:
             status, answer = await connection.request(head, body)

@@ -44,7 +44,8 @@ async def answer_with_app(
         "headers": exchange.headers,
         "client": connection.peer,
         "server": server,
-        "state": {},
+        # Whether it came over a worker's private socket (from another worker of the server).
+        "state": {"private": connection.private},
     }
     delivered = False
     status = 0

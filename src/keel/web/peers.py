@@ -22,6 +22,8 @@ from keel.web.run_dir import STATE_PATH, RunDir
 log = logging.getLogger("keel.web")
 
 STATE_TIMEOUT_S = 2.0
+# A repository call passed on to the others: loading a version may take this long.
+FORWARD_TIMEOUT_S = 600.0
 
 
 class Peers:
@@ -74,6 +76,28 @@ class Peers:
             return None
         state: dict[str, Any] = orjson.loads(body)
         return state
+
+    async def forward(
+        self, method: str, path: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> dict[int, str]:
+        """Make the same request of every other worker; what went wrong, by worker (none: {})."""
+
+        async def send(index: int, pool: HTTPPool) -> str | None:
+            try:
+                async with asyncio.timeout(FORWARD_TIMEOUT_S):
+                    status, answer = await pool.request(method, path, body, headers=headers)
+            except (CandidateHTTPError, TimeoutError) as exc:
+                return str(exc) or "no answer in time"
+            if status == 200:
+                return None
+            try:
+                return str(orjson.loads(answer)["error"])
+            except (ValueError, KeyError, TypeError):
+                return f"answered {status}"
+
+        indexes = list(self._pools)
+        problems = await asyncio.gather(*(send(k, self._pools[k]) for k in indexes))
+        return {k: problem for k, problem in zip(indexes, problems, strict=True) if problem}
 
     def close(self) -> None:
         for pool in self._pools.values():

@@ -42,10 +42,12 @@ async def load(request: Request) -> Response:
     """Load (or move to) the version named by ``parameters.version`` (an alias by default)."""
     _authorise(request)
     name = request.path_params["name"]
-    selector = _selector(await _body(request))
+    body = await _body(request)
+    selector = _selector(body)
     version = await state_of(request).manager.load(parse_ref(f"{name}@{selector}"))
     if not version.ready:
         raise NotReady(f"{name}@{selector} failed to load: {version.failure}")
+    await _in_every_worker(request, body, f"{name}@{selector} was loaded")
     return Response(
         orjson.dumps({"name": name, "version": version.label, "ready": True}),
         media_type="application/json",
@@ -56,7 +58,26 @@ async def unload(request: Request) -> Response:
     _authorise(request)
     name = request.path_params["name"]
     await state_of(request).manager.unload(name)
+    await _in_every_worker(request, b"", f"{name} was unloaded")
     return Response(orjson.dumps({"name": name, "unloaded": True}), media_type="application/json")
+
+
+async def _in_every_worker(request: Request, body: bytes, done: str) -> None:
+    """Pass a load or unload on to the server's other workers, so that all of them serve alike.
+
+    Not when it came from one of them: it is that worker's to pass on.
+    """
+    peers = state_of(request).peers
+    if peers is None or request.state.private:
+        return
+    headers = [("Authorization", request.headers.get("authorization", ""))]
+    problems = await peers.forward("POST", request.url.path, body, headers)
+    if problems:
+        said = "; ".join(f"worker {k}: {without_paths(p)}" for k, p in sorted(problems.items()))
+        raise NotReady(
+            f"{done} in worker {peers.index} but not in every other ({said}); "
+            "the call may be repeated"
+        )
 
 
 async def index(request: Request) -> Response:

@@ -6,6 +6,7 @@ the prediction log instead, which covers every replica and survives restarts.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from typing import Any
 
@@ -16,23 +17,38 @@ from starlette.routing import Route
 
 from keel.errors import ModelNotFound
 from keel.logstore.opening import redacted_url
+from keel.shadow.mirror import ShadowMirror
 from keel.web.context import state_of
 
 
 async def shadow(request: Request) -> Response:
-    """What the candidate is, whether it is ready, and what became of the mirrored requests."""
+    """What the candidate is, whether it is ready, and what became of the mirrored requests.
+
+    With several workers, each mirrors the requests it answered: the counts are
+    every worker's added up, the candidate ready only if it is in every worker.
+    """
     state = state_of(request)
     name = request.path_params["name"]
     state.manager.find(name)
     mirror = state.shadowing.mirrors.get(name)
     if mirror is None:
         raise ModelNotFound(f"model '{name}' has no shadow candidate running")
+    body = shadow_status(mirror)
+    if state.peers is not None:
+        others = [figures["shadow"].get(name) for figures in await state.peers.states()]
+        body = _merged([body, *(other for other in others if other is not None)])
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def shadow_status(mirror: ShadowMirror) -> dict[str, Any]:
+    """One worker's shadow of one model, as the route answers it."""
     statuses: Counter[str] = Counter()
     for (_, _, status), count in mirror.counts.items():
         statuses[status.value] += count
     prediction_log = mirror.log
-    body: dict[str, Any] = {
-        "model": name,
+    agreement = mirror.live.agreement()
+    return {
+        "model": mirror.model,
         "candidate": {
             "source": mirror.candidate.source,
             "kind": mirror.candidate.kind,
@@ -45,7 +61,7 @@ async def shadow(request: Request) -> Response:
         "timeout_ms": mirror.settings.timeout_ms,
         "queued": mirror.queued,
         "requests": dict(statuses),
-        "agreement": mirror.live.agreement(),
+        "agreement": agreement,
         "mean_abs_difference": mirror.live.mean_differences(),
         "log": {
             "url": redacted_url(prediction_log.store.url),
@@ -56,7 +72,34 @@ async def shadow(request: Request) -> Response:
             "healthy": prediction_log.healthy,
         },
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _merged(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every worker's shadow of one model as one: counts added, the candidate ready only if
+    it is in every worker, agreement and differences the mean of the workers' windows."""
+    total = bodies[0]
+    candidate, log = total["candidate"], total["log"]
+    for other in bodies[1:]:
+        theirs, their_log = other["candidate"], other["log"]
+        candidate["ready"] = candidate["ready"] and theirs["ready"]
+        for key in ("paused_s", "timeouts_in_a_row"):
+            candidate[key] = max(candidate[key], theirs[key])
+        total["queued"] += other["queued"]
+        total["requests"] = dict(Counter(total["requests"]) + Counter(other["requests"]))
+        for key in ("written", "pending", "pending_limit"):
+            log[key] += their_log[key]
+        log["dropped"] = dict(Counter(log["dropped"]) + Counter(their_log["dropped"]))
+        log["healthy"] = log["healthy"] and their_log["healthy"]
+    agreements = [b["agreement"] for b in bodies if b["agreement"] is not None]
+    total["agreement"] = statistics.fmean(agreements) if agreements else None
+    outputs = {output for b in bodies for output in b["mean_abs_difference"]}
+    total["mean_abs_difference"] = {
+        output: statistics.fmean(
+            b["mean_abs_difference"][output] for b in bodies if output in b["mean_abs_difference"]
+        )
+        for output in sorted(outputs)
+    }
+    return total
 
 
 def shadow_routes() -> list[Route]:

@@ -55,7 +55,16 @@ async def model_ready(request: Request) -> Response:
 async def model_metadata(request: Request) -> Response:
     state = state_of(request)
     version = target_version(request, state)
-    return _json(metadata_of(version, state), headers={VERSION_HEADER: version.label})
+    metadata = metadata_of(version, state)
+    batching = metadata["keel"]["batching"]
+    if state.peers is not None and batching is not None:
+        # Each worker batches what it answered: the server's batching is their sum.
+        key = f"{version.name}/{version.label}"
+        for figures in await state.peers.states():
+            other = figures["batching"].get(key)
+            if other is not None:
+                add_batching(batching, other)
+    return _json(metadata, headers={VERSION_HEADER: version.label})
 
 
 def metadata_of(version: ServedVersion, state: ServerState) -> dict[str, Any]:
@@ -79,12 +88,21 @@ def metadata_of(version: ServedVersion, state: ServerState) -> dict[str, Any]:
             "time_to_ready_s": version.timings.total_s if version.timings else None,
             "git_sha": meta.source.git_sha,
             "created_at": meta.created_at.isoformat(),
-            "batching": _batching_stats(version),
+            "batching": batching_stats(version),
         },
     }
 
 
-def _batching_stats(version: ServedVersion) -> dict[str, int | bool] | None:
+def add_batching(total: dict[str, int | bool], other: dict[str, int | bool]) -> None:
+    """Another worker's batching figures of the same version, added into ``total``."""
+    for key, value in other.items():
+        if isinstance(value, bool):
+            total[key] = bool(total[key]) and value
+        else:
+            total[key] = int(total[key]) + value
+
+
+def batching_stats(version: ServedVersion) -> dict[str, int | bool] | None:
     batcher = version.batcher
     if batcher is None:
         return None

@@ -26,6 +26,8 @@ from keel.shadow.exposition import SHADOW_GAUGES
 from keel.web.context import ServerState
 from keel.web.inference_statistics import add_statistics, statistics_of
 from keel.web.peers import Peers
+from keel.web.shadow_routes import shadow_status
+from keel.web.v2_routes import batching_stats
 
 GAUGE_RULES: Mapping[str, GaugeRule] = {**PROCESS_GAUGES, **SERVING_GAUGES, **SHADOW_GAUGES}
 
@@ -45,6 +47,14 @@ def own_figures(state: ServerState, peers: Peers) -> bytes:
                 if v.monitor is not None
             ],
             "statistics": [statistics_of(v) for v in state.manager.versions()],
+            "batching": {
+                f"{v.name}/{v.label}": stats
+                for v in state.manager.versions()
+                if (stats := batching_stats(v)) is not None
+            },
+            "shadow": {
+                name: shadow_status(mirror) for name, mirror in state.shadowing.mirrors.items()
+            },
         }
     )
 
