@@ -42,7 +42,8 @@ ENV PATH=/opt/keel/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/var/cache/keel \
-    KEEL_CACHE_DIR=/var/cache/keel
+    KEEL_CACHE_DIR=/var/cache/keel \
+    KEEL_SERVER__WORKERS=auto
 
 WORKDIR /var/cache/keel
 USER 1001
@@ -53,6 +54,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/ready', timeout=2)"]
 
 # Exec form: keel is PID 1 and receives SIGTERM itself, so it drains before exiting.
+# KEEL_SERVER__WORKERS=auto: one worker process per CPU of the container's quota
+# (docker run --cpus, a Kubernetes CPU limit), all on port 8080, one copy of the
+# weights (docs/serving.md#workers). Without a quota, one per CPU of the host.
 # Models come from arguments appended to this (docker run IMAGE churn@production),
 # from KEEL_MODELS, or from a config file (--config /etc/keel/keel.toml).
 ENTRYPOINT ["keel", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -47,6 +47,7 @@ def load_version(
             folder=registry.cache_dir / "onnx-layouts",
             artifact_sha256=metadata.files[metadata.artifact.path].sha256,
             model_bytes=sum(digest.size for digest in metadata.files.values()),
+            memo=registry.digest_memo,
         )
     runtime = load_runtime(
         folder / metadata.artifact.path,

@@ -197,7 +197,11 @@ def test_memory_is_sized_from_the_benchmark_with_headroom(container: Manifest) -
     resources = container["resources"]
     request = mebibytes(resources["requests"]["memory"])
     limit = mebibytes(resources["limits"]["memory"])
-    assert request >= 1.5 * BENCHMARK_RSS_MIB
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    # KEEL_SERVER__WORKERS=auto: one worker per CPU of the limit, each process's RSS.
+    assert env["KEEL_SERVER__WORKERS"] == "auto"
+    workers = int(float(resources["limits"]["cpu"]))
+    assert request >= 1.5 * BENCHMARK_RSS_MIB * workers
     assert limit >= request
     assert "cpu" in resources["requests"], "the HPA's utilisation is relative to it"
 

@@ -166,6 +166,26 @@ def test_the_server_exports_the_contract_and_merges_every_gauge_by_a_rule(
     assert per_worker == {name for name, rule in GAUGE_RULES.items() if rule == "worker"}
 
 
+def test_four_workers_each_answer_and_hash_each_file_once(
+    demo_registry: Path, tmp_path: Path
+) -> None:
+    server = start_workers(demo_registry, tmp_path / "server.log", workers=4)
+    try:
+        server.wait_ready()
+        assert send_fresh(server, 400) == [200] * 400
+        answered = [
+            requests_counted(own_figures(server, k)["families"], "v2_infer") for k in range(4)
+        ]
+        assert all(share > 0 for share in answered), answered
+        assert sum(answered) == 400
+        # Verified once for the server: one note per file hashed, read by the other three.
+        files = Registry(demo_registry).resolve(f"{MODEL}@production").files
+        notes = [p for p in (run_dir(server) / "digests").iterdir() if not p.name.endswith(".lock")]
+        assert len(notes) == len(files)
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+
+
 def test_drift_is_judged_on_the_traffic_every_worker_answered(
     two_workers: ServerProcess, held_out: list[dict[str, Any]]
 ) -> None:

@@ -84,8 +84,7 @@ def serve(
     what the registry holds; a registry that cannot be read yet is retried.
     """
     from keel.serving.model_manager import check_held
-    from keel.web.server import serve as run_server
-    from keel.web.supervisor import serve_workers, worker_count
+    from keel.web.supervisor import serve_workers
 
     settings = settings_for(registry, config)
     overrides: dict[str, object] = {
@@ -107,11 +106,7 @@ def serve(
     store = open_registry(settings, must_exist=False)
     candidates = [t.candidate for t in settings.shadow.targets if t.candidate]
     check_held(store, [*models, *candidates])
-    count = worker_count(settings.server.workers)
-    if count > 1:
-        serve_workers(models, settings, count)
-    else:
-        run_server(models, settings, store)
+    serve_workers(models, settings, store)
 
 
 def with_server(settings: Settings, overrides: dict[str, object]) -> Settings:

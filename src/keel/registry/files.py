@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+from keel.digest_memo import DigestMemo
 from keel.errors import RegistryError
 from keel.registry.metadata import FileDigest
 from keel.registry.storage import CHUNK, Progress, sha256_stream
@@ -41,16 +42,22 @@ def copy_with_digest(source: Path, target: Path, progress: Progress | None = Non
     return FileDigest(sha256=digest.hexdigest(), size=size)
 
 
-def stored_digest(path: Path, below: Path, progress: Progress | None = None) -> FileDigest | None:
+def stored_digest(
+    path: Path, below: Path, progress: Progress | None = None, memo: DigestMemo | None = None
+) -> FileDigest | None:
     """The digest of a stored file, or None when it is missing.
 
     Refused (UnsafeArtifact) before a byte is read if the file, or a folder between
-    ``below`` and it, is a symbolic link, or if the file is not a regular file.
+    ``below`` and it, is a symbolic link, or if the file is not a regular file. With
+    ``memo``, a file this server hashed already, unchanged since, is not read again.
     """
     try:
         stream = open_regular(path, below)
     except FileNotFoundError:
         return None
     with stream:
-        digest, size = sha256_stream(stream, progress)
+        if memo is None:
+            digest, size = sha256_stream(stream, progress)
+        else:
+            digest, size = memo.digest(stream, lambda s: sha256_stream(s, progress))
     return FileDigest(sha256=digest, size=size)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from keel.digest_memo import DigestMemo
 from keel.errors import (
     AmbiguousVersion,
     IntegrityError,
@@ -51,10 +52,17 @@ def default_actor() -> str:
 class Registry:
     """Published model versions, their aliases and history, in a folder or an object store."""
 
-    def __init__(self, url: str | Path, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str | Path,
+        cache_dir: Path | None = None,
+        digest_memo: DigestMemo | None = None,
+    ) -> None:
         self.storage = Storage(str(url))
         self.url = str(url)
         self.cache_dir = cache_dir or Path.home() / ".cache" / "keel"
+        # The server's notes of files hashed already (one worker of several hashes each).
+        self.digest_memo = digest_memo
 
     # -- reading -----------------------------------------------------------------
 
@@ -321,7 +329,7 @@ class Registry:
                 if not target.exists():
                     self.storage.get_file(f"{prefix}/{file_name}", target)
         for file_name, expected in meta.files.items():
-            actual = stored_digest(folder / file_name, trusted, progress)
+            actual = stored_digest(folder / file_name, trusted, progress, self.digest_memo)
             if actual != expected:
                 raise IntegrityError(_mismatch(meta, file_name, expected, actual))
         return folder

@@ -17,8 +17,6 @@ docs/benchmarks.md (memory with several processes, speed at batch 1 and 64).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,13 +24,15 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import onnxruntime as ort
 
+from keel.digest_memo import DigestMemo
 from keel.errors import RuntimeFailure, UnsafeArtifact
+from keel.file_lock import exclusive
 from keel.regular_files import open_regular
 from keel.runtimes.onnx_runtime import ORT_ERRORS, session_options
 from keel.settings import RuntimeSettings
@@ -58,6 +58,8 @@ class LayoutCache:
     artifact_sha256: str
     # The model's files together: only a large model is worth a layout.
     model_bytes: int
+    # The server's notes of files hashed already: N workers check a layout's digests once.
+    memo: DigestMemo | None = None
 
 
 def shared_layout(artifact: Path, cache: LayoutCache, settings: RuntimeSettings) -> Path:
@@ -67,11 +69,11 @@ def shared_layout(artifact: Path, cache: LayoutCache, settings: RuntimeSettings)
     OSError when the cache cannot be written, RuntimeFailure when no layout can be made.
     """
     folder = cache.folder / _key(cache.artifact_sha256, settings)
-    if _problem(folder, cache.folder) is None:
+    if _problem(folder, cache.folder, cache.memo) is None:
         return folder / MODEL
     cache.folder.mkdir(parents=True, exist_ok=True)
     # One process derives while the others starting beside it wait, then use its layout.
-    with _locked(cache.folder / f"{folder.name}.lock"):
+    with exclusive(cache.folder / f"{folder.name}.lock"):
         problem = _problem(folder, cache.folder)
         if problem is None:
             return folder / MODEL
@@ -83,16 +85,6 @@ def shared_layout(artifact: Path, cache: LayoutCache, settings: RuntimeSettings)
     if problem is not None:
         raise RuntimeFailure(f"the shared ONNX layout derived at {folder} {problem}")
     return folder / MODEL
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _remove(folder: Path) -> None:
@@ -172,7 +164,7 @@ def _derive(artifact: Path, folder: Path, settings: RuntimeSettings) -> None:
     )
 
 
-def _problem(folder: Path, cache: Path) -> str | None:
+def _problem(folder: Path, cache: Path, memo: DigestMemo | None = None) -> str | None:
     """Why the layout in ``folder`` cannot be used, or None when every digest matches.
 
     The digests catch a layout damaged or cut short (a full disk, a crash while it was
@@ -190,7 +182,7 @@ def _problem(folder: Path, cache: Path) -> str | None:
         return "has no model file in its manifest"
     for name, expected in files.items():
         try:
-            actual = _sha256(folder / name, cache)
+            actual = _sha256(folder / name, cache, memo)
         except (OSError, UnsafeArtifact) as exc:
             return f"cannot be read ({exc})"
         if actual != expected:
@@ -198,9 +190,17 @@ def _problem(folder: Path, cache: Path) -> str | None:
     return None
 
 
-def _sha256(path: Path, below: Path) -> str:
-    digest = hashlib.sha256()
+def _sha256(path: Path, below: Path, memo: DigestMemo | None = None) -> str:
     with open_regular(path, below) as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        if memo is None:
+            return _hashed(stream)[0]
+        return memo.digest(stream, _hashed)[0]
+
+
+def _hashed(stream: BinaryIO) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size

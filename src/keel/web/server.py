@@ -27,6 +27,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import orjson
 import uvloop
 
 from keel.errors import AddressUnavailable, Overloaded
@@ -48,6 +49,7 @@ from keel.web.http_errors import error_reply
 from keel.web.inference_front import BodySource, InferenceFront
 from keel.web.peers import Peers
 from keel.web.run_dir import STATE_PATH
+from keel.web.shared_listener import SharedListener
 from keel.web.worker_figures import own_figures
 
 log = logging.getLogger("keel.web")
@@ -107,7 +109,7 @@ class HttpServer:
         if connection.private and exchange.path == STATE_PATH:
             peers = self.front.state.peers
             assert peers is not None
-            return Reply(200, own_figures(self.front.state, peers))
+            return Reply(200, orjson.dumps(own_figures(self.front.state, peers)))
         if connection.restricted:
             # One answer, then its room goes back to the pool.
             exchange.keep_alive = False
@@ -186,11 +188,11 @@ class HttpServer:
             state.peers.mark_ready(False)
         self._stop.set()
 
-    async def _listen(self, host: str, port: int) -> asyncio.Server:
+    async def _listen(self, host: str, port: int) -> asyncio.Server | SharedListener:
         """The listening socket; an address keel cannot take is the user's to fix, said so."""
         loop = asyncio.get_running_loop()
         if self.listener is not None:
-            return await loop.create_server(self._connection, sock=self.listener, backlog=_BACKLOG)
+            return SharedListener(loop, self.listener, self._connection)
         try:
             return await loop.create_server(
                 self._connection, host=host, port=port, reuse_address=True, backlog=_BACKLOG

@@ -30,14 +30,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from keel.cpus import usable_cpus
+from keel.cpus import cpu_quota, usable_cpus
+from keel.registry import Registry
 from keel.settings import Settings
 from keel.web.run_dir import RunDir, WorkerSpec
-from keel.web.server import LOG_FORMAT, address_unavailable
+from keel.web.server import LOG_FORMAT, address_unavailable, serve
 
 log = logging.getLogger("keel.web")
 
@@ -67,7 +68,6 @@ class _Slot:
     quick_exits: int = 0
     restart_at: float | None = None
     restarts: int = 0
-    exits: list[int] = field(default_factory=list)
 
 
 class Supervisor:
@@ -228,9 +228,25 @@ def settings_json(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def serve_workers(refs: Sequence[str], settings: Settings, count: int) -> None:
-    """Serve ``refs`` from ``count`` workers until a stop signal; blocks."""
+def serve_workers(refs: Sequence[str], settings: Settings, registry: Registry) -> None:
+    """Serve ``refs`` from ``server.workers`` workers until a stop signal; blocks.
+
+    One worker is one process, with no supervisor: ``keel.web.server.serve``.
+    """
+    count = worker_count(settings.server.workers)
+    if count == 1:
+        serve(refs, settings, registry)
+        return
     logging.basicConfig(
         level=logging.INFO, format=LOG_FORMAT.replace("%(name)s", "supervisor %(name)s")
     )
+    if settings.server.workers == "auto":
+        quota = cpu_quota()
+        log.info(
+            "server.workers is auto: %d workers, from %s",
+            count,
+            "every CPU this process may run on (no CPU quota)"
+            if quota is None
+            else f"the CPU quota of {quota:g} CPUs",
+        )
     Supervisor(refs, settings, count).run()

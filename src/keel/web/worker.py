@@ -12,6 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
+from keel.digest_memo import DigestMemo
 from keel.errors import KeelError
 from keel.registry import Registry
 from keel.settings import Settings
@@ -35,7 +36,9 @@ def main(argv: list[str]) -> int:
         spec = run_dir.read_spec()
         settings = Settings.model_validate(spec.settings)
         cache = Path(settings.cache_dir) if settings.cache_dir else None
-        registry = Registry(settings.registry, cache_dir=cache)
+        # Files one worker hashed are not hashed again by the others (``digest_memo``).
+        memo = DigestMemo(run_dir.path / "digests")
+        registry = Registry(settings.registry, cache_dir=cache, digest_memo=memo)
     except (OSError, ValueError, KeelError) as exc:
         print(f"keel worker {index} cannot start: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START

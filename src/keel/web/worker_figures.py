@@ -13,7 +13,6 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from keel.monitoring.exposition import PROCESS_GAUGES, families_text
@@ -32,37 +31,35 @@ from keel.web.v2_routes import batching_stats
 GAUGE_RULES: Mapping[str, GaugeRule] = {**PROCESS_GAUGES, **SERVING_GAUGES, **SHADOW_GAUGES}
 
 
-def own_figures(state: ServerState, peers: Peers) -> bytes:
-    """This worker's figures as JSON: families (no drift verdicts), drift windows, statistics."""
+def own_figures(state: ServerState, peers: Peers) -> dict[str, Any]:
+    """This worker's figures as it sends them (JSON): families without the drift verdicts,
+    drift windows, statistics, batching and shadow figures."""
     assert state.local_metrics is not None
-    return orjson.dumps(
-        {
-            "index": peers.index,
-            "pid": os.getpid(),
-            "ready": state.manager.ready and state.warmed and not state.shutting_down,
-            "families": family_data(state.local_metrics.collect()),
-            "drift": [
-                {"model": v.name, "version": v.label, "totals": v.monitor.totals().to_json()}
-                for v in monitored_versions(state.manager)
-                if v.monitor is not None
-            ],
-            "statistics": [statistics_of(v) for v in state.manager.versions()],
-            "batching": {
-                f"{v.name}/{v.label}": stats
-                for v in state.manager.versions()
-                if (stats := batching_stats(v)) is not None
-            },
-            "shadow": {
-                name: shadow_status(mirror) for name, mirror in state.shadowing.mirrors.items()
-            },
-        }
-    )
+    versions = state.manager.versions()
+    return {
+        "index": peers.index,
+        "pid": os.getpid(),
+        "ready": state.manager.ready and state.warmed and not state.shutting_down,
+        "families": family_data(state.local_metrics.collect()),
+        "drift": [
+            {"model": v.name, "version": v.label, "totals": v.monitor.totals().to_json()}
+            for v in monitored_versions(state.manager)
+            if v.monitor is not None
+        ],
+        "statistics": [statistics_of(v) for v in versions],
+        "batching": {
+            f"{v.name}/{v.label}": stats
+            for v in versions
+            if (stats := batching_stats(v)) is not None
+        },
+        "shadow": {name: shadow_status(m) for name, m in state.shadowing.mirrors.items()},
+    }
 
 
 async def server_metrics(state: ServerState, peers: Peers) -> bytes:
     """The whole server's ``/metrics``: this worker's figures and every other's that answered."""
     others = await peers.states()
-    own = orjson.loads(own_figures(state, peers))
+    own = own_figures(state, peers)
     everyone = [own, *others]
     families = merge_families([(str(f["index"]), f["families"]) for f in everyone], GAUGE_RULES)
     snapshots = [
