@@ -379,10 +379,12 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
             rows.append(
                 [label, protocol, f"{figures['rps']:,.0f}", f"{figures['p50_ms']:.2f}",
                  f"{figures['p99_ms']:.2f}", f"{figures['server_cpu_us']:,.0f}",
-                 f"{figures['wrk_cpu_us']:,.1f}"]
+                 f"{figures['wrk_cpu_us']:,.1f}",
+                 f"{figures['steady_cpu_us']:,.0f}" if "steady_cpu_us" in figures else "—"]
             )  # fmt: skip
     columns = [("server", "l"), ("API", "l"), ("req/s", "r"), ("p50 ms", "r"), ("p99 ms", "r"),
-               ("server CPU µs/request", "r"), ("wrk CPU µs/request", "r")]  # fmt: skip
+               ("server CPU µs/request", "r"), ("wrk CPU µs/request", "r"),
+               ("server CPU µs/request at 6,000 req/s", "r")]  # fmt: skip
 
     def ratio(name: str) -> str:
         values = ratios[name]["values"]
@@ -397,7 +399,18 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
          ratio("records CPU per request 2 workers / 1")],
         ["v2 binary: server CPU per request, 2 workers / 1", "≤ 1.10x",
          ratio("v2-binary CPU per request 2 workers / 1")],
+        ["records: server CPU per request at a steady 6,000 req/s, 2 workers / 1", "≤ 1.10x",
+         ratio("records steady CPU per request 2 workers / 1")],
+        ["v2 binary: server CPU per request at a steady 6,000 req/s, 2 workers / 1", "≤ 1.10x",
+         ratio("v2-binary steady CPU per request 2 workers / 1")],
     ]  # fmt: skip
+    servers, cores = throughput["servers"], results["machine"]["cores"]
+    ceilings = []
+    for protocol in ("records", "v2-binary"):
+        one, two = servers["keel x1"][protocol], servers["keel x2"][protocol]
+        # Every core busy with either the workers or wrk, at their own CPU per request.
+        most = cores / ((two["server_cpu_us"] + two["wrk_cpu_us"]) * 1e-6)
+        ceilings.append(f"{protocol} {most:,.0f} req/s, {most / one['rps']:.2f}x one worker")
     pss = memory["pss_mib"]
     memory_rows = [
         [f"{n}", f"{pss[WIDE][n]:,.1f}", f"{pss[SMALL][n]:,.1f}",
@@ -424,6 +437,12 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
             "is beside it.",
             "",
             *_table([("ratio", "l"), ("target", "r"), ("measured", "r")], target_rows),
+            "",
+            f"What {cores} cores allow: were they busy with nothing but the two workers and "
+            "wrk, each at the CPU per request measured below, two workers would answer "
+            f"{'; '.join(ceilings)}. The workers' own CPU per request at a steady rate (no "
+            "core short) is the measure of what running several costs; at saturation three "
+            "busy processes share two cores and every request pays for the switching.",
             "",
             *_table(columns, rows),
             "",

@@ -42,12 +42,16 @@ from typing import Any
 import machine
 import payloads
 import report
+from loadgen import LoadSpec, run_load
 from models import SMALL, WIDE, model_files
 from run import unused_results_path
 from servers import BENCH, ServerProcess, free_port
 
 REPO = BENCH.parent
 CONNECTIONS = 64
+# Requests a second of the steady runs: under half of what one worker answers, so neither
+# 1 nor 2 workers nor the generator (bench/loadgen.py, open loop) is short of a core.
+STEADY_RATE = 6000.0
 WARMUP_S = 2.0
 WORKER_COUNTS = (1, 2, 4)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -163,7 +167,7 @@ def _found(pattern: str, output: str) -> tuple[str, ...]:
 
 
 def measure_server(server: ServerProcess, protocols: list[payloads.Payload], seconds: float,
-                   scratch: Path) -> dict[str, Any]:  # fmt: skip
+                   scratch: Path, steady: bool) -> dict[str, Any]:  # fmt: skip
     figures = {}
     for payload in protocols:
         wrk(server.url(""), payload, WARMUP_S, scratch)
@@ -172,8 +176,29 @@ def measure_server(server: ServerProcess, protocols: list[payloads.Payload], sec
         cpu = tree_cpu_s(server.pid) - cpu_before
         run["server_cpu_us"] = cpu / run["requests"] * 1e6
         run["wrk_cpu_us"] = run.pop("wrk_cpu_s") / run["requests"] * 1e6
+        if steady:
+            run["steady_cpu_us"] = steady_cpu_us(server, payload, seconds)
         figures[payload.protocol] = run
     return figures
+
+
+def steady_cpu_us(server: ServerProcess, payload: payloads.Payload, seconds: float) -> float:
+    """Server CPU µs per request at a fixed rate both 1 and 2 workers keep up with.
+
+    At saturation three busy processes (two workers and wrk) share two cores, and what
+    that costs (switches, cold caches) lands on every request; at a rate well within
+    the machine the figure is what serving a request costs, and any cost of the
+    workers' coordination shows in it.
+    """
+    spec = LoadSpec(
+        url=server.url(payload.path), body=payload.body, method="POST", headers=payload.headers,
+        connections=CONNECTIONS, duration_s=seconds, warmup_s=0.0, rate=STEADY_RATE,
+    )  # fmt: skip
+    cpu_before = tree_cpu_s(server.pid)
+    result = run_load(spec)
+    if result.errors or result.unanswered or set(result.status) != {"200"}:
+        raise RuntimeError(f"the steady run against {server.label} failed: {result}")
+    return (tree_cpu_s(server.pid) - cpu_before) / result.requests * 1e6
 
 
 def throughput(registry: Path, rounds: int, seconds: float, scratch: Path) -> dict[str, Any]:
@@ -193,7 +218,8 @@ def throughput(registry: Path, rounds: int, seconds: float, scratch: Path) -> di
         for label in order:
             server = servers[label](scratch / f"{label.replace(' ', '-')}-{index}.log")
             try:
-                measured[label] = measure_server(server, speaks[label], seconds, scratch)
+                steady = label.startswith("keel")
+                measured[label] = measure_server(server, speaks[label], seconds, scratch, steady)
             finally:
                 server.stop()
             rates = ", ".join(f"{p} {f['rps']:,.0f} req/s" for p, f in measured[label].items())
@@ -219,8 +245,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         two_over_one = ratios("keel x2", "keel x1", protocol)
         cpu = [run["keel x2"][protocol]["server_cpu_us"] / run["keel x1"][protocol]["server_cpu_us"]
                for run in runs]  # fmt: skip
+        steady = [run["keel x2"][protocol]["steady_cpu_us"]
+                  / run["keel x1"][protocol]["steady_cpu_us"] for run in runs]  # fmt: skip
         summary["ratios"][f"{protocol} 2 workers / 1"] = _ratio(two_over_one)
         summary["ratios"][f"{protocol} CPU per request 2 workers / 1"] = _ratio(cpu)
+        summary["ratios"][f"{protocol} steady CPU per request 2 workers / 1"] = _ratio(steady)
     peer = ratios("keel x2", "naive x2", "records")
     summary["ratios"]["records keel x2 / naive x2"] = _ratio(peer)
     summary["rounds"] = runs
