@@ -30,13 +30,22 @@ Digest = tuple[str, int]
 
 
 class DigestMemo:
-    """Notes of ``(sha256, size)`` by file identity, kept in ``folder``."""
+    """Notes of ``(sha256, size)`` by file identity, kept in ``folder``.
 
-    def __init__(self, folder: Path) -> None:
+    Used while ``in_use()`` is true: for a server's start, when every worker loads
+    the same files at once. A version loaded later (a hot swap, a worker started
+    again) is hashed by each worker itself, as a lone server hashes it, so a file
+    damaged since the start is caught however its times look.
+    """
+
+    def __init__(self, folder: Path, in_use: Callable[[], bool] = lambda: True) -> None:
         self.folder = folder
+        self.in_use = in_use
 
     def digest(self, stream: BinaryIO, compute: Callable[[BinaryIO], Digest]) -> Digest:
         """``stream``'s digest: noted already for this very file, else ``compute``'s, noted."""
+        if not self.in_use():
+            return compute(stream)
         key = _identity(stream)
         note = self.folder / key
         found = _read(note)

@@ -91,6 +91,17 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def whole_server_metrics(server: ServerProcess, workers: int = 2) -> str:
+    """``/metrics`` once every worker's figures are in it (a loaded machine may be slow)."""
+    deadline = time.monotonic() + 30
+    with server.client() as client:
+        while True:
+            text = client.get("/metrics").text
+            if metric(text, "keel_workers_reporting") == workers or time.monotonic() > deadline:
+                return text
+            time.sleep(0.2)
+
+
 def send_fresh(server: ServerProcess, count: int, threads: int = 4) -> list[int]:
     """``count`` v2 requests, each on a new connection (so the kernel spreads them)."""
     statuses: list[int] = []
@@ -133,8 +144,8 @@ def test_every_worker_answers_and_the_server_counts_every_request(
     answered = [a - b for a, b in zip(after, before, strict=True)]
     assert all(share > 0 for share in answered), answered
     assert sum(answered) == 400
+    text = whole_server_metrics(two_workers)
     with two_workers.client() as client:
-        text = client.get("/metrics").text
         stats = client.get(f"/v2/models/{MODEL}/stats").json()["model_stats"][0]
     # Whichever worker the scrape reached, it counts both.
     assert metric(text, "keel_requests_total", endpoint="v2_infer", status="200") == sum(after)
@@ -153,8 +164,7 @@ def test_every_worker_answers_and_the_server_counts_every_request(
 def test_the_server_exports_the_contract_and_merges_every_gauge_by_a_rule(
     two_workers: ServerProcess,
 ) -> None:
-    with two_workers.client() as client:
-        text = client.get("/metrics").text
+    text = whole_server_metrics(two_workers)
     exported = {name for name in exported_families(text) if name.startswith("keel_")}
     assert exported == DECLARED_METRICS | WORKER_METRICS
     # A gauge with no rule would be kept apart per worker: only the per-process ones are.
@@ -384,6 +394,7 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_gone(
     server = start_workers(demo_registry, tmp_path / "server.log")
     server.wait_ready()
     pids = [own_figures(server, k)["pid"] for k in (0, 1)]
+    folder = run_dir(server)
     server.process.kill()
     server.process.wait()
     deadline = time.monotonic() + 30
@@ -391,6 +402,8 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_gone(
         time.sleep(0.1)
     assert not any(_running(pid) for pid in pids), server.log.read_text()
     assert server.log.read_text().count("is gone; draining") == 2
+    # The last to leave took the shared folder (its settings hold the admin token) along.
+    assert not folder.exists()
 
 
 def _running(pid: int) -> bool:

@@ -33,21 +33,11 @@ class WindowTotals:
     """(recent rows, numeric prediction columns) the latest values, by moment index."""
 
     def to_json(self) -> dict[str, Any]:
-        moments = self.moments
         return {
             "rows": self.rows,
             "observed": self.observed,
             "counts": _array(self.counts),
-            "moments": [
-                _array(part)
-                for part in (
-                    moments.sums,
-                    moments.squares,
-                    moments.finite,
-                    moments.entropy,
-                    moments.entropy_rows,
-                )
-            ],
+            "moments": [_array(part) for part in _moment_parts(self.moments)],
             "recent_slots": _array(self.recent_slots),
             "recent_values": _array(self.recent_values),
         }

@@ -22,6 +22,7 @@ from keel.errors import (
     ModelNotFound,
     RegistryError,
 )
+from keel.file_lock import exclusive
 from keel.registry import version_ids
 from keel.registry.aliases import ALIASES_FILE, AliasBook, AliasEvent
 from keel.registry.files import check_file_name, copy_with_digest, stored_digest
@@ -324,10 +325,14 @@ class Registry:
             trusted = self.storage.local_path("")
         else:
             folder = trusted = self.cache_dir / "registry" / meta.name / meta.version
-            for file_name in meta.files:
-                target = folder / file_name
-                if not target.exists():
-                    self.storage.get_file(f"{prefix}/{file_name}", target)
+            folder.mkdir(parents=True, exist_ok=True)
+            # Processes sharing the cache (a server's workers) download a version once:
+            # the others wait here, then find its files.
+            with exclusive(folder.with_name(f"{folder.name}.lock")):
+                for file_name in meta.files:
+                    target = folder / file_name
+                    if not target.exists():
+                        self.storage.get_file(f"{prefix}/{file_name}", target)
         for file_name, expected in meta.files.items():
             actual = stored_digest(folder / file_name, trusted, progress, self.digest_memo)
             if actual != expected:

@@ -133,9 +133,19 @@ class Storage:
         self.fs.put_file(str(source), self.full(relative), callback=_callback(progress))
 
     def get_file(self, relative: str, target: Path) -> None:
-        """Copy a stored file to a local path."""
+        """Copy a stored file to a local path, whole or not at all.
+
+        The copy goes to a scratch name beside ``target`` and is renamed into place
+        once complete: a download cut short (a crash, a full disk) never leaves a
+        partial file where a later run would take it for the whole one.
+        """
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.fs.get_file(self.full(relative), str(target))
+        scratch = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            self.fs.get_file(self.full(relative), str(scratch))
+            os.replace(scratch, target)
+        finally:
+            scratch.unlink(missing_ok=True)
 
     def create_bytes(self, relative: str, data: bytes) -> None:
         """Write a whole new file; raise FileExistsError, writing nothing, if it exists."""

@@ -85,7 +85,7 @@ async def _load(state: ServerState, refs: Sequence[str]) -> None:
     unix_path = peers.socket_path if peers is not None else None
     await warm_over_http(state.manager, server.host, server.port, unix_path)
     state.warmed = True
-    if peers is not None and state.manager.ready and not state.shutting_down:
+    if peers is not None and state.serving:
         peers.mark_ready(True)
     # Candidates load after the primaries are ready: a shadow never delays readiness.
     await state.shadowing.start(state.manager)

@@ -57,12 +57,15 @@ class ServerState:
             )
 
     @property
+    def serving(self) -> bool:
+        """This process is ready: every served model's default version is loaded, verified
+        and warm, and it is not shutting down."""
+        return self.manager.ready and self.warmed and not self.shutting_down
+
+    @property
     def ready(self) -> bool:
-        """Readiness: every served model's default version is loaded, verified and warm, in
-        this worker and, at start-up, in every worker of the server."""
-        if not (self.manager.ready and self.warmed and not self.shutting_down):
-            return False
-        return self.peers is None or self.peers.started()
+        """Readiness: this process is ready and, at start-up, every worker of the server."""
+        return self.serving and (self.peers is None or self.peers.started())
 
 
 def state_of(request: Request) -> ServerState:

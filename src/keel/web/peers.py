@@ -34,6 +34,9 @@ class Peers:
         self.index = index
         self.count = count
         self.socket_path = run_dir.socket_path(index)
+        # What each other worker sent last: stood in for it when it is too busy to answer
+        # in time, so that sums over the workers never drop for a slow answer.
+        self._last: dict[int, dict[str, Any]] = {}
         self._pools = {
             k: HTTPPool(f"http://worker-{k}", size=1, unix_path=run_dir.socket_path(k))
             for k in range(count)
@@ -50,6 +53,10 @@ class Peers:
         """Whether every worker has been ready at once: the server's readiness gate."""
         return self.run_dir.started(self.count)
 
+    def others_ready(self) -> bool:
+        """Whether any other worker is ready now."""
+        return any(k != self.index for k in self.run_dir.ready_workers(self.count))
+
     def details(self) -> dict[str, Any]:
         """The workers as the readiness answer describes them."""
         restarts = self.run_dir.restarts(self.count)
@@ -60,7 +67,8 @@ class Peers:
         }
 
     async def states(self) -> list[dict[str, Any]]:
-        """Every other worker's figures that arrive in time, each tagged with its index."""
+        """Every other worker's figures: as they arrive, or the last it sent when it does not
+        answer in time (then ``"fresh"`` is false); none of a worker that is gone."""
         answers = await asyncio.gather(*(self._state(k, pool) for k, pool in self._pools.items()))
         return [answer for answer in answers if answer is not None]
 
@@ -68,14 +76,23 @@ class Peers:
         try:
             async with asyncio.timeout(STATE_TIMEOUT_S):
                 status, body = await pool.request("GET", STATE_PATH)
-        except (CandidateHTTPError, TimeoutError) as exc:
+        except TimeoutError:
+            log.warning(
+                "worker %d sent no figures in %.0f s; using its last", index, STATE_TIMEOUT_S
+            )
+            last = self._last.get(index)
+            return None if last is None else {**last, "fresh": False}
+        except CandidateHTTPError as exc:
+            # Not listening: restarting, or gone. What it counted went with it.
             log.debug("worker %d gave no figures: %s", index, exc)
+            self._last.pop(index, None)
             return None
         if status != 200:
             log.warning("worker %d answered its figures with %d", index, status)
             return None
         state: dict[str, Any] = orjson.loads(body)
-        return state
+        self._last[index] = state
+        return {**state, "fresh": True}
 
     async def forward(
         self, method: str, path: str, body: bytes, headers: list[tuple[str, str]]

@@ -42,7 +42,7 @@ class WorkerSpec(BaseModel):
     refs: list[str]
     # The settings as JSON, secrets included: the folder is readable by its owner alone.
     settings: dict[str, Any]
-    listener_fd: int
+    listener_fds: list[int]
     supervisor_pid: int
 
 
@@ -78,15 +78,30 @@ class RunDir:
     def ready_workers(self, count: int) -> list[int]:
         return [k for k in range(count) if (self.path / f"ready-{k}").exists()]
 
+    def has_started(self) -> bool:
+        """Whether the gate is open (``started``), without trying to open it."""
+        return (self.path / "started").exists()
+
     def started(self, count: int) -> bool:
         """Whether every worker has been ready at once, at some point (then for good)."""
-        started = self.path / "started"
-        if started.exists():
+        if self.has_started():
             return True
+        started = self.path / "started"
         if len(self.ready_workers(count)) < count:
             return False
         started.touch()
         return True
+
+    def leave(self, index: int) -> None:
+        """Worker ``index`` is gone for good; the last to leave removes the folder.
+
+        For workers whose supervisor died without removing it: the folder holds the
+        settings, admin token included, and must not outlive the server.
+        """
+        Path(self.socket_path(index)).unlink(missing_ok=True)
+        self.mark_ready(index, False)
+        if not any(self.path.glob("worker-*.sock")):
+            self.remove()
 
     def write_restarts(self, restarts: list[int]) -> None:
         _write_atomically(self.path / "status.json", orjson.dumps({"restarts": restarts}))

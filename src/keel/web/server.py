@@ -76,7 +76,7 @@ class HttpServer:
     """Serves ``front`` on the configured address until a stop signal.
 
     A worker of several (``keel serve --workers``) is given the supervisor's
-    listening socket (``listener``) instead of binding one, answers its own figures
+    listening sockets (``listeners``) instead of binding them, answers its own figures
     on its private socket too, and stops when its supervisor is gone.
     """
 
@@ -84,12 +84,12 @@ class HttpServer:
         self,
         front: InferenceFront,
         settings: Settings,
-        listener: socket.socket | None = None,
+        listeners: list[socket.socket] | None = None,
         supervisor_pid: int | None = None,
     ) -> None:
         self.front = front
         self.settings = settings
-        self.listener = listener
+        self.listeners = listeners
         self.supervisor_pid = supervisor_pid
         # The count the manager's batchers read, so they run at once when no request is due.
         self.arrivals = front.state.manager.arrivals or Arrivals()
@@ -131,7 +131,6 @@ class HttpServer:
         """Start the app's lifespan, listen, and serve until SIGTERM or SIGINT; then drain."""
         loop = asyncio.get_running_loop()
         stop = self._stop = asyncio.Event()
-        state = self.front.state
 
         def on_signal(signum: int) -> None:
             if stop.is_set():
@@ -142,28 +141,19 @@ class HttpServer:
             log.info("%s: readiness is false; draining", signal.Signals(signum).name)
             self._begin_stop()
 
-        loop.add_signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
-        if state.peers is None:
-            loop.add_signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
-        else:
-            # Ctrl-C reaches every process of the terminal's group; the supervisor passes
-            # it on as SIGTERM, and a second signal here would mean "do not wait".
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
         server_settings = self.settings.server
         self.max_connections = connection_cap(
             server_settings.max_connections, server_settings.probe_connections
         )
         async with self.front.lifespan():
             private = await self._listen_privately()
-            if state.peers is not None and state.peers.started():
-                # Started again while the other workers serve: connections wait in the
-                # shared queue for them rather than for this one's models to load.
-                while not (state.ready or stop.is_set()):
-                    await asyncio.sleep(0.05)
+            self._tick()
+            await self._until_worth_accepting(stop)
             listener = await self._listen(server_settings.host, server_settings.port)
             sockname = listener.sockets[0].getsockname()
             self._address = (str(sockname[0]), int(sockname[1]))
-            self._tick()
             log.info(
                 "keel listening on http://%s:%d (at most %d connections, %d more for probes)",
                 *self._address,
@@ -180,6 +170,20 @@ class HttpServer:
                 if self._ticker is not None:
                     self._ticker.cancel()
 
+    async def _until_worth_accepting(self, stop: asyncio.Event) -> None:
+        """A worker started again while others serve takes connections once it is ready.
+
+        Connections wait in the shared queue for the workers that can answer them rather
+        than for this one's models to load. When no other worker is ready (they all
+        restart at once), it accepts at once, as at start: the probes must be answered.
+        """
+        state = self.front.state
+        peers = state.peers
+        if peers is None or not peers.started():
+            return
+        while not (state.ready or stop.is_set() or not peers.others_ready()):
+            await asyncio.sleep(0.05)
+
     def _begin_stop(self) -> None:
         """Readiness false, at once and for every worker's probe, then the drain."""
         state = self.front.state
@@ -191,8 +195,8 @@ class HttpServer:
     async def _listen(self, host: str, port: int) -> asyncio.Server | SharedListener:
         """The listening socket; an address keel cannot take is the user's to fix, said so."""
         loop = asyncio.get_running_loop()
-        if self.listener is not None:
-            return SharedListener(loop, self.listener, self._connection)
+        if self.listeners is not None:
+            return SharedListener(loop, self.listeners, self._connection)
         try:
             return await loop.create_server(
                 self._connection, host=host, port=port, reuse_address=True, backlog=_BACKLOG
@@ -207,9 +211,7 @@ class HttpServer:
             return None
 
         def private_connection() -> asyncio.Protocol:
-            connection = HttpConnection(
-                self.answer, self._limits, self.connections, self._date_header, self.arrivals
-            )
+            connection = self._new_connection()
             connection.private = True
             return connection
 
@@ -224,11 +226,14 @@ class HttpServer:
             open_now = len(self.connections)
         if open_now >= self.max_connections + self.settings.server.probe_connections:
             return _Refused()
-        connection = HttpConnection(
-            self.answer, self._limits, self.connections, self._date_header, self.arrivals
-        )
+        connection = self._new_connection()
         connection.restricted = open_now >= self.max_connections
         return connection
+
+    def _new_connection(self) -> HttpConnection:
+        return HttpConnection(
+            self.answer, self._limits, self.connections, self._date_header, self.arrivals
+        )
 
     def _evict_idle(self) -> None:
         """At the cap, close the connections idle longest between requests.
@@ -355,14 +360,14 @@ def serve(
     settings: Settings,
     registry: Registry,
     *,
-    listener: socket.socket | None = None,
+    listeners: list[socket.socket] | None = None,
     peers: Peers | None = None,
     supervisor_pid: int | None = None,
 ) -> None:
     """Serve ``refs`` until a stop signal; blocks.
 
     Alone, on the configured address; as one worker of several (``web/worker.py``),
-    on the supervisor's ``listener``, with ``peers`` for the others.
+    on the supervisor's ``listeners``, with ``peers`` for the others.
     """
     prefix = "" if peers is None else f"worker {peers.index} "
     log_format = LOG_FORMAT.replace("%(name)s", prefix + "%(name)s")
@@ -376,6 +381,6 @@ def serve(
     manager = ModelManager(registry, settings, executor, Arrivals())
     front = create_app(manager, settings, refs, peers)
     try:
-        uvloop.run(HttpServer(front, settings, listener, supervisor_pid).run())
+        uvloop.run(HttpServer(front, settings, listeners, supervisor_pid).run())
     finally:
         executor.shutdown(wait=False, cancel_futures=True)

@@ -27,33 +27,33 @@ _FULL = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class SharedListener:
-    """Serves connections from ``sock`` (listening, shared) with ``protocol_factory``."""
+    """Serves connections from ``socks`` (listening, shared) with ``protocol_factory``."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
+        socks: list[socket.socket],
         protocol_factory: Callable[[], asyncio.Protocol],
     ) -> None:
-        self.sockets = [sock]
+        self.sockets = socks
         self._loop = loop
-        self._sock = sock
         self._factory = protocol_factory
         self._pending: set[asyncio.Task[object]] = set()
         self._serving = True
-        sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._accept)
+        for sock in socks:
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), self._accept, sock)
 
-    def _accept(self) -> None:
+    def _accept(self, sock: socket.socket) -> None:
         try:
-            connection, _ = self._sock.accept()
+            connection, _ = sock.accept()
         except (BlockingIOError, InterruptedError):
             return  # another worker took it
         except OSError as exc:
             if exc.errno in _FULL:
                 log.warning("cannot accept connections (%s); pausing", exc.strerror)
-                self._loop.remove_reader(self._sock.fileno())
-                self._loop.call_later(_PAUSE_WHEN_FULL_S, self._resume)
+                self._loop.remove_reader(sock.fileno())
+                self._loop.call_later(_PAUSE_WHEN_FULL_S, self._resume, sock)
             return  # ECONNABORTED and the like: the client left before it was accepted
         connection.setblocking(False)
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -66,12 +66,13 @@ class SharedListener:
         if not task.cancelled() and task.exception() is not None:
             log.debug("a connection could not be set up: %s", task.exception())
 
-    def _resume(self) -> None:
+    def _resume(self, sock: socket.socket) -> None:
         if self._serving:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def close(self) -> None:
-        """Stop accepting; the socket stays open for the other workers (and the supervisor)."""
+        """Stop accepting; the sockets stay open for the other workers (and the supervisor)."""
         if self._serving:
             self._serving = False
-            self._loop.remove_reader(self._sock.fileno())
+            for sock in self.sockets:
+                self._loop.remove_reader(sock.fileno())

@@ -36,7 +36,7 @@ from typing import Any
 
 from keel.cpus import cpu_quota, usable_cpus
 from keel.registry import Registry
-from keel.settings import Settings
+from keel.settings import MAX_WORKERS, Settings
 from keel.web.run_dir import RunDir, WorkerSpec
 from keel.web.server import LOG_FORMAT, address_unavailable, serve
 
@@ -55,7 +55,7 @@ _POLL_S = 0.1
 
 def worker_count(setting: int | str) -> int:
     """The number of workers ``server.workers`` asks for ('auto': the usable CPUs)."""
-    return usable_cpus() if setting == "auto" else int(setting)
+    return min(usable_cpus(), MAX_WORKERS) if setting == "auto" else int(setting)
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Supervisor:
 
     def run(self) -> None:
         server = self.settings.server
-        listener = bind_listener(server.host, server.port)
+        listeners = bind_listeners(server.host, server.port)
         run_dir = RunDir.create()
         previous = {
             signum: signal.signal(signum, self._on_signal)
@@ -94,12 +94,12 @@ class Supervisor:
                     workers=self.count,
                     refs=self.refs,
                     settings=settings_json(self.settings),
-                    listener_fd=listener.fileno(),
+                    listener_fds=[listener.fileno() for listener in listeners],
                     supervisor_pid=os.getpid(),
                 )
             )
             run_dir.write_restarts([0] * self.count)
-            host, port = listener.getsockname()[:2]
+            host, port = listeners[0].getsockname()[:2]
             log.info(
                 "keel supervising %d workers on http://%s:%d (their shared folder: %s)",
                 self.count,
@@ -108,16 +108,18 @@ class Supervisor:
                 run_dir.path,
             )
             for slot in self._slots:
-                self._start(slot, run_dir, listener)
+                self._start(slot, run_dir, listeners)
             while not self._signals:
-                self._watch(run_dir, listener)
+                self._watch(run_dir, listeners)
                 time.sleep(_POLL_S)
-            listener.close()
+            for listener in listeners:
+                listener.close()
             self._stop_all(server.grace_period_s)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            listener.close()
+            for listener in listeners:
+                listener.close()
             for slot in self._slots:
                 if slot.process is not None and slot.process.poll() is None:
                     slot.process.kill()
@@ -132,14 +134,25 @@ class Supervisor:
         log.warning("second %s: the workers stop without waiting", signal.Signals(signum).name)
         self._signal_all(signal.SIGTERM)
 
-    def _start(self, slot: _Slot, run_dir: RunDir, listener: socket.socket) -> None:
+    def _start(self, slot: _Slot, run_dir: RunDir, listeners: list[socket.socket]) -> None:
         command = [sys.executable, "-m", "keel.web.worker", str(run_dir.path), str(slot.index)]
-        slot.process = subprocess.Popen(command, pass_fds=(listener.fileno(),))
         slot.started_at = time.monotonic()
         slot.restart_at = None
+        try:
+            # A process group of its own: Ctrl-C in a terminal reaches the supervisor
+            # alone, which passes it on as SIGTERM, and never a worker still importing.
+            slot.process = subprocess.Popen(
+                command, pass_fds=[listener.fileno() for listener in listeners], process_group=0
+            )
+        except OSError as exc:
+            # Out of processes or memory for a moment: tried again after the usual pause.
+            slot.quick_exits += 1
+            slot.restart_at = time.monotonic() + _pause(slot.quick_exits)
+            log.error("cannot start worker %d (%s); trying again", slot.index, exc)
+            return
         log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
 
-    def _watch(self, run_dir: RunDir, listener: socket.socket) -> None:
+    def _watch(self, run_dir: RunDir, listeners: list[socket.socket]) -> None:
         """Note each worker that exited and start again each one whose pause is over."""
         now = time.monotonic()
         for slot in self._slots:
@@ -149,7 +162,7 @@ class Supervisor:
                 slot.process = None
                 lived = now - slot.started_at
                 slot.quick_exits = slot.quick_exits + 1 if lived < STEADY_S else 1
-                pause = min(MOST_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (slot.quick_exits - 1))
+                pause = _pause(slot.quick_exits)
                 slot.restart_at = now + pause
                 log.warning(
                     "worker %d (pid %d) %s after %.1f s; starting it again in %.1f s",
@@ -162,7 +175,7 @@ class Supervisor:
             if slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
                 slot.restarts += 1
                 run_dir.write_restarts([s.restarts for s in self._slots])
-                self._start(slot, run_dir, listener)
+                self._start(slot, run_dir, listeners)
 
     def _signal_all(self, signum: int) -> None:
         for slot in self._slots:
@@ -183,29 +196,42 @@ class Supervisor:
         log.info("every worker has stopped")
 
 
+def _pause(quick_exits: int) -> float:
+    """Seconds before a worker is started again after this many quick exits in a row."""
+    return float(min(MOST_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** (quick_exits - 1)))
+
+
 def _how_it_ended(code: int) -> str:
     if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """The one listening socket every worker inherits."""
+def bind_listeners(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets every worker inherits: one per address ``host`` names.
+
+    As a lone server's: ``localhost`` is 127.0.0.1 and ::1 both, and ``""`` every
+    address of both families.
+    """
+    listeners: list[socket.socket] = []
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
+        addresses = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        listener = socket.socket(family, kind, proto)
+        )
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # Each family has its own socket, as asyncio binds them.
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+            listener.listen(_BACKLOG)
     except OSError as exc:
+        for listener in listeners:
+            listener.close()
         raise address_unavailable(host, port, exc) from None
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-        listener.listen(_BACKLOG)
-    except OSError as exc:
-        listener.close()
-        raise address_unavailable(host, port, exc) from None
-    return listener
+    return listeners
 
 
 def divide_threads(settings: Settings, count: int) -> Settings:

@@ -7,7 +7,7 @@ it serves, with which settings, comes from the run folder's ``spec.json``
 
 from __future__ import annotations
 
-import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -19,8 +19,6 @@ from keel.settings import Settings
 from keel.web.peers import Peers
 from keel.web.run_dir import RunDir
 from keel.web.server import serve
-
-log = logging.getLogger("keel.web")
 
 # What a worker that cannot start exits with; the supervisor restarts it with backoff.
 EXIT_CANNOT_START = 3
@@ -36,23 +34,27 @@ def main(argv: list[str]) -> int:
         spec = run_dir.read_spec()
         settings = Settings.model_validate(spec.settings)
         cache = Path(settings.cache_dir) if settings.cache_dir else None
-        # Files one worker hashed are not hashed again by the others (``digest_memo``).
-        memo = DigestMemo(run_dir.path / "digests")
+        # At the server's start, files one worker hashed are not hashed again by the
+        # others (``digest_memo``); after it, each worker hashes what it loads.
+        memo = DigestMemo(run_dir.path / "digests", lambda: not run_dir.has_started())
         registry = Registry(settings.registry, cache_dir=cache, digest_memo=memo)
     except (OSError, ValueError, KeelError) as exc:
         print(f"keel worker {index} cannot start: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
-    listener = socket.socket(fileno=spec.listener_fd)
-    listener.setblocking(False)
+    listeners = [socket.socket(fileno=fd) for fd in spec.listener_fds]
     peers = Peers(run_dir, index, spec.workers)
-    serve(
-        spec.refs,
-        settings,
-        registry,
-        listener=listener,
-        peers=peers,
-        supervisor_pid=spec.supervisor_pid,
-    )
+    try:
+        serve(
+            spec.refs,
+            settings,
+            registry,
+            listeners=listeners,
+            peers=peers,
+            supervisor_pid=spec.supervisor_pid,
+        )
+    finally:
+        if os.getppid() != spec.supervisor_pid:
+            run_dir.leave(index)
     return 0
 
 

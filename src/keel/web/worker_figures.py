@@ -39,7 +39,7 @@ def own_figures(state: ServerState, peers: Peers) -> dict[str, Any]:
     return {
         "index": peers.index,
         "pid": os.getpid(),
-        "ready": state.manager.ready and state.warmed and not state.shutting_down,
+        "ready": state.serving,
         "families": family_data(state.local_metrics.collect()),
         "drift": [
             {"model": v.name, "version": v.label, "totals": v.monitor.totals().to_json()}
@@ -103,10 +103,11 @@ def _worker_families(peers: Peers, everyone: Sequence[Mapping[str, Any]]) -> Ite
     yield configured
     reporting = GaugeMetricFamily(
         "keel_workers_reporting",
-        "Workers whose figures this scrape holds; fewer than keel_workers while one restarts "
-        "or was too busy to answer in time, and then the sums here leave its figures out.",
+        "Workers whose figures this scrape holds as they are now; fewer than keel_workers "
+        "while one restarts (its figures are left out) or is too busy to answer in time (its "
+        "last are used).",
     )
-    reporting.add_metric([], len(everyone))
+    reporting.add_metric([], sum(f.get("fresh", True) for f in everyone))
     yield reporting
     ready = GaugeMetricFamily(
         "keel_workers_ready", "Workers whose every served model is loaded, verified and warm."
