@@ -5,10 +5,15 @@ from __future__ import annotations
 import math
 
 import orjson
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from keel.monitoring.exposition import families_text
-from keel.monitoring.merging import family_data, merge_families
+from keel.monitoring.merging import continued, family_data, merge_families
 
 
 def _worker(requests: int, depth: float, ready: float, memory: float, latency: list[int]):  # type: ignore[no-untyped-def]
@@ -68,3 +73,48 @@ def test_a_value_json_cannot_hold_travels_as_text() -> None:
     data = orjson.loads(orjson.dumps(family_data([gauge])))
     (family,) = merge_families([("0", data)], {"keel_model_ready": "max"})
     assert math.isnan(family.samples[0].value)
+
+
+def _requests(total: float) -> list[Metric]:
+    counter = CounterMetricFamily("keel_requests", "Requests.", labels=["model"])
+    counter.add_metric(["m"], total)
+    histogram = HistogramMetricFamily("keel_latency_seconds", "Latency.", labels=["model"])
+    histogram.add_metric(["m"], [("0.1", total / 2), ("+Inf", total)], sum_value=total / 10)
+    return [counter, histogram]
+
+
+def _exposed(families: list[Metric]) -> dict[str, float]:
+    return {s.name + s.labels.get("le", ""): s.value for f in families for s in f.samples}
+
+
+def test_a_sum_that_drops_when_a_worker_dies_continues_from_where_it_was() -> None:
+    memory: dict[str, list[float]] = {}
+    first = _requests(30)  # two workers: 10 + 20
+    continued(first, memory, learn=True)
+    assert _exposed(first)["keel_requests_total"] == 30
+    dropped = _requests(10)  # the one that counted 20 is gone
+    continued(dropped, memory, learn=True)
+    assert _exposed(dropped) == _exposed(first)  # no reset for Prometheus to see
+    later = _requests(15)  # the survivor counts 5 more, the new worker none yet
+    continued(later, memory, learn=True)
+    values = _exposed(later)
+    assert values["keel_requests_total"] == 35
+    assert values["keel_latency_seconds_bucket0.1"] <= values["keel_latency_seconds_bucket+Inf"]
+
+
+def test_a_worker_left_out_for_a_scrape_is_not_counted_twice_when_it_is_back() -> None:
+    memory: dict[str, list[float]] = {}
+    continued(_requests(30), memory, learn=True)
+    slow = _requests(10)  # the other worker was too slow to answer, its counts still live
+    continued(slow, memory, learn=False)
+    assert _exposed(slow)["keel_requests_total"] == 30
+    back = _requests(32)
+    continued(back, memory, learn=True)
+    assert _exposed(back)["keel_requests_total"] == 32
+
+
+def test_a_series_that_is_gone_is_forgotten() -> None:
+    memory: dict[str, list[float]] = {}
+    continued(_requests(5), memory, learn=True)
+    continued([], memory, learn=True)
+    assert memory == {}

@@ -9,12 +9,18 @@ has no one right sum, so each family's owner says how its gauges combine:
 ready), ``max`` (the slowest load), ``mean``, or ``worker``: kept apart with a
 ``worker`` label, for what belongs to one process (its memory, its start time).
 A gauge no owner named is kept apart too, never guessed at.
+
+A worker that dies takes its counts with it, and a sum that drops is a counter
+reset to Prometheus, which then counts the whole sum as new. ``continued`` keeps
+each summed series going from the value last exposed instead: a drop becomes an
+offset added from then on, so the server's counters only ever grow, losing at most
+what the dead worker counted since the last scrape.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Literal
 
 from prometheus_client.core import Metric
@@ -92,3 +98,39 @@ def _combine(numbers: list[float], rule: GaugeRule) -> float:
 def _number(value: float) -> float | str:
     """JSON has no NaN or infinity: those travel as text, which float() reads back."""
     return value if math.isfinite(value) else repr(float(value))
+
+
+Continuation = MutableMapping[str, list[float]]
+"""Per summed series: the value last exposed and the offset added to its sum."""
+
+
+def continued(families: Sequence[Metric], memory: Continuation, *, learn: bool) -> None:
+    """Make every counter and histogram sample of ``families`` continue from ``memory``.
+
+    With ``learn`` (every worker's figures are in the sums), a sample whose sum fell
+    below the value last exposed takes the difference as an offset from then on, and
+    ``memory`` keeps only the series present now. Without it (a worker left out for
+    now, to come back with its counts) nothing is learnt: a sample below the last
+    value shows that value until the sum passes it again.
+    """
+    seen: set[str] = set()
+    for family in families:
+        if family.type not in _SUMMED:
+            continue
+        samples = []
+        for sample in family.samples:
+            key = f"{sample.name}{sorted(sample.labels.items())}"
+            last, offset = memory.get(key, (0.0, 0.0))
+            value = sample.value + offset
+            if value < last:
+                if learn:
+                    offset += last - value
+                value = last
+            if learn:
+                memory[key] = [value, offset]
+                seen.add(key)
+            samples.append(sample._replace(value=value))
+        family.samples = samples
+    if learn:
+        for key in [key for key in memory if key not in seen]:
+            del memory[key]

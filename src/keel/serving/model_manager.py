@@ -226,18 +226,17 @@ class ModelManager:
     def find(self, name: str, selector: str | None = None) -> ServedVersion:
         """The version a request for ``name`` with this alias/version selector goes to."""
         routes = self.routes.get(name)
+        version = None if routes is None else routes.find(selector)
+        if version is not None:
+            return version
+        if any(ref.name == name and selector in (None, ref.selector) for ref in self._pending):
+            # Named at start and still loading: it will be served, just not yet.
+            raise NotReady(f"model '{name}' is still loading; retry shortly")
         if routes is None:
-            if any(ref.name == name for ref in self._pending):
-                # Named at start and still loading: it will be served, just not yet.
-                raise NotReady(f"model '{name}' is still loading; retry shortly")
             raise ModelNotFound(f"model '{name}' is not served here (served: {self.names()})")
-        version = routes.find(selector)
-        if version is None:
-            known = sorted({*routes.aliases, *routes.versions})
-            raise ModelNotFound(
-                f"model '{name}' has no served version or alias '{selector}' (served: {known})"
-            )
-        return version
+        known = sorted({*routes.aliases, *routes.versions})
+        wanted = "default alias" if selector is None else f"version or alias '{selector}'"
+        raise ModelNotFound(f"model '{name}' has no served {wanted} (served: {known})")
 
     def names(self) -> list[str]:
         return sorted(self.routes)

@@ -30,7 +30,7 @@ async def drift(request: Request) -> Response:
     if state.peers is None:
         snapshot = version.monitor.snapshot()
     else:
-        snapshot = server_drift(version, await state.peers.states())
+        snapshot = server_drift(version, await state.peers.states(("drift",)))
     return Response(
         orjson.dumps(snapshot.model_dump(mode="json")),
         headers={VERSION_HEADER: version.label},

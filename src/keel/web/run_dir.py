@@ -23,11 +23,14 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
+
+from keel.file_lock import exclusive
 
 STATE_PATH = "/-/worker/state"
 """Where a worker answers, on its private socket only, with its own figures."""
@@ -102,6 +105,19 @@ class RunDir:
         self.mark_ready(index, False)
         if not any(self.path.glob("worker-*.sock")):
             self.remove()
+
+    @contextlib.contextmanager
+    def continuation(self) -> Iterator[dict[str, list[float]]]:
+        """The summed counters' continuation (``merging.continued``), one worker at a time:
+        whichever worker a scrape reaches continues from what the last one exposed."""
+        path = self.path / "counters.json"
+        with exclusive(self.path / "counters.lock"):
+            try:
+                memory: dict[str, list[float]] = orjson.loads(path.read_bytes())
+            except (OSError, ValueError):
+                memory = {}
+            yield memory
+            _write_atomically(path, orjson.dumps(memory))
 
     def write_restarts(self, restarts: list[int]) -> None:
         _write_atomically(self.path / "status.json", orjson.dumps({"restarts": restarts}))

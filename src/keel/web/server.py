@@ -24,6 +24,7 @@ import socket
 import sys
 import time
 import typing
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,7 +51,7 @@ from keel.web.inference_front import BodySource, InferenceFront
 from keel.web.peers import Peers
 from keel.web.run_dir import STATE_PATH
 from keel.web.shared_listener import SharedListener
-from keel.web.worker_figures import own_figures
+from keel.web.worker_figures import FIGURES, own_figures
 
 log = logging.getLogger("keel.web")
 
@@ -109,7 +110,9 @@ class HttpServer:
         if connection.private and exchange.path == STATE_PATH:
             peers = self.front.state.peers
             assert peers is not None
-            return Reply(200, orjson.dumps(own_figures(self.front.state, peers)))
+            asked = urllib.parse.parse_qs(exchange.query.decode("latin-1")).get("parts")
+            parts = asked[0].split(",") if asked else FIGURES
+            return Reply(200, orjson.dumps(own_figures(self.front.state, peers, parts)))
         if connection.restricted:
             # One answer, then its room goes back to the pool.
             exchange.keep_alive = False

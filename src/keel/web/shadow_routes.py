@@ -35,7 +35,7 @@ async def shadow(request: Request) -> Response:
         raise ModelNotFound(f"model '{name}' has no shadow candidate running")
     body = shadow_status(mirror)
     if state.peers is not None:
-        others = [figures["shadow"].get(name) for figures in await state.peers.states()]
+        others = [figures["shadow"].get(name) for figures in await state.peers.states(("shadow",))]
         body = _merged([body, *(other for other in others if other is not None)])
     return Response(orjson.dumps(body), media_type="application/json")
 

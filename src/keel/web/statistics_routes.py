@@ -30,7 +30,7 @@ async def statistics(request: Request) -> Response:
     if state.peers is None:
         stats = [statistics_of(version) for version in versions]
     else:
-        others = await state.peers.states()
+        others = await state.peers.states(("statistics",))
         stats = [server_statistics(version, others) for version in versions]
     body = {"model_stats": stats}
     return Response(orjson.dumps(body), media_type="application/json")

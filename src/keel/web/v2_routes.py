@@ -60,7 +60,7 @@ async def model_metadata(request: Request) -> Response:
     if state.peers is not None and batching is not None:
         # Each worker batches what it answered: the server's batching is their sum.
         key = f"{version.name}/{version.label}"
-        for figures in await state.peers.states():
+        for figures in await state.peers.states(("batching",)):
             other = figures["batching"].get(key)
             if other is not None:
                 add_batching(batching, other)

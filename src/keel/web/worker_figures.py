@@ -10,13 +10,14 @@ process series keep a ``worker`` label.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from keel.monitoring.exposition import PROCESS_GAUGES, families_text
-from keel.monitoring.merging import GaugeRule, family_data, merge_families
+from keel.monitoring.merging import GaugeRule, continued, family_data, merge_families
 from keel.monitoring.snapshot import DriftSnapshot
 from keel.monitoring.totals import WindowTotals, merged
 from keel.serving.exposition import SERVING_GAUGES, drift_families, monitored_versions
@@ -29,39 +30,49 @@ from keel.web.shadow_routes import shadow_status
 from keel.web.v2_routes import batching_stats
 
 GAUGE_RULES: Mapping[str, GaugeRule] = {**PROCESS_GAUGES, **SERVING_GAUGES, **SHADOW_GAUGES}
+FIGURES = ("families", "drift", "statistics", "batching", "shadow")
+"""Every part of a worker's figures; another worker asks for the ones it needs."""
 
 
-def own_figures(state: ServerState, peers: Peers) -> dict[str, Any]:
-    """This worker's figures as it sends them (JSON): families without the drift verdicts,
-    drift windows, statistics, batching and shadow figures."""
-    assert state.local_metrics is not None
+def own_figures(
+    state: ServerState, peers: Peers, parts: Collection[str] = FIGURES
+) -> dict[str, Any]:
+    """This worker's figures as it sends them (JSON), only the ``parts`` asked for: families
+    without the drift verdicts, drift windows, statistics, batching, shadow."""
     versions = state.manager.versions()
-    return {
-        "index": peers.index,
-        "pid": os.getpid(),
-        "ready": state.serving,
-        "families": family_data(state.local_metrics.collect()),
-        "drift": [
+    makers: dict[str, Callable[[], object]] = {
+        "families": lambda: family_data(_local_metrics(state).collect()),
+        "drift": lambda: [
             {"model": v.name, "version": v.label, "totals": v.monitor.totals().to_json()}
             for v in monitored_versions(state.manager)
             if v.monitor is not None
         ],
-        "statistics": [statistics_of(v) for v in versions],
-        "batching": {
+        "statistics": lambda: [statistics_of(v) for v in versions],
+        "batching": lambda: {
             f"{v.name}/{v.label}": stats
             for v in versions
             if (stats := batching_stats(v)) is not None
         },
-        "shadow": {name: shadow_status(m) for name, m in state.shadowing.mirrors.items()},
+        "shadow": lambda: {name: shadow_status(m) for name, m in state.shadowing.mirrors.items()},
     }
+    figures: dict[str, Any] = {"index": peers.index, "pid": os.getpid(), "ready": state.serving}
+    figures.update((part, makers[part]()) for part in parts if part in makers)
+    return figures
+
+
+def _local_metrics(state: ServerState) -> CollectorRegistry:
+    assert state.local_metrics is not None
+    return state.local_metrics
 
 
 async def server_metrics(state: ServerState, peers: Peers) -> bytes:
     """The whole server's ``/metrics``: this worker's figures and every other's that answered."""
-    others = await peers.states()
-    own = own_figures(state, peers)
+    others = await peers.states(("families", "drift"))
+    own = own_figures(state, peers, ("families", "drift"))
     everyone = [own, *others]
     families = merge_families([(str(f["index"]), f["families"]) for f in everyone], GAUGE_RULES)
+    with peers.run_dir.continuation() as memory:
+        continued(families, memory, learn=peers.complete)
     snapshots = [
         (version, server_drift(version, others)) for version in monitored_versions(state.manager)
     ]
