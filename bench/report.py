@@ -132,6 +132,15 @@ commit published.
 git worktree add /tmp/keel-be3ea25 be3ea25
 PYTHONPATH=/tmp/keel-be3ea25/src .venv/bin/python -m keel demo --no-serve --registry /tmp/reg
 .venv/bin/python bench/before_after.py be3ea25 --rounds 8 --registry /tmp/reg
+```
+
+The shared ONNX layout and the workers have theirs too (each rewrites its own section;
+the workers' needs Debian's `wrk`):
+
+```sh
+taskset -c 0 .venv/bin/python bench/shared_layout.py --registry DIR \
+    breast-cancer@production breast-cancer@candidate digits-wide-mlp@production
+.venv/bin/python bench/workers.py --registry DIR --rounds 5       # apt-get install wrk
 ```"""
 
 

@@ -19,10 +19,8 @@ docs/benchmarks.md (``--no-docs`` to leave the page alone).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import functools
-import json
 import statistics
 import sys
 import tempfile
@@ -34,7 +32,7 @@ import machine
 import numpy as np
 import report
 from inprocess import time_calls
-from run import unused_results_path
+from sections import keep_run, section_parser
 from servers import BENCH
 
 from keel.loading import load_version
@@ -84,14 +82,8 @@ def measure(registry: Path, ref: str, rounds: int, seconds: float) -> dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = section_parser(__doc__, "shared-layout", rounds=9, seconds=0.5)
     parser.add_argument("refs", nargs="+")
-    parser.add_argument("--registry", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--seconds", type=float, default=0.5)
-    parser.add_argument("--results", type=Path, default=BENCH / "results" / "shared-layout")
-    parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     args = parser.parse_args()
     started = time.perf_counter()
     models = [measure(args.registry, ref, args.rounds, args.seconds) for ref in args.refs]
@@ -104,13 +96,7 @@ def main() -> None:
         "wall_s": round(time.perf_counter() - started, 1),
         "models": models,
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = unused_results_path(args.results, results["date"])
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"results: {out}", file=sys.stderr)
-    if not args.no_docs:
-        args.docs.write_text(report.replace_shared_layout(args.docs.read_text(), results, out))
-        print(f"updated the shared-layout section of {args.docs}", file=sys.stderr)
+    keep_run(args, results, report.replace_shared_layout)
     for result in models:
         for size in BATCH_SIZES:
             row = result[f"batch {size}"]

@@ -25,7 +25,6 @@ docs/benchmarks.md (``--no-docs`` to leave the page alone).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -44,7 +43,7 @@ import payloads
 import report
 from loadgen import LoadSpec, run_load
 from models import SMALL, WIDE, model_files
-from run import unused_results_path
+from sections import keep_run, section_parser
 from servers import BENCH, ServerProcess, free_port
 
 REPO = BENCH.parent
@@ -286,14 +285,7 @@ def memory(registry: Path, scratch: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--registry", type=Path, required=True)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--results", type=Path, default=BENCH / "results" / "workers")
-    parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
-    args = parser.parse_args()
+    args = section_parser(__doc__, "workers", rounds=3, seconds=10.0).parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     started = time.perf_counter()
@@ -309,14 +301,8 @@ def main() -> None:
             "memory": memory(args.registry, scratch),
         }
     results["wall_s"] = round(time.perf_counter() - started, 1)
-    args.results.mkdir(parents=True, exist_ok=True)
-    out = unused_results_path(args.results, results["date"])
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"results: {out}", file=sys.stderr)
-    if not args.no_docs:
-        args.docs.write_text(report.replace_workers(args.docs.read_text(), results, out))
-        print(f"updated the workers section of {args.docs}", file=sys.stderr)
-    print(json.dumps({k: results[k] for k in ("memory",)}, indent=1))
+    keep_run(args, results, report.replace_workers)
+    print(json.dumps(results["memory"], indent=1))
     print(json.dumps(results["throughput"]["ratios"], indent=1))
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from metric_names import metric_names_in_dashboard, metric_names_in_expr, metric_names_in_rules
 
-from metric_contract import DECLARED_METRICS, SHADOW_METRICS
+from metric_contract import DECLARED_METRICS, SHADOW_METRICS, WORKER_METRICS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-EXPORTED = DECLARED_METRICS | SHADOW_METRICS
+EXPORTED = DECLARED_METRICS | SHADOW_METRICS | WORKER_METRICS
 
 
 def test_alert_rules_query_only_declared_metrics() -> None:

@@ -112,6 +112,8 @@ def alert_subjects(name: str, query: str) -> list[str]:
     """The labels an alert's annotations must name: what it is about."""
     if name == "KeelDown" or "keel_prediction_log_" in query:
         return ["instance"]  # the process, not a model
+    if "keel_worker" in query:
+        return ["instance", "worker"]  # one worker process of the server
     if "keel_shadow_" in query:
         return ["model", "candidate_version"]
     subjects = ["model", "model_version"]
