@@ -68,8 +68,8 @@ def test_a_model_failing_its_golden_check_is_never_ready_and_says_why(
         while client.get("/v2/models/breast-cancer/ready").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        # Models load one after the other: digits-mlp is listed once its turn comes.
-        while (meta := client.get("/v2/models/digits-mlp")).status_code == 404 or meta.json()[
+        # Models load one after the other: digits-mlp is "still loading" (503) until its turn.
+        while (meta := client.get("/v2/models/digits-mlp")).status_code == 503 or meta.json()[
             "keel"
         ]["state"] == "loading":
             assert time.monotonic() < deadline

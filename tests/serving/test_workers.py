@@ -91,6 +91,20 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def wait_for_workers_ready(server: ServerProcess, restarts: int, workers: int = 2) -> None:
+    """Until every worker is ready again, after ``restarts`` restarts."""
+    deadline = time.monotonic() + 60
+    expected = {"ready": True, "workers": {"configured": workers, "ready": workers,
+                                           "restarts": restarts}}  # fmt: skip
+    while time.monotonic() < deadline:
+        with server.client() as client:
+            ready = client.get("/v2/health/ready").json()
+        if ready == expected:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{ready} is not {expected}:\n{server.log.read_text()}")
+
+
 def whole_server_metrics(server: ServerProcess, workers: int = 2) -> str:
     """``/metrics`` once every worker's figures are in it (a loaded machine may be slow)."""
     deadline = time.monotonic() + 30
@@ -275,6 +289,10 @@ def test_a_repository_load_reaches_every_worker(demo_copy: Path, tmp_path: Path)
         # Each worker answers with it, asked directly.
         assert [answered_by(server, k) for k in (0, 1)] == [new, new]
         assert send_fresh(server, 40) == [200] * 40
+        # A worker started again afterwards makes the same load before it serves.
+        os.kill(own_figures(server, 0)["pid"], signal.SIGKILL)
+        wait_for_workers_ready(server, restarts=1)
+        assert answered_by(server, 0) == new
     finally:
         assert server.stop() == 0, server.log.read_text()
 
@@ -354,14 +372,7 @@ def test_a_killed_worker_costs_only_its_own_requests_and_is_started_again(
         assert len(failed) <= len(clients), failed
         assert all(isinstance(o, httpx.TransportError) for o in failed), failed
         assert outcomes.count(200) > 100
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with server.client() as client:
-                ready = client.get("/v2/health/ready").json()
-            if ready["workers"]["ready"] == 2:
-                break
-            time.sleep(0.1)
-        assert ready == {"ready": True, "workers": {"configured": 2, "ready": 2, "restarts": 1}}
+        wait_for_workers_ready(server, restarts=1)
         assert own_figures(server, 0)["pid"] != victim
         with server.client() as client:
             text = client.get("/metrics").text

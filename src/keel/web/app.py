@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keel.errors import KeelError
+from keel.registry import parse_ref
 from keel.serving.model_manager import ModelManager
 from keel.settings import Settings
 from keel.web.context import ServerState
@@ -70,6 +72,8 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
 
 async def _load(state: ServerState, refs: Sequence[str]) -> None:
     await state.manager.start(refs)
+    if state.peers is not None:
+        await _repeat_repository_calls(state.manager, state.peers)
     # Everything allocated so far (libraries, models, schemas) lives as long as the
     # process. Frozen, it is no longer traversed by every full collection, which
     # otherwise stalls the loop for milliseconds under load (a p99 outlier).
@@ -89,6 +93,20 @@ async def _load(state: ServerState, refs: Sequence[str]) -> None:
         peers.mark_ready(True)
     # Candidates load after the primaries are ready: a shadow never delays readiness.
     await state.shadowing.start(state.manager)
+
+
+async def _repeat_repository_calls(manager: ModelManager, peers: Peers) -> None:
+    """A worker started after repository loads or unloads makes them too, in order, so that it
+    serves what the other workers serve (the aliases as they stand now)."""
+    for call in peers.run_dir.repository_calls():
+        name, selector = str(call["name"]), call["selector"]
+        try:
+            if call["action"] == "load":
+                await manager.load(parse_ref(f"{name}@{selector}"))
+            else:
+                await manager.unload(name)
+        except KeelError as exc:
+            log.warning("could not repeat the repository's %s of %s: %s", call["action"], name, exc)
 
 
 def create_app(

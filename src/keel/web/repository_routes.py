@@ -47,7 +47,7 @@ async def load(request: Request) -> Response:
     version = await state_of(request).manager.load(parse_ref(f"{name}@{selector}"))
     if not version.ready:
         raise NotReady(f"{name}@{selector} failed to load: {version.failure}")
-    await _in_every_worker(request, body, f"{name}@{selector} was loaded")
+    await _in_every_worker(request, body, f"{name}@{selector} was loaded", ("load", selector))
     return Response(
         orjson.dumps({"name": name, "version": version.label, "ready": True}),
         media_type="application/json",
@@ -58,18 +58,23 @@ async def unload(request: Request) -> Response:
     _authorise(request)
     name = request.path_params["name"]
     await state_of(request).manager.unload(name)
-    await _in_every_worker(request, b"", f"{name} was unloaded")
+    await _in_every_worker(request, b"", f"{name} was unloaded", ("unload", None))
     return Response(orjson.dumps({"name": name, "unloaded": True}), media_type="application/json")
 
 
-async def _in_every_worker(request: Request, body: bytes, done: str) -> None:
-    """Pass a load or unload on to the server's other workers, so that all of them serve alike.
+async def _in_every_worker(
+    request: Request, body: bytes, done: str, call: tuple[str, str | None]
+) -> None:
+    """Pass a load or unload on to the server's other workers, so that all of them serve alike,
+    and note it for any worker started later.
 
     Not when it came from one of them: it is that worker's to pass on.
     """
     peers = state_of(request).peers
     if peers is None or request.state.private:
         return
+    action, selector = call
+    peers.run_dir.record_repository_call(action, request.path_params["name"], selector)
     headers = [("Authorization", request.headers.get("authorization", ""))]
     problems = await peers.forward("POST", request.url.path, body, headers)
     if problems:

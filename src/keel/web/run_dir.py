@@ -11,7 +11,10 @@ temporary folder) holding:
   starts to drain and by the supervisor when it exits;
 - ``started``: made by the first worker to see every ``ready-K`` at once: from
   then on a worker restarting does not take the whole server out of service;
-- ``status.json``: the supervisor's count of each worker's restarts.
+- ``status.json``: the supervisor's count of each worker's restarts;
+- ``repository.jsonl``: every repository load and unload, so that a worker
+  started again serves what the others serve;
+- ``counters.json``: where the summed counters of ``/metrics`` stand.
 
 Files, not messages, because each one is read far more often than it changes
 and must outlive the process that wrote it.
@@ -118,6 +121,23 @@ class RunDir:
                 memory = {}
             yield memory
             _write_atomically(path, orjson.dumps(memory))
+
+    def record_repository_call(self, action: str, name: str, selector: str | None) -> None:
+        """Note a repository load or unload, in order, for workers started after it."""
+        line = orjson.dumps({"action": action, "name": name, "selector": selector}) + b"\n"
+        with (
+            exclusive(self.path / "repository.lock"),
+            (self.path / "repository.jsonl").open("ab") as calls,
+        ):
+            calls.write(line)
+
+    def repository_calls(self) -> list[dict[str, str | None]]:
+        """Every repository load and unload made since the server started, oldest first."""
+        try:
+            lines = (self.path / "repository.jsonl").read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        return [orjson.loads(line) for line in lines if line]
 
     def write_restarts(self, restarts: list[int]) -> None:
         _write_atomically(self.path / "status.json", orjson.dumps({"restarts": restarts}))
