@@ -63,6 +63,12 @@ class LiveComparison:
         self._judge_waiting()
         return self._rows_agreeing
 
+    @property
+    def recent_rows(self) -> int:
+        """Rows behind ``agreement`` and ``mean_differences`` (at most ``LIVE_ROWS``)."""
+        self._judge_waiting()
+        return self._recent_rows
+
     def agreement(self) -> float | None:
         """Share of the recent compared rows that agree; None before any."""
         self._judge_waiting()

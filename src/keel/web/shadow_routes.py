@@ -62,6 +62,7 @@ def shadow_status(mirror: ShadowMirror) -> dict[str, Any]:
         "queued": mirror.queued,
         "requests": dict(statuses),
         "agreement": agreement,
+        "agreement_rows": mirror.live.recent_rows,
         "mean_abs_difference": mirror.live.mean_differences(),
         "log": {
             "url": redacted_url(prediction_log.store.url),
@@ -76,7 +77,7 @@ def shadow_status(mirror: ShadowMirror) -> dict[str, Any]:
 
 def _merged(bodies: list[dict[str, Any]]) -> dict[str, Any]:
     """Every worker's shadow of one model as one: counts added, the candidate ready only if
-    it is in every worker, agreement and differences the mean of the workers' windows."""
+    it is in every worker, agreement and differences over every worker's recent rows."""
     total = bodies[0]
     candidate, log = total["candidate"], total["log"]
     for other in bodies[1:]:
@@ -90,12 +91,23 @@ def _merged(bodies: list[dict[str, Any]]) -> dict[str, Any]:
             log[key] += their_log[key]
         log["dropped"] = dict(Counter(log["dropped"]) + Counter(their_log["dropped"]))
         log["healthy"] = log["healthy"] and their_log["healthy"]
-    agreements = [b["agreement"] for b in bodies if b["agreement"] is not None]
-    total["agreement"] = statistics.fmean(agreements) if agreements else None
-    outputs = {output for b in bodies for output in b["mean_abs_difference"]}
+    # Each worker's figures are over its own recent rows: weighted by how many they are.
+    judged = [b for b in bodies if b["agreement"] is not None and b["agreement_rows"]]
+    total["agreement_rows"] = sum(b["agreement_rows"] for b in bodies)
+    total["agreement"] = (
+        statistics.fmean([b["agreement"] for b in judged], [b["agreement_rows"] for b in judged])
+        if judged
+        else None
+    )
+    outputs = {output for b in judged for output in b["mean_abs_difference"]}
     total["mean_abs_difference"] = {
         output: statistics.fmean(
-            b["mean_abs_difference"][output] for b in bodies if output in b["mean_abs_difference"]
+            [
+                b["mean_abs_difference"][output]
+                for b in judged
+                if output in b["mean_abs_difference"]
+            ],
+            [b["agreement_rows"] for b in judged if output in b["mean_abs_difference"]],
         )
         for output in sorted(outputs)
     }
