@@ -92,24 +92,25 @@ def _merged(bodies: list[dict[str, Any]]) -> dict[str, Any]:
         log["dropped"] = dict(Counter(log["dropped"]) + Counter(their_log["dropped"]))
         log["healthy"] = log["healthy"] and their_log["healthy"]
     # Each worker's figures are over its own recent rows: weighted by how many they are.
-    judged = [b for b in bodies if b["agreement"] is not None and b["agreement_rows"]]
+    # (figures, rows) of each worker that has compared rows, read before ``total`` changes.
+    judged = [
+        (dict(b["mean_abs_difference"]), b["agreement"], b["agreement_rows"])
+        for b in bodies
+        if b["agreement"] is not None and b["agreement_rows"]
+    ]
     total["agreement_rows"] = sum(b["agreement_rows"] for b in bodies)
     total["agreement"] = (
-        statistics.fmean([b["agreement"] for b in judged], [b["agreement_rows"] for b in judged])
+        statistics.fmean([a for _, a, _ in judged], [rows for _, _, rows in judged])
         if judged
         else None
     )
-    outputs = {output for b in judged for output in b["mean_abs_difference"]}
+    outputs = sorted({output for differences, _, _ in judged for output in differences})
     total["mean_abs_difference"] = {
         output: statistics.fmean(
-            [
-                b["mean_abs_difference"][output]
-                for b in judged
-                if output in b["mean_abs_difference"]
-            ],
-            [b["agreement_rows"] for b in judged if output in b["mean_abs_difference"]],
+            [d[output] for d, _, _ in judged if output in d],
+            [rows for d, _, rows in judged if output in d],
         )
-        for output in sorted(outputs)
+        for output in outputs
     }
     return total
 
