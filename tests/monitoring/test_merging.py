@@ -118,3 +118,34 @@ def test_a_series_that_is_gone_is_forgotten() -> None:
     continued(_requests(5), memory, learn=True)
     continued([], memory, learn=True)
     assert memory == {}
+
+
+def _by_endpoint(**counts: float) -> list[Metric]:
+    counter = CounterMetricFamily(
+        "keel_requests", "Requests.", labels=["model_version", "endpoint"]
+    )
+    for endpoint, total in counts.items():
+        counter.add_metric(["v1", endpoint], total)
+    return [counter]
+
+
+def test_a_series_only_the_dead_worker_counted_stays_at_its_last_value() -> None:
+    memory: dict[str, dict[str, object]] = {}
+    continued(_by_endpoint(records=50, v2_infer=50), memory, learn=True)
+    # Every v2 request had gone to the worker that died: no one reports that series now.
+    after = _by_endpoint(records=60)
+    continued(after, memory, learn=True)
+    assert {s.labels["endpoint"]: s.value for s in after[0].samples} == {
+        "records": 60,
+        "v2_infer": 50,
+    }
+
+
+def test_a_series_of_a_version_no_longer_served_is_forgotten() -> None:
+    memory: dict[str, dict[str, object]] = {}
+    continued(_by_endpoint(records=50), memory, learn=True)
+    other = CounterMetricFamily("keel_requests", "Requests.", labels=["model_version", "endpoint"])
+    other.add_metric(["v2", "records"], 3)
+    continued([other], memory, learn=True)
+    assert [s.labels["model_version"] for s in other.samples] == ["v2"]
+    assert len(memory) == 1

@@ -181,9 +181,9 @@ def test_the_server_exports_the_contract_and_merges_every_gauge_by_a_rule(
     text = whole_server_metrics(two_workers)
     exported = {name for name in exported_families(text) if name.startswith("keel_")}
     assert exported == DECLARED_METRICS | WORKER_METRICS
-    # A gauge with no rule would be kept apart per worker: only the per-process ones are.
+    # A gauge with no rule would be kept apart per worker: only the per-process series are.
     per_worker = {
-        line.split("{", 1)[0]
+        line.split("{", 1)[0].removesuffix("_total")
         for line in text.splitlines()
         if f'{WORKER_LABEL}="' in line and not line.startswith("keel_worker_restarts_total")
     }
@@ -380,6 +380,7 @@ def test_a_killed_worker_costs_only_its_own_requests_and_is_started_again(
         # What the killed worker counted went with it, yet the server's counters go on
         # from where they were: Prometheus sees no reset.
         assert metric(text, "keel_requests_total") >= before
+        assert metric(text, "process_cpu_seconds_total", worker="1") > 0
         assert metric(text, "keel_worker_restarts_total", worker="1") == 0
         assert "worker 0 (pid" in server.log.read_text()
     finally:

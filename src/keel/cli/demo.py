@@ -53,7 +53,7 @@ def demo(
             alias,
             # The short id: every version of one commit shares the sha Rich would cut to.
             store.short_ids(model)[meta.version],
-            f"{len(meta.golden.inputs)} inputs × {outputs} outputs",
+            f"{len(meta.golden.inputs)} rows × {outputs} outputs",
             # Text, not markup: a problem may quote brackets.
             Text("ok", style="green")
             if report.ok

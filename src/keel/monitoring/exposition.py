@@ -40,6 +40,7 @@ PROCESS_GAUGES: dict[str, GaugeRule] = {
     "process_start_time_seconds": "worker",
     "process_open_fds": "worker",
     "process_max_fds": "worker",
+    "process_cpu_seconds": "worker",  # a counter, kept per process like the rest
 }
 
 Families = Callable[[], Iterable[Metric]]

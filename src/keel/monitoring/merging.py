@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Literal
 
 from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
 
 GaugeRule = Literal["sum", "min", "max", "mean", "worker"]
 FamilyData = dict[str, Any]
@@ -70,7 +71,8 @@ def merge_families(
 
 def _rule(family: FamilyData, gauge_rules: Mapping[str, GaugeRule]) -> GaugeRule:
     if family["type"] in _SUMMED:
-        return "sum"
+        # A counter of one process's own (its CPU seconds) is kept apart too, if so named.
+        return "worker" if gauge_rules.get(family["name"]) == "worker" else "sum"
     return gauge_rules.get(family["name"], "worker")
 
 
@@ -100,37 +102,61 @@ def _number(value: float) -> float | str:
     return value if math.isfinite(value) else repr(float(value))
 
 
-Continuation = MutableMapping[str, list[float]]
-"""Per summed series: the value last exposed and the offset added to its sum."""
+Continuation = MutableMapping[str, dict[str, Any]]
+"""Per summed series: its family, sample name and labels, the value last exposed and the
+offset added to its sum."""
 
 
 def continued(families: Sequence[Metric], memory: Continuation, *, learn: bool) -> None:
     """Make every counter and histogram sample of ``families`` continue from ``memory``.
 
     With ``learn`` (every worker's figures are in the sums), a sample whose sum fell
-    below the value last exposed takes the difference as an offset from then on, and
-    ``memory`` keeps only the series present now. Without it (a worker left out for
-    now, to come back with its counts) nothing is learnt: a sample below the last
-    value shows that value until the sum passes it again.
+    below the value last exposed takes the difference as an offset from then on.
+    Without it (a worker left out for now, to come back with its counts) nothing is
+    learnt: a sample below the last value shows that value until the sum passes it.
+    A series no worker reports any more (the one that counted it died) is shown at its
+    last value while its version is served; once the version is gone, it is forgotten.
     """
+    summed = {family.name: family for family in families if family.type in _SUMMED}
+    served = {
+        (sample.labels.get("model"), sample.labels["model_version"])
+        for family in families
+        for sample in family.samples
+        if "model_version" in sample.labels
+    }
     seen: set[str] = set()
-    for family in families:
-        if family.type not in _SUMMED:
-            continue
+    for family in summed.values():
         samples = []
         for sample in family.samples:
-            key = f"{sample.name}{sorted(sample.labels.items())}"
-            last, offset = memory.get(key, (0.0, 0.0))
+            key = _series(sample.name, sample.labels)
+            entry = memory.get(key, {"value": 0.0, "offset": 0.0})
+            offset = entry["offset"]
             value = sample.value + offset
-            if value < last:
+            if value < entry["value"]:
                 if learn:
-                    offset += last - value
-                value = last
+                    offset += entry["value"] - value
+                value = entry["value"]
             if learn:
-                memory[key] = [value, offset]
-                seen.add(key)
+                memory[key] = {
+                    "family": family.name,
+                    "sample": sample.name,
+                    "labels": sample.labels,
+                    "value": value,
+                    "offset": offset,
+                }
+            seen.add(key)
             samples.append(sample._replace(value=value))
         family.samples = samples
-    if learn:
-        for key in [key for key in memory if key not in seen]:
+    for key, entry in list(memory.items()):
+        if key in seen:
+            continue
+        labels, carrier = entry["labels"], summed.get(entry["family"])
+        version = (labels.get("model"), labels.get("model_version"))
+        if carrier is not None and ("model_version" not in labels or version in served):
+            carrier.samples.append(Sample(entry["sample"], labels, entry["value"]))
+        elif learn:
             del memory[key]
+
+
+def _series(sample_name: str, labels: Mapping[str, str]) -> str:
+    return f"{sample_name}{sorted(labels.items())}"

@@ -110,13 +110,13 @@ class RunDir:
             self.remove()
 
     @contextlib.contextmanager
-    def continuation(self) -> Iterator[dict[str, list[float]]]:
+    def continuation(self) -> Iterator[dict[str, dict[str, Any]]]:
         """The summed counters' continuation (``merging.continued``), one worker at a time:
         whichever worker a scrape reaches continues from what the last one exposed."""
         path = self.path / "counters.json"
         with exclusive(self.path / "counters.lock"):
             try:
-                memory: dict[str, list[float]] = orjson.loads(path.read_bytes())
+                memory: dict[str, dict[str, Any]] = orjson.loads(path.read_bytes())
             except (OSError, ValueError):
                 memory = {}
             yield memory
