@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import orjson
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
-    Metric,
 )
 
 from keel.monitoring.exposition import families_text
@@ -75,77 +75,76 @@ def test_a_value_json_cannot_hold_travels_as_text() -> None:
     assert math.isnan(family.samples[0].value)
 
 
-def _requests(total: float) -> list[Metric]:
-    counter = CounterMetricFamily("keel_requests", "Requests.", labels=["model"])
-    counter.add_metric(["m"], total)
-    histogram = HistogramMetricFamily("keel_latency_seconds", "Latency.", labels=["model"])
-    histogram.add_metric(["m"], [("0.1", total / 2), ("+Inf", total)], sum_value=total / 10)
-    return [counter, histogram]
-
-
-def _exposed(families: list[Metric]) -> dict[str, float]:
-    return {s.name + s.labels.get("le", ""): s.value for f in families for s in f.samples}
-
-
-def test_a_sum_that_drops_when_a_worker_dies_continues_from_where_it_was() -> None:
-    memory: dict[str, list[float]] = {}
-    first = _requests(30)  # two workers: 10 + 20
-    continued(first, memory, learn=True)
-    assert _exposed(first)["keel_requests_total"] == 30
-    dropped = _requests(10)  # the one that counted 20 is gone
-    continued(dropped, memory, learn=True)
-    assert _exposed(dropped) == _exposed(first)  # no reset for Prometheus to see
-    later = _requests(15)  # the survivor counts 5 more, the new worker none yet
-    continued(later, memory, learn=True)
-    values = _exposed(later)
-    assert values["keel_requests_total"] == 35
-    assert values["keel_latency_seconds_bucket0.1"] <= values["keel_latency_seconds_bucket+Inf"]
-
-
-def test_a_worker_left_out_for_a_scrape_is_not_counted_twice_when_it_is_back() -> None:
-    memory: dict[str, list[float]] = {}
-    continued(_requests(30), memory, learn=True)
-    slow = _requests(10)  # the other worker was too slow to answer, its counts still live
-    continued(slow, memory, learn=False)
-    assert _exposed(slow)["keel_requests_total"] == 30
-    back = _requests(32)
-    continued(back, memory, learn=True)
-    assert _exposed(back)["keel_requests_total"] == 32
-
-
-def test_a_series_that_is_gone_is_forgotten() -> None:
-    memory: dict[str, list[float]] = {}
-    continued(_requests(5), memory, learn=True)
-    continued([], memory, learn=True)
-    assert memory == {}
-
-
-def _by_endpoint(**counts: float) -> list[Metric]:
-    counter = CounterMetricFamily(
-        "keel_requests", "Requests.", labels=["model_version", "endpoint"]
-    )
+def _report(index: int, pid: int, **counts: float) -> dict[str, Any]:
+    """One worker's figures as it sends them: a counter and a histogram per endpoint."""
+    labels = ["model", "model_version", "endpoint"]
+    counter = CounterMetricFamily("keel_requests", "Requests.", labels=labels)
+    histogram = HistogramMetricFamily("keel_latency_seconds", "Latency.", labels=labels)
     for endpoint, total in counts.items():
-        counter.add_metric(["v1", endpoint], total)
-    return [counter]
+        counter.add_metric(["m", "v1", endpoint], total)
+        buckets = [("0.1", total / 2), ("+Inf", total)]
+        histogram.add_metric(["m", "v1", endpoint], buckets, sum_value=total / 10)
+    data = orjson.loads(orjson.dumps(family_data([counter, histogram])))
+    # Later processes start later: the pid stands in for the start time here.
+    return {"index": index, "process": str(pid), "started": float(pid), "families": data}
 
 
-def test_a_series_only_the_dead_worker_counted_stays_at_its_last_value() -> None:
-    memory: dict[str, dict[str, object]] = {}
-    continued(_by_endpoint(records=50, v2_infer=50), memory, learn=True)
-    # Every v2 request had gone to the worker that died: no one reports that series now.
-    after = _by_endpoint(records=60)
-    continued(after, memory, learn=True)
-    assert {s.labels["endpoint"]: s.value for s in after[0].samples} == {
-        "records": 60,
-        "v2_infer": 50,
+def _scrape(memory: dict[str, Any], *reports: dict[str, Any]) -> dict[str, float]:
+    """What the server exposes for these reports: sample name (and le) to value."""
+    families = merge_families([(str(r["index"]), r["families"]) for r in reports], {})
+    continued(families, reports, memory, {})
+    return {
+        f"{s.name}{s.labels.get('le', '')}:{s.labels['endpoint']}": s.value
+        for family in families
+        for s in family.samples
     }
 
 
+def test_a_worker_that_dies_keeps_what_it_reported_and_its_successor_adds_to_it() -> None:
+    memory: dict[str, Any] = {}
+    first = _scrape(memory, _report(0, 100, records=10), _report(1, 200, records=20))
+    assert first["keel_requests_total:records"] == 30
+    # Worker 1 died and was started again (pid 201) before the next scrape: it reports
+    # 2, the survivor 15. Nothing the dead one reported is lost, nor counted twice.
+    later = _scrape(memory, _report(0, 100, records=15), _report(1, 201, records=2))
+    assert later["keel_requests_total:records"] == 37
+    assert (
+        later["keel_latency_seconds_bucket0.1:records"]
+        <= later["keel_latency_seconds_bucket+Inf:records"]
+    )
+    assert later["keel_latency_seconds_count:records"] == 37
+
+
+def test_a_series_only_the_dead_worker_counted_stays() -> None:
+    memory: dict[str, Any] = {}
+    _scrape(memory, _report(0, 100, records=50), _report(1, 200, v2_infer=50))
+    # Worker 1 is gone, not yet back: what it reported stands.
+    after = _scrape(memory, _report(0, 100, records=60))
+    assert after["keel_requests_total:records"] == 60
+    assert after["keel_requests_total:v2_infer"] == 50
+
+
+def test_two_scrapes_stored_out_of_order_give_the_same_counts() -> None:
+    memory: dict[str, Any] = {}
+    older = (_report(0, 100, records=10), _report(1, 200, records=20))
+    newer = (_report(0, 100, records=12), _report(1, 201, records=1))
+    _scrape(memory, *newer)
+    # The older scrape stores last: worker 0's lower count changes nothing, and worker 1's
+    # old process (200, gone since) adds what it had counted, as in the right order.
+    assert _scrape(memory, *older)["keel_requests_total:records"] == 12 + 20 + 1
+    in_order: dict[str, Any] = {}
+    _scrape(in_order, *older)
+    assert _scrape(in_order, *newer)["keel_requests_total:records"] == 12 + 20 + 1
+
+
 def test_a_series_of_a_version_no_longer_served_is_forgotten() -> None:
-    memory: dict[str, dict[str, object]] = {}
-    continued(_by_endpoint(records=50), memory, learn=True)
-    other = CounterMetricFamily("keel_requests", "Requests.", labels=["model_version", "endpoint"])
-    other.add_metric(["v2", "records"], 3)
-    continued([other], memory, learn=True)
-    assert [s.labels["model_version"] for s in other.samples] == ["v2"]
-    assert len(memory) == 1
+    memory: dict[str, Any] = {}
+    _scrape(memory, _report(0, 100, records=5))
+    counter = CounterMetricFamily("keel_requests", "Requests.", labels=["model", "model_version"])
+    counter.add_metric(["m", "v2"], 3)
+    data = orjson.loads(orjson.dumps(family_data([counter])))
+    report = {"index": 0, "process": "100", "started": 100.0, "families": data}
+    families = merge_families([("0", report["families"])], {})
+    continued(families, [report], memory, {})
+    assert [s.labels["model_version"] for f in families for s in f.samples] == ["v2"]
+    assert all(labels.get("model_version") == "v2" for _, _, labels in memory["series"].values())

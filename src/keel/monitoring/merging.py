@@ -12,15 +12,14 @@ A gauge no owner named is kept apart too, never guessed at.
 
 A worker that dies takes its counts with it, and a sum that drops is a counter
 reset to Prometheus, which then counts the whole sum as new. ``continued`` keeps
-each summed series going from the value last exposed instead: a drop becomes an
-offset added from then on, so the server's counters only ever grow, losing at most
-what the dead worker counted since the last scrape.
+what each worker process last reported, so the server's counters only ever grow,
+losing at most what a dead worker counted since its last report.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from prometheus_client.core import Metric
@@ -102,60 +101,96 @@ def _number(value: float) -> float | str:
     return value if math.isfinite(value) else repr(float(value))
 
 
-Continuation = MutableMapping[str, dict[str, Any]]
-"""Per summed series: its family, sample name and labels, the value last exposed and the
-offset added to its sum."""
+Continuation = dict[str, Any]
+"""What the summed series stand on: the last report of each worker process, the live ones
+by worker index and the ended ones by process, and every series seen."""
 
 
-def continued(families: Sequence[Metric], memory: Continuation, *, learn: bool) -> None:
-    """Make every counter and histogram sample of ``families`` continue from ``memory``.
+def continued(
+    families: Sequence[Metric],
+    workers: Sequence[Mapping[str, Any]],
+    memory: Continuation,
+    rules: Mapping[str, GaugeRule],
+) -> None:
+    """Make every summed series of ``families`` the server's count since it started.
 
-    With ``learn`` (every worker's figures are in the sums), a sample whose sum fell
-    below the value last exposed takes the difference as an offset from then on.
-    Without it (a worker left out for now, to come back with its counts) nothing is
-    learnt: a sample below the last value shows that value until the sum passes it.
-    A series no worker reports any more (the one that counted it died) is shown at its
-    last value while its version is served; once the version is gone, it is forgotten.
+    Each series is the sum, over every worker process the server has run, of the
+    largest count that process reported: a worker that died keeps what it reported,
+    and the one started in its place (a later start at the same index) adds to it. So
+    the counts never go down, lose only what a dead worker counted since its last
+    report, and come out the same whatever order scrapes store theirs in. ``workers``
+    are the figures each sent (index, process, started, families). Series of a version
+    no longer served are forgotten; families kept per worker (``rules``: ``worker``,
+    such as a process's CPU seconds) are left as they are.
     """
-    summed = {family.name: family for family in families if family.type in _SUMMED}
+    live: dict[str, dict[str, Any]] = memory.setdefault("live", {})
+    ended: dict[str, dict[str, float]] = memory.setdefault("ended", {})
+    series: dict[str, list[Any]] = memory.setdefault("series", {})
+    for figures in workers:
+        process = str(figures["process"])
+        counts = {}
+        for family in figures["families"]:
+            if family["type"] not in _SUMMED or rules.get(family["name"]) == "worker":
+                continue
+            for sample_name, labels, value in family["samples"]:
+                key = _series(sample_name, labels)
+                series.setdefault(key, [family["name"], sample_name, labels])
+                counts[key] = float(value)
+        index, known = str(figures["index"]), live.get(str(figures["index"]))
+        if process in ended or (known is not None and figures["started"] < known["started"]):
+            # A report of a process gone since (an older scrape's, stored late).
+            _keep_largest(ended.setdefault(process, {}), counts)
+        elif known is not None and known["process"] == process:
+            _keep_largest(known["counts"], counts)
+        else:
+            if known is not None:
+                _keep_largest(ended.setdefault(known["process"], {}), known["counts"])
+            live[index] = {"process": process, "started": figures["started"], "counts": counts}
+    _forget_unserved(families, memory)
+    totals: dict[str, float] = {}
+    for counted in [*(entry["counts"] for entry in live.values()), *ended.values()]:
+        for key, value in counted.items():
+            totals[key] = totals.get(key, 0.0) + value
+    summed = {
+        family.name: family
+        for family in families
+        if family.type in _SUMMED and rules.get(family.name) != "worker"
+    }
+    for family in summed.values():
+        family.samples = []
+    for key, (family_name, sample_name, labels) in series.items():
+        family = summed.get(family_name)
+        if family is not None:
+            family.samples.append(Sample(sample_name, labels, totals.get(key, 0.0)))
+
+
+def _keep_largest(kept: dict[str, float], counts: Mapping[str, float]) -> None:
+    """A process's counts only grow: of two of its reports, the larger count is the later."""
+    for key, value in counts.items():
+        kept[key] = max(kept.get(key, 0.0), value)
+
+
+def _forget_unserved(families: Sequence[Metric], memory: Continuation) -> None:
+    """Drop the series of versions that no family shows any more (retired versions)."""
     served = {
         (sample.labels.get("model"), sample.labels["model_version"])
         for family in families
         for sample in family.samples
         if "model_version" in sample.labels
     }
-    seen: set[str] = set()
-    for family in summed.values():
-        samples = []
-        for sample in family.samples:
-            key = _series(sample.name, sample.labels)
-            entry = memory.get(key, {"value": 0.0, "offset": 0.0})
-            offset = entry["offset"]
-            value = sample.value + offset
-            if value < entry["value"]:
-                if learn:
-                    offset += entry["value"] - value
-                value = entry["value"]
-            if learn:
-                memory[key] = {
-                    "family": family.name,
-                    "sample": sample.name,
-                    "labels": sample.labels,
-                    "value": value,
-                    "offset": offset,
-                }
-            seen.add(key)
-            samples.append(sample._replace(value=value))
-        family.samples = samples
-    for key, entry in list(memory.items()):
-        if key in seen:
-            continue
-        labels, carrier = entry["labels"], summed.get(entry["family"])
-        version = (labels.get("model"), labels.get("model_version"))
-        if carrier is not None and ("model_version" not in labels or version in served):
-            carrier.samples.append(Sample(entry["sample"], labels, entry["value"]))
-        elif learn:
-            del memory[key]
+    gone = [
+        key
+        for key, (_, _, labels) in memory["series"].items()
+        if "model_version" in labels
+        and (labels.get("model"), labels["model_version"]) not in served
+    ]
+    for key in gone:
+        del memory["series"][key]
+        for entry in memory["live"].values():
+            entry["counts"].pop(key, None)
+        for counts in memory["ended"].values():
+            counts.pop(key, None)
+    memory["ended"] = {process: counts for process, counts in memory["ended"].items() if counts}
 
 
 def _series(sample_name: str, labels: Mapping[str, str]) -> str:

@@ -96,13 +96,15 @@ async def _load(state: ServerState, refs: Sequence[str]) -> None:
 
 
 async def _repeat_repository_calls(manager: ModelManager, peers: Peers) -> None:
-    """A worker started after repository loads or unloads makes them too, in order, so that it
-    serves what the other workers serve (the aliases as they stand now)."""
+    """A worker started after repository loads or unloads makes them too, so that it serves
+    what the other workers serve (the aliases as they stand now)."""
     for call in peers.run_dir.repository_calls():
         name, selector = str(call["name"]), call["selector"]
         try:
             if call["action"] == "load":
-                await manager.load(parse_ref(f"{name}@{selector}"))
+                version = await manager.load(parse_ref(f"{name}@{selector}"))
+                if not version.ready:
+                    log.warning("repeating the load of %s@%s: %s", name, selector, version.failure)
             else:
                 await manager.unload(name)
         except KeelError as exc:

@@ -38,7 +38,6 @@ class Peers:
         # What each other worker sent last: stood in for it when it is too busy to answer
         # in time, so that sums over the workers never drop for a slow answer.
         self._last: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
-        self.complete = True
         self._pools = {
             k: HTTPPool(f"http://worker-{k}", size=1, unix_path=run_dir.socket_path(k))
             for k in range(count)
@@ -71,40 +70,36 @@ class Peers:
     async def states(self, parts: Sequence[str]) -> list[dict[str, Any]]:
         """Every other worker's figures, the ``parts`` named (``worker_figures.FIGURES``): as
         they arrive, or the last it sent when it does not answer in time (then ``"fresh"`` is
-        false); none of a worker that is gone.
-
-        ``complete`` says afterwards whether every worker that lives answered in time.
-        """
+        false); none of a worker that is gone."""
         asked = tuple(parts)
         answers = await asyncio.gather(
             *(self._state(k, pool, asked) for k, pool in self._pools.items())
         )
-        self.complete = all(late is False for late, _ in answers)
-        return [figures for _, figures in answers if figures is not None]
+        return [figures for figures in answers if figures is not None]
 
     async def _state(
         self, index: int, pool: HTTPPool, parts: tuple[str, ...]
-    ) -> tuple[bool, dict[str, Any] | None]:
-        """Whether the worker was too slow, and its figures (or its last, or none)."""
+    ) -> dict[str, Any] | None:
+        """The worker's figures, or its last when it is too slow, or none."""
         try:
             async with asyncio.timeout(STATE_TIMEOUT_S):
                 status, body = await pool.request("GET", f"{STATE_PATH}?parts={','.join(parts)}")
         except TimeoutError:
             log.warning("worker %d sent no figures in time: its last stand in", index)
             last = self._last.get((index, parts))
-            return True, None if last is None else {**last, "fresh": False}
+            return None if last is None else {**last, "fresh": False}
         except CandidateHTTPError as exc:
             # Not listening: restarting, or gone. What it counted went with it.
             log.debug("worker %d gave no figures: %s", index, exc)
             for key in [key for key in self._last if key[0] == index]:
                 del self._last[key]
-            return False, None
+            return None
         if status != 200:
             log.warning("worker %d answered its figures with %d", index, status)
-            return True, None
+            return None
         state: dict[str, Any] = orjson.loads(body)
         self._last[index, parts] = state
-        return False, {**state, "fresh": True}
+        return {**state, "fresh": True}
 
     async def forward(
         self, method: str, path: str, body: bytes, headers: list[tuple[str, str]]

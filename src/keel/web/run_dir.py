@@ -110,34 +110,40 @@ class RunDir:
             self.remove()
 
     @contextlib.contextmanager
-    def continuation(self) -> Iterator[dict[str, dict[str, Any]]]:
+    def continuation(self) -> Iterator[dict[str, Any]]:
         """The summed counters' continuation (``merging.continued``), one worker at a time:
         whichever worker a scrape reaches continues from what the last one exposed."""
         path = self.path / "counters.json"
         with exclusive(self.path / "counters.lock"):
             try:
-                memory: dict[str, dict[str, Any]] = orjson.loads(path.read_bytes())
+                memory: dict[str, Any] = orjson.loads(path.read_bytes())
             except (OSError, ValueError):
                 memory = {}
             yield memory
             _write_atomically(path, orjson.dumps(memory))
 
     def record_repository_call(self, action: str, name: str, selector: str | None) -> None:
-        """Note a repository load or unload, in order, for workers started after it."""
-        line = orjson.dumps({"action": action, "name": name, "selector": selector}) + b"\n"
-        with (
-            exclusive(self.path / "repository.lock"),
-            (self.path / "repository.jsonl").open("ab") as calls,
-        ):
-            calls.write(line)
+        """Note a repository load or unload for workers started after it: the latest call
+        for each model, which is all a worker needs to serve what the others serve."""
+        with exclusive(self.path / "repository.lock"):
+            calls = [call for call in self.repository_calls() if call["name"] != name]
+            calls.append({"action": action, "name": name, "selector": selector})
+            lines = b"".join(orjson.dumps(call) + b"\n" for call in calls)
+            _write_atomically(self.path / "repository.jsonl", lines)
 
     def repository_calls(self) -> list[dict[str, str | None]]:
-        """Every repository load and unload made since the server started, oldest first."""
+        """The latest repository load or unload of each model since the server started."""
         try:
             lines = (self.path / "repository.jsonl").read_bytes().splitlines()
         except FileNotFoundError:
             return []
-        return [orjson.loads(line) for line in lines if line]
+        calls = []
+        for line in lines:
+            try:
+                calls.append(orjson.loads(line))
+            except ValueError:
+                continue  # never written whole: the file is replaced, not appended to
+        return calls
 
     def write_restarts(self, restarts: list[int]) -> None:
         _write_atomically(self.path / "status.json", orjson.dumps({"restarts": restarts}))

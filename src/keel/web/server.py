@@ -112,6 +112,10 @@ class HttpServer:
             assert peers is not None
             asked = urllib.parse.parse_qs(exchange.query.decode("latin-1")).get("parts")
             parts = asked[0].split(",") if asked else FIGURES
+            unknown = sorted(set(parts) - set(FIGURES))
+            if unknown:
+                error = {"error": f"no such figures: {', '.join(unknown)} (there are {FIGURES})"}
+                return Reply(400, orjson.dumps(error))
             return Reply(200, orjson.dumps(own_figures(self.front.state, peers, parts)))
         if connection.restricted:
             # One answer, then its room goes back to the pool.

@@ -10,6 +10,7 @@ process series keep a ``worker`` label.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ from keel.web.shadow_routes import shadow_status
 from keel.web.v2_routes import batching_stats
 
 GAUGE_RULES: Mapping[str, GaugeRule] = {**PROCESS_GAUGES, **SERVING_GAUGES, **SHADOW_GAUGES}
+STARTED = time.time()
+PROCESS = f"{os.getpid()}-{STARTED:.6f}"
 FIGURES = ("families", "drift", "statistics", "batching", "shadow")
 """Every part of a worker's figures; another worker asks for the ones it needs."""
 
@@ -55,7 +58,15 @@ def own_figures(
         },
         "shadow": lambda: {name: shadow_status(m) for name, m in state.shadowing.mirrors.items()},
     }
-    figures: dict[str, Any] = {"index": peers.index, "pid": os.getpid(), "ready": state.serving}
+    figures: dict[str, Any] = {
+        "index": peers.index,
+        "pid": os.getpid(),
+        # Which process this is, and when it started: the counters' continuation tells a
+        # worker started again from the one before it by these.
+        "process": PROCESS,
+        "started": STARTED,
+        "ready": state.serving,
+    }
     figures.update((part, makers[part]()) for part in parts if part in makers)
     return figures
 
@@ -72,7 +83,7 @@ async def server_metrics(state: ServerState, peers: Peers) -> bytes:
     everyone = [own, *others]
     families = merge_families([(str(f["index"]), f["families"]) for f in everyone], GAUGE_RULES)
     with peers.run_dir.continuation() as memory:
-        continued(families, memory, learn=peers.complete)
+        continued(families, everyone, memory, GAUGE_RULES)
     snapshots = [
         (version, server_drift(version, others)) for version in monitored_versions(state.manager)
     ]

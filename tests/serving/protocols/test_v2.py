@@ -214,20 +214,22 @@ def test_decoded_arrays_are_read_only(binary: bool) -> None:
     [
         (
             {"inputs": [_input()], "outputz": [{"name": "y"}]},
-            r"the request: unknown key 'outputz' \(did you mean 'outputs'\?\); known: id, "
-            r"inputs, outputs, parameters",
+            r"the request: unknown key 'outputz' \(did you mean 'outputs'\?\); known: 'id', "
+            r"'inputs', 'outputs', 'parameters'",
         ),
         (
             {"inputs": [_input(paramters={"binary_data_size": 8})]},
             r"input 'x': unknown key 'paramters' \(did you mean 'parameters'\?\)",
         ),
-        ({"inputs": [_input(foo=1)]}, r"input 'x': unknown key 'foo'; known: data, datatype"),
+        ({"inputs": [_input(foo=1)]}, r"input 'x': unknown key 'foo'; known: 'data', 'datatype'"),
         (
             {"inputs": [_input()], "outputs": [{"name": "y", "binary_data": True}]},
-            r"output 'y': unknown key 'binary_data'; known: name, parameters",
+            r"output 'y': unknown key 'binary_data'; known: 'name', 'parameters'",
         ),
+        # Found by the hostile-request fuzzing: the refusal must name 'inputs' as a key.
+        ({"": 0}, r"the request: unknown key ''; known: 'id', 'inputs', 'outputs'"),
     ],
-    ids=["top-level", "in-an-input", "unlike-any", "in-an-output"],
+    ids=["top-level", "in-an-input", "unlike-any", "in-an-output", "empty-key"],
 )
 def test_a_key_the_protocol_does_not_define_is_refused_naming_it(
     document: dict[str, Any], match: str

@@ -281,7 +281,7 @@ def refuse_unknown_keys(raw: Mapping[str, Any], known: frozenset[str], where: st
         for close in [difflib.get_close_matches(key, known, n=1)]
     ]
     raise ProtocolError(
-        f"{where}: unknown key {', '.join(guesses)}; known: {', '.join(sorted(known))} "
+        f"{where}: unknown key {', '.join(guesses)}; known: {', '.join(map(repr, sorted(known)))} "
         "(an extension's settings go in 'parameters')"
     )
 
