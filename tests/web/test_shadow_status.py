@@ -18,6 +18,8 @@ def _status(ok: int, agreement: float | None, rows: int, ready: bool = True) -> 
         "agreement": agreement,
         "agreement_rows": rows,
         "mean_abs_difference": {} if agreement is None else {"score": 1.0 - agreement},
+        # Each of the rows' one score differs by 1 - agreement, as a worker would sum them.
+        "difference_sums": {} if agreement is None else {"score": [(1.0 - agreement) * rows, rows]},
         "log": {"written": ok, "dropped": {}, "pending": 0, "pending_limit": 10, "healthy": True},
     }
 

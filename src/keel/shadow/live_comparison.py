@@ -78,6 +78,13 @@ class LiveComparison:
 
     def mean_differences(self) -> dict[str, float]:
         """Mean absolute difference per float output over the recent rows."""
+        return {
+            name: total / count for name, (total, count) in self.difference_sums().items() if count
+        }
+
+    def difference_sums(self) -> dict[str, tuple[float, int]]:
+        """Per float output, the sum and count of finite absolute differences over the recent
+        rows: what ``mean_differences`` divides, and what several workers' windows add."""
         self._judge_waiting()
         totals: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
@@ -85,7 +92,7 @@ class LiveComparison:
             for name, (total, count) in differences.items():
                 totals[name] += total
                 counts[name] += count
-        return {name: totals[name] / counts[name] for name in totals if counts[name]}
+        return {name: (totals[name], counts[name]) for name in totals}
 
     def _judge_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []

@@ -73,7 +73,8 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
 async def _load(state: ServerState, refs: Sequence[str]) -> None:
     await state.manager.start(refs)
     if state.peers is not None:
-        await _repeat_repository_calls(state.manager, state.peers)
+        async with state.repository_lock:
+            await _repeat_repository_calls(state.manager, state.peers)
     # Everything allocated so far (libraries, models, schemas) lives as long as the
     # process. Frozen, it is no longer traversed by every full collection, which
     # otherwise stalls the loop for milliseconds under load (a p99 outlier).

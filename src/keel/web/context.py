@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass, field
 
@@ -35,6 +36,9 @@ class ServerState:
     activity: RequestActivity = field(default_factory=RequestActivity)
     # The other workers of the server, when it runs several (``keel serve --workers``).
     peers: Peers | None = None
+    # Repository loads and unloads one at a time: a call another worker passes on waits
+    # while a restarted worker repeats the earlier ones, so the order is the same in all.
+    repository_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # This worker's own families, without the drift verdicts, to send the other workers.
     local_metrics: CollectorRegistry | None = field(init=False, default=None)
     shutting_down: bool = False

@@ -44,7 +44,9 @@ async def load(request: Request) -> Response:
     name = request.path_params["name"]
     body = await _body(request)
     selector = _selector(body)
-    version = await state_of(request).manager.load(parse_ref(f"{name}@{selector}"))
+    state = state_of(request)
+    async with state.repository_lock:
+        version = await state.manager.load(parse_ref(f"{name}@{selector}"))
     if not version.ready:
         raise NotReady(f"{name}@{selector} failed to load: {version.failure}")
     await _in_every_worker(request, body, f"{name}@{selector} was loaded", ("load", selector))
@@ -57,7 +59,9 @@ async def load(request: Request) -> Response:
 async def unload(request: Request) -> Response:
     _authorise(request)
     name = request.path_params["name"]
-    await state_of(request).manager.unload(name)
+    state = state_of(request)
+    async with state.repository_lock:
+        await state.manager.unload(name)
     await _in_every_worker(request, b"", f"{name} was unloaded", ("unload", None))
     return Response(orjson.dumps({"name": name, "unloaded": True}), media_type="application/json")
 

@@ -63,6 +63,10 @@ def shadow_status(mirror: ShadowMirror) -> dict[str, Any]:
         "requests": dict(statuses),
         "agreement": agreement,
         "agreement_rows": mirror.live.recent_rows,
+        # What the mean differences divide, so that several workers' add up exactly.
+        "difference_sums": {
+            name: [total, count] for name, (total, count) in mirror.live.difference_sums().items()
+        },
         "mean_abs_difference": mirror.live.mean_differences(),
         "log": {
             "url": redacted_url(prediction_log.store.url),
@@ -91,26 +95,22 @@ def _merged(bodies: list[dict[str, Any]]) -> dict[str, Any]:
             log[key] += their_log[key]
         log["dropped"] = dict(Counter(log["dropped"]) + Counter(their_log["dropped"]))
         log["healthy"] = log["healthy"] and their_log["healthy"]
-    # Each worker's figures are over its own recent rows: weighted by how many they are.
-    # (figures, rows) of each worker that has compared rows, read before ``total`` changes.
-    judged = [
-        (dict(b["mean_abs_difference"]), b["agreement"], b["agreement_rows"])
-        for b in bodies
-        if b["agreement"] is not None and b["agreement_rows"]
-    ]
-    total["agreement_rows"] = sum(b["agreement_rows"] for b in bodies)
+    # Each worker's agreement is over its own recent rows: weighted by how many they are.
+    judged = [(b["agreement"], b["agreement_rows"]) for b in bodies if b["agreement_rows"]]
+    total["agreement_rows"] = sum(rows for _, rows in judged)
     total["agreement"] = (
-        statistics.fmean([a for _, a, _ in judged], [rows for _, _, rows in judged])
-        if judged
-        else None
+        statistics.fmean([a for a, _ in judged], [rows for _, rows in judged]) if judged else None
     )
-    outputs = sorted({output for differences, _, _ in judged for output in differences})
+    # The mean differences: every worker's sums and counts added, then divided.
+    sums: dict[str, list[float]] = {}
+    for body in bodies:
+        for output, (part, count) in body["difference_sums"].items():
+            kept = sums.setdefault(output, [0.0, 0.0])
+            kept[0] += part
+            kept[1] += count
+    total["difference_sums"] = sums
     total["mean_abs_difference"] = {
-        output: statistics.fmean(
-            [d[output] for d, _, _ in judged if output in d],
-            [rows for d, _, rows in judged if output in d],
-        )
-        for output in outputs
+        output: part / count for output, (part, count) in sorted(sums.items()) if count
     }
     return total
 
