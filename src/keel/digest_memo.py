@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from keel.file_lock import exclusive
+from keel.shared_files import exclusive, write_whole
 
 Digest = tuple[str, int]
 """A file's sha256 (hex) and size in bytes."""
@@ -57,9 +57,7 @@ class DigestMemo:
             if found is not None:
                 return found
             sha256, size = compute(stream)
-            part = note.with_name(f".{key}.{os.getpid()}")
-            part.write_text(f"{sha256} {size}")
-            os.replace(part, note)
+            write_whole(note, f"{sha256} {size}".encode())
         return sha256, size
 
 

@@ -22,7 +22,6 @@ from keel.errors import (
     ModelNotFound,
     RegistryError,
 )
-from keel.file_lock import exclusive
 from keel.registry import version_ids
 from keel.registry.aliases import ALIASES_FILE, AliasBook, AliasEvent
 from keel.registry.files import check_file_name, copy_with_digest, stored_digest
@@ -35,6 +34,7 @@ from keel.registry.metadata import (
 )
 from keel.registry.names import LATEST, ModelRef, check_alias_name, check_model_name, parse_ref
 from keel.registry.storage import Progress, Storage, sha256_file
+from keel.shared_files import exclusive
 
 STAGING = ".staging"
 STALE_STAGING_SECONDS = 3600

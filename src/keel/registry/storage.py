@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import random
@@ -19,6 +18,7 @@ from fsspec.utils import get_protocol
 
 from keel.errors import RegistryError
 from keel.regular_files import open_regular
+from keel.shared_files import exclusive
 
 CHUNK = 1 << 20
 
@@ -223,12 +223,8 @@ class Storage:
     def _local_lock(self, relative: str) -> Iterator[None]:
         path = self.local_path(relative)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with exclusive(path):
+            yield
 
 
 def _lock_name(relative: str) -> str:

@@ -26,16 +26,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import onnxruntime as ort
 
 from keel.digest_memo import DigestMemo
 from keel.errors import RuntimeFailure, UnsafeArtifact
-from keel.file_lock import exclusive
+from keel.registry.storage import sha256_stream
 from keel.regular_files import open_regular
 from keel.runtimes.onnx_runtime import ORT_ERRORS, session_options
 from keel.settings import RuntimeSettings
+from keel.shared_files import exclusive
 
 log = logging.getLogger("keel.runtimes")
 
@@ -46,7 +46,6 @@ MANIFEST = "layout.json"
 LAYOUT_FORMAT = 1
 # Initializers this small stay in the graph: sharing a few bytes saves nothing.
 _MIN_EXTERNAL_BYTES = 1024
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -74,16 +73,14 @@ def shared_layout(artifact: Path, cache: LayoutCache, settings: RuntimeSettings)
     cache.folder.mkdir(parents=True, exist_ok=True)
     # One process derives while the others starting beside it wait, then use its layout.
     with exclusive(cache.folder / f"{folder.name}.lock"):
-        problem = _problem(folder, cache.folder)
+        problem = _problem(folder, cache.folder, cache.memo)
         if problem is None:
             return folder / MODEL
         if folder.exists() or folder.is_symlink():
             log.warning("the shared ONNX layout %s %s: deriving it again", folder, problem)
             _remove(folder)
+        # Its manifest holds the digests of the files as written: checked at the next use.
         _derive(artifact, folder, settings)
-        problem = _problem(folder, cache.folder)
-    if problem is not None:
-        raise RuntimeFailure(f"the shared ONNX layout derived at {folder} {problem}")
     return folder / MODEL
 
 
@@ -192,15 +189,4 @@ def _problem(folder: Path, cache: Path, memo: DigestMemo | None = None) -> str |
 
 def _sha256(path: Path, below: Path, memo: DigestMemo | None = None) -> str:
     with open_regular(path, below) as stream:
-        if memo is None:
-            return _hashed(stream)[0]
-        return memo.digest(stream, _hashed)[0]
-
-
-def _hashed(stream: BinaryIO) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := stream.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
+        return sha256_stream(stream)[0] if memo is None else memo.digest(stream, sha256_stream)[0]

@@ -516,20 +516,19 @@ class Batcher:
         # at least the CPU time since the mark less the time between the mark and the
         # run's start, since a thread never gets more CPU time than the time that
         # passes; a run is missed only if it stays under 1.5x the bound.
-        clock_started = started
         gc_started = self._gc_clock.seconds
-        if clock_started - self._cpu_marked_at > self._cpu_mark_every_s:
-            self._cpu_marked_at = clock_started
+        if started - self._cpu_marked_at > self._cpu_mark_every_s:
+            self._cpu_marked_at = started
             self._cpu_mark = time.thread_time()
         answers = _run_batch(
             self._run, [r.inputs for r in batch], [r.rows for r in batch], self.name
         )
         cpu_s = 0.0
-        if time.perf_counter() - clock_started > self.inline_bound_s:
+        if time.perf_counter() - started > self.inline_bound_s:
             cpu_s = (
                 time.thread_time()
                 - self._cpu_mark
-                - (clock_started - self._cpu_marked_at)
+                - (started - self._cpu_marked_at)
                 # A garbage collection during the run is not the model's doing.
                 - (self._gc_clock.seconds - gc_started)
             )

@@ -48,15 +48,15 @@ def serving_families(manager: ModelManager, *, judged: bool = True) -> Iterator[
     versions = manager.versions()
     yield from _lifecycle(versions)
     yield from _traffic(versions)
-    monitored = monitored_versions(manager)
+    monitored = monitored_versions(versions)
     if judged:
         yield from drift_families([(v, v.monitor.snapshot()) for v in monitored if v.monitor])
     yield from _distributions(monitored)
 
 
-def monitored_versions(manager: ModelManager) -> list[ServedVersion]:
+def monitored_versions(versions: Sequence[ServedVersion]) -> list[ServedVersion]:
     """The ready versions with a drift window."""
-    return [v for v in manager.versions() if v.monitor is not None and v.ready]
+    return [v for v in versions if v.monitor is not None and v.ready]
 
 
 def _labels(version: ServedVersion) -> list[str]:

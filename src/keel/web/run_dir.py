@@ -23,7 +23,6 @@ and must outlive the process that wrote it.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from keel.file_lock import exclusive
+from keel.shared_files import exclusive, write_whole
 
 STATE_PATH = "/-/worker/state"
 """Where a worker answers, on its private socket only, with its own figures."""
@@ -66,7 +65,7 @@ class RunDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def write_spec(self, spec: WorkerSpec) -> None:
-        _write_atomically(self.path / "spec.json", spec.model_dump_json().encode())
+        write_whole(self.path / "spec.json", spec.model_dump_json().encode())
 
     def read_spec(self) -> WorkerSpec:
         return WorkerSpec.model_validate_json((self.path / "spec.json").read_bytes())
@@ -120,7 +119,7 @@ class RunDir:
             except (OSError, ValueError):
                 memory = {}
             yield memory
-            _write_atomically(path, orjson.dumps(memory))
+            write_whole(path, orjson.dumps(memory))
 
     def record_repository_call(self, action: str, name: str, selector: str | None) -> None:
         """Note a repository load or unload for workers started after it: the latest call
@@ -129,7 +128,7 @@ class RunDir:
             calls = [call for call in self.repository_calls() if call["name"] != name]
             calls.append({"action": action, "name": name, "selector": selector})
             lines = b"".join(orjson.dumps(call) + b"\n" for call in calls)
-            _write_atomically(self.path / "repository.jsonl", lines)
+            write_whole(self.path / "repository.jsonl", lines)
 
     def repository_calls(self) -> list[dict[str, str | None]]:
         """The latest repository load or unload of each model since the server started."""
@@ -146,7 +145,7 @@ class RunDir:
         return calls
 
     def write_restarts(self, restarts: list[int]) -> None:
-        _write_atomically(self.path / "status.json", orjson.dumps({"restarts": restarts}))
+        write_whole(self.path / "status.json", orjson.dumps({"restarts": restarts}))
 
     def restarts(self, count: int) -> list[int]:
         try:
@@ -154,14 +153,3 @@ class RunDir:
         except (OSError, ValueError, KeyError, TypeError):
             return [0] * count
         return [int(stored[k]) if k < len(stored) else 0 for k in range(count)]
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    part = path.with_name(f".{path.name}.{os.getpid()}")
-    part.write_bytes(data)
-    try:
-        os.replace(part, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            part.unlink()
-        raise

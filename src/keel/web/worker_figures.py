@@ -47,7 +47,7 @@ def own_figures(
         "families": lambda: family_data(_local_metrics(state).collect()),
         "drift": lambda: [
             {"model": v.name, "version": v.label, "totals": v.monitor.totals().to_json()}
-            for v in monitored_versions(state.manager)
+            for v in monitored_versions(state.manager.versions())
             if v.monitor is not None
         ],
         "statistics": lambda: [statistics_of(v) for v in versions],
@@ -85,7 +85,8 @@ async def server_metrics(state: ServerState, peers: Peers) -> bytes:
     with peers.run_dir.continuation() as memory:
         continued(families, everyone, memory, GAUGE_RULES)
     snapshots = [
-        (version, server_drift(version, others)) for version in monitored_versions(state.manager)
+        (version, server_drift(version, others))
+        for version in monitored_versions(state.manager.versions())
     ]
     families.extend(drift_families(snapshots))
     families.extend(_worker_families(peers, everyone))
