@@ -244,6 +244,8 @@ def test_a_port_already_in_use_is_one_line_naming_it_with_its_own_exit_code(
         f"error: cannot listen on {address}: the address is already in use (another server "
         "listens there); choose another with --host/--port or KEEL_SERVER__HOST/KEEL_SERVER__PORT"
     ]
+    # Nothing was served, so nothing is said to have drained.
+    assert "drained" not in second.stderr
     # The first server never noticed.
     with first.client() as client:
         assert client.get("/v2/health/ready").status_code == 200

@@ -140,7 +140,8 @@ def create_app(
             await state.shadowing.close()
             if peers is not None:
                 peers.close()
-            log.info("models drained and closed")
+            if manager.versions():  # none when the server stopped before any loaded
+                log.info("models drained and closed")
 
     routes = [
         *statistics_routes(),

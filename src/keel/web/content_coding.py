@@ -81,12 +81,12 @@ def _inflate_member(data: bytes, coding: str, window: int, limit: int, out: byte
     while pending and not inflater.eof:
         out += inflater.decompress(pending, _STEP)
         if len(out) > limit:
-            raise body_too_large(limit)
+            raise body_too_large(limit, coding=coding)
         pending = inflater.unconsumed_tail
     # What zlib still holds once every input byte is in: at most its window.
     out += inflater.flush()
     if len(out) > limit:
-        raise body_too_large(limit)
+        raise body_too_large(limit, coding=coding)
     if not inflater.eof:
         raise ProtocolError(f"the {coding} body ends before its compressed data does")
     return inflater.unused_data

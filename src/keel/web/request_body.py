@@ -16,10 +16,18 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 """The ASGI receive channel of one request."""
 
 
-def body_too_large(limit: int, declared: int | None = None) -> PayloadTooLarge:
-    """The refusal of a body over ``limit`` bytes: by its declared length, or as it streams."""
+def body_too_large(
+    limit: int, declared: int | None = None, coding: str | None = None
+) -> PayloadTooLarge:
+    """The refusal of a body over ``limit`` bytes: by its declared length, as it streams, or
+    as it inflates from ``coding`` (the limit holds for what the model would be given)."""
     if declared is not None:
         return PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    if coding is not None:
+        return PayloadTooLarge(
+            f"the {coding} body inflates past the limit of {limit} bytes "
+            "(the limit is on the body once inflated)"
+        )
     return PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
 
 
