@@ -47,7 +47,7 @@ ENV PATH=/opt/keel/venv/bin:$PATH \
 
 WORKDIR /var/cache/keel
 USER 1001
-EXPOSE 8080
+EXPOSE 8080 8081
 
 # Ready only once every model is loaded, verified, golden-checked and warmed up.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
@@ -57,7 +57,8 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
 # KEEL_SERVER__WORKERS=auto: one worker process per CPU of the container's quota
 # (docker run --cpus, a Kubernetes CPU limit), all on port 8080, one copy of the
 # weights (docs/serving.md#workers). Without a quota, one per CPU of the host.
+# Port 8081 is the Open Inference Protocol's gRPC service and grpc.health.v1.
 # Models come from arguments appended to this (docker run IMAGE churn@production),
 # from KEEL_MODELS, or from a config file (--config /etc/keel/keel.toml).
-ENTRYPOINT ["keel", "serve", "--host", "0.0.0.0", "--port", "8080"]
+ENTRYPOINT ["keel", "serve", "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081"]
 CMD []

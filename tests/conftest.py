@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from keel.registry import Registry
 from keel.signature import to_arrays
 from postgres_server import postgres_server, postgres_url  # noqa: F401 - shared fixtures
 from support import OnnxModel, run_keel, training_repo
+
+# A server a test starts listens for gRPC on a port the test chose (keel_server picks a
+# free one) or not at all: never on the default 8081, which two servers of one test, or a
+# developer's own server, would contend for.
+os.environ.setdefault("KEEL_SERVER__GRPC_PORT", "0")
 
 
 @pytest.fixture(scope="session")

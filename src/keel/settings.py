@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -94,6 +102,15 @@ class ServerSettings(BaseModel):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port to listen on (1-65535).")
+    grpc_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the Open Inference Protocol's gRPC service and the grpc.health.v1 "
+            "health service, on the same host (0 = no gRPC)."
+        ),
+    )
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,
@@ -212,6 +229,16 @@ class ServerSettings(BaseModel):
             "from its training environment, even if its golden check passes."
         ),
     )
+
+    @field_validator("grpc_port")
+    @classmethod
+    def _grpc_port_of_its_own(cls, value: int, info: ValidationInfo) -> int:
+        if value and value == info.data.get("port"):
+            raise ValueError(
+                f"{value} is the HTTP port (server.port) too: give gRPC a port of its own "
+                "(--grpc-port, KEEL_SERVER__GRPC_PORT), or 0 for no gRPC"
+            )
+        return value
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -134,12 +134,13 @@ def test_image_runs_keel_serve_as_uid_1001_on_the_default_port(
     user_at = next(n for n, i in enumerate(run) if i.keyword == "USER")
     entry_at = next(n for n, i in enumerate(run) if i.keyword == "ENTRYPOINT")
     assert user_at < entry_at
-    port = ServerSettings().port
-    assert [i.arguments for i in run if i.keyword == "EXPOSE"] == [str(port)]
+    port, grpc_port = ServerSettings().port, ServerSettings().grpc_port
+    assert [i.arguments for i in run if i.keyword == "EXPOSE"] == [f"{port} {grpc_port}"]
     entrypoint = shlex.split(run[entry_at].arguments.strip("[]").replace(",", " "))
     assert entrypoint[:2] == ["keel", "serve"]
     assert entrypoint[entrypoint.index("--host") + 1] == ALL_INTERFACES
     assert entrypoint[entrypoint.index("--port") + 1] == str(port)
+    assert entrypoint[entrypoint.index("--grpc-port") + 1] == str(grpc_port)
 
 
 def test_dockerignore_sends_only_what_the_build_copies() -> None:

@@ -75,7 +75,10 @@ def served_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """The settings keel builds from the ConfigMap's file, as `keel serve --config` does."""
     config = tmp_path_factory.mktemp("config") / "keel.toml"
     config.write_text(load("configmap.yaml")["data"]["keel.toml"])
-    return load_settings(config)
+    # The pod's environment, not the test session's (conftest turns gRPC off there).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("KEEL_SERVER__GRPC_PORT", raising=False)
+        return load_settings(config)
 
 
 def test_every_manifest_is_listed() -> None:
@@ -119,16 +122,16 @@ def test_service_monitor_scrapes_metrics_on_the_service_port() -> None:
 
 
 def test_probes_gate_on_model_readiness_on_the_serving_port(container: Manifest) -> None:
-    [port] = container["ports"]
+    port, grpc = container["ports"]
     assert port["containerPort"] == ServerSettings().port
-    for probe, path in (
-        ("startupProbe", READY_PATH),
-        ("readinessProbe", READY_PATH),
-        ("livenessProbe", LIVE_PATH),
-    ):
+    assert (grpc["name"], grpc["containerPort"]) == ("grpc", ServerSettings().grpc_port)
+    for probe, path in (("startupProbe", READY_PATH), ("livenessProbe", LIVE_PATH)):
         check = container[probe]["httpGet"]
         assert check["path"] == path, probe
         assert check["port"] in (port["name"], port["containerPort"]), probe
+    # Readiness through grpc.health.v1, which answers from the same readiness
+    # (tests/serving/test_grpc_protocol.py); Kubernetes' gRPC probe takes a port number.
+    assert container["readinessProbe"]["grpc"] == {"port": grpc["containerPort"]}
 
 
 def test_startup_probe_allows_minutes_for_model_load(container: Manifest) -> None:
@@ -183,6 +186,7 @@ def test_config_map_is_what_keel_serve_reads(
     assert served_settings.models, "the config names the models to serve"
     assert served_settings.server.host == ALL_INTERFACES
     assert served_settings.server.port == container["ports"][0]["containerPort"]
+    assert served_settings.server.grpc_port == container["ports"][1]["containerPort"]
 
 
 def mebibytes(quantity: str) -> float:
@@ -220,9 +224,8 @@ def test_service_pdb_and_hpa_select_the_deployment(
     service, pdb, hpa = load("service.yaml"), load("pdb.yaml"), load("hpa.yaml")
     assert service["spec"]["selector"].items() <= pod_labels
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels
-    assert {p["targetPort"] for p in service["spec"]["ports"]} <= {
-        container["ports"][0]["name"],
-        container["ports"][0]["containerPort"],
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {
+        port["name"] for port in container["ports"]
     }
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])

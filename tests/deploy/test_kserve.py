@@ -167,4 +167,5 @@ def test_registry_and_model_reference_reach_keel_serve(
     assert merged["args"] == ["breast-cancer@production"]
     # The image's entrypoint binds every interface on the container port.
     port = str(container["ports"][0]["containerPort"])
-    assert ENTRYPOINT_ARGS[-4:] == ["--host", ALL_INTERFACES, "--port", port]
+    assert ENTRYPOINT_ARGS[ENTRYPOINT_ARGS.index("--host") + 1] == ALL_INTERFACES
+    assert ENTRYPOINT_ARGS[ENTRYPOINT_ARGS.index("--port") + 1] == port

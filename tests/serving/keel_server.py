@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ADMIN_TOKEN = "test-admin-token"  # noqa: S105 - a token for a loopback test server
 DEMO_REFS = ("breast-cancer@production", "breast-cancer@candidate", "digits-mlp@production")
@@ -33,6 +34,8 @@ class ServerProcess:
     process: subprocess.Popen[str]
     url: str
     log: Path
+    # host:port of its gRPC service, as gRPC clients take it.
+    grpc_address: str = ""
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
@@ -84,14 +87,16 @@ def start_server(
 
     ``preexec_fn`` runs in the child before keel starts (to set its resource limits).
     """
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
+    while grpc_port == port:
+        grpc_port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keel", "serve", *refs, "--registry", str(registry),
-         "--port", str(port), *args],
+         "--port", str(port), "--grpc-port", str(grpc_port), *args],
         stdout=log.open("w"), stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **env}, preexec_fn=preexec_fn,
     )  # fmt: skip
-    return ServerProcess(process, f"http://127.0.0.1:{port}", log)
+    return ServerProcess(process, f"http://127.0.0.1:{port}", log, f"127.0.0.1:{grpc_port}")
 
 
 # Drift windows small enough for a test to fill, replace and judge in seconds.
@@ -110,3 +115,14 @@ def send_records(
         for start in range(0, len(records), per_request):
             response = client.post(path, json={"instances": records[start : start + per_request]})
             assert response.status_code == 200, response.text
+
+
+def metric_sum(server: ServerProcess, sample_name: str, **labels: str) -> float:
+    """The sum of the samples of ``sample_name`` on /metrics that carry ``labels``."""
+    text = httpx.get(f"{server.url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == sample_name and labels.items() <= sample.labels.items()
+    )

@@ -7,6 +7,7 @@ to a body as it inflates.
 from __future__ import annotations
 
 import gzip
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+import psutil
 import pytest
 import tritonclient.http as triton
 from keel_server import ServerProcess
@@ -86,6 +88,37 @@ def test_a_decompression_bomb_is_refused_at_the_limit_and_the_server_carries_on(
         "(the limit is on the body once inflated)"
     }
     assert after.status_code == 200
+
+
+def _gibibyte_bomb() -> bytes:
+    """1 GiB of zeros gzipped twice: under 4 KiB on the wire (Content-Encoding: gzip, gzip)."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    mebibyte = bytes(1 << 20)
+    once = b"".join([*(inner.compress(mebibyte) for _ in range(1024)), inner.flush()])
+    return gzip.compress(once, 9)
+
+
+def test_a_gibibyte_bomb_from_a_few_kib_is_refused_having_cost_the_limit(
+    server: ServerProcess, golden: tuple[list[dict[str, Any]], np.ndarray]
+) -> None:
+    records, _ = golden
+    bomb = _gibibyte_bomb()
+    assert len(bomb) < 4096
+    process = psutil.Process(server.process.pid)
+    resident_before = process.memory_info().rss
+    with httpx.Client(base_url=server.url) as client:
+        started = time.monotonic()
+        refused = client.post(
+            f"/v2/models/{MODEL}/infer", content=bomb, headers={"content-encoding": "gzip, gzip"}
+        )
+        took = time.monotonic() - started
+        after = client.post(PREDICT, json={"instances": records[:1]})
+    assert refused.status_code == 413, refused.text
+    assert "inflates past the limit of 65536 bytes" in refused.json()["error"]
+    assert after.status_code == 200
+    # Stopped at the limit: nowhere near the gibibyte, in time or in memory.
+    assert took < 2, took
+    assert process.memory_info().rss - resident_before < 32 << 20
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ def test_hot_swap_through_the_repository_api(
         assert client.get("/v2/models/breast-cancer").json()["versions"] == [new]
 
 
-def test_a_load_body_whose_version_is_not_a_string_is_400(
+def test_a_load_body_whose_version_is_not_a_string_or_with_other_parameters_is_400(
     registry_copy: Path, tmp_path: Path, stop_later: Any
 ) -> None:
     server = _admin_server(registry_copy, tmp_path, stop_later)
@@ -124,7 +124,15 @@ def test_a_load_body_whose_version_is_not_a_string_is_400(
                 "/v2/repository/models/breast-cancer/load", headers=AUTH, content=body
             )
             assert answer.status_code == 400, answer.text
-            assert '{"parameters": {"version": "..."}}' in answer.json()["error"]
+            assert "'version' must be a version or an alias" in answer.json()["error"]
+        # Triton's other load parameters would change a published model: refused, not ignored.
+        answer = client.post(
+            "/v2/repository/models/breast-cancer/load",
+            headers=AUTH,
+            json={"parameters": {"version": "candidate", "config": "{}"}},
+        )
+        assert answer.status_code == 400, answer.text
+        assert "unknown load parameter 'config'" in answer.json()["error"]
 
 
 def test_a_failing_new_version_leaves_the_old_one_serving(

@@ -9,8 +9,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from keel_server import ADMIN_TOKEN, ServerProcess
-from prometheus_client.parser import text_string_to_metric_families
+from keel_server import ADMIN_TOKEN, ServerProcess, metric_sum
 
 from keel.registry import Registry
 
@@ -135,17 +134,6 @@ def test_repository_index_lists_every_served_version_behind_the_token(
     assert refused.json() == {"error": 'the body must be {} or {"ready": true|false}'}
 
 
-def _metric(server: ServerProcess, sample_name: str, **labels: str) -> float:
-    """The sum of the samples of ``sample_name`` on /metrics that carry ``labels``."""
-    text = httpx.get(f"{server.url}/metrics").text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == sample_name and labels.items() <= sample.labels.items()
-    )
-
-
 def test_inference_statistics_count_what_metrics_count(
     client: triton.InferenceServerClient,
     server: ServerProcess,
@@ -181,13 +169,13 @@ def test_inference_statistics_count_what_metrics_count(
     assert 1 <= after["execution_count"] - before["execution_count"] <= 5
     assert all(after["inference_stats"][kind]["ns"] > 0 for kind in delta)
     assert abs(after["last_inference"] / 1000 - time.time()) < 60
-    answered = _metric(server, "keel_requests_total", model_version=label, status="200")
+    answered = metric_sum(server, "keel_requests_total", model_version=label, status="200")
     assert after["inference_stats"]["success"]["count"] == answered
     # The model runs on the event loop here, where uvloop's clock does not move during
     # a run: its durations are read from time.perf_counter(), and are never zero.
-    runs = _metric(server, "keel_inference_duration_seconds_sum", model_version=label)
+    runs = metric_sum(server, "keel_inference_duration_seconds_sum", model_version=label)
     assert runs > 0
-    rows = _metric(server, "keel_batch_size_sum", model_version=label)
+    rows = metric_sum(server, "keel_batch_size_sum", model_version=label)
     assert after["inference_count"] == rows  # the server's own warm-up runs in neither
 
 

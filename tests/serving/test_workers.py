@@ -14,11 +14,14 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 from drifted_rows import SHIFTED, drifted, texture_std
 from keel_server import ADMIN_TOKEN, DRIFT_WINDOW, ServerProcess, start_server
 from test_metric_contract import exported_families
@@ -175,6 +178,27 @@ def test_every_worker_answers_and_the_server_counts_every_request(
     assert batching["rows_run"] >= sum(after)
 
 
+def test_every_worker_answers_grpc_on_the_one_grpc_port(two_workers: ServerProcess) -> None:
+    def counted() -> list[float]:
+        return [
+            requests_counted(own_figures(two_workers, k)["families"], "grpc_infer") for k in (0, 1)
+        ]
+
+    before = counted()
+    tensor = triton_grpc.InferInput("input", [1, 30], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 30), 0.5, dtype=np.float32))
+    for _ in range(24):
+        # A channel of its own, so a connection of its own, which the kernel gives a worker.
+        client = triton_grpc.InferenceServerClient(
+            two_workers.grpc_address, channel_args=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        with closing(client):
+            assert client.infer(MODEL, [tensor]).as_numpy("label").shape == (1,)
+    answered = [a - b for a, b in zip(counted(), before, strict=True)]
+    assert all(share > 0 for share in answered), answered
+    assert sum(answered) == 24
+
+
 def test_the_server_exports_the_contract_and_merges_every_gauge_by_a_rule(
     two_workers: ServerProcess,
 ) -> None:
@@ -272,7 +296,10 @@ def test_a_hot_swap_reaches_every_worker_under_load_without_a_failed_request(
         assert server.stop() == 0, server.log.read_text()
 
 
-def test_a_repository_load_reaches_every_worker(demo_copy: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_a_repository_load_reaches_every_worker(
+    demo_copy: Path, tmp_path: Path, protocol: str
+) -> None:
     server = start_workers(demo_copy, tmp_path / "server.log", KEEL_ADMIN_TOKEN=ADMIN_TOKEN)
     try:
         server.wait_ready()
@@ -280,12 +307,17 @@ def test_a_repository_load_reaches_every_worker(demo_copy: Path, tmp_path: Path)
         new = registry.resolve(f"{MODEL}@candidate").version.replace("/", "-")
         # The alias watcher is off: the move is served once the repository API says so.
         registry.set_alias(MODEL, "production", "candidate", reason="workers load test")
-        with server.client(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
-            loaded = client.post(
-                f"/v2/repository/models/{MODEL}/load",
-                json={"parameters": {"version": "production"}},
-            )
-        assert loaded.status_code == 200, loaded.text
+        auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        if protocol == "grpc":
+            with closing(triton_grpc.InferenceServerClient(server.grpc_address)) as grpc_client:
+                grpc_client.load_model(MODEL, headers={"authorization": auth["Authorization"]})
+        else:
+            with server.client(headers=auth) as client:
+                loaded = client.post(
+                    f"/v2/repository/models/{MODEL}/load",
+                    json={"parameters": {"version": "production"}},
+                )
+            assert loaded.status_code == 200, loaded.text
         # Each worker answers with it, asked directly.
         assert [answered_by(server, k) for k in (0, 1)] == [new, new]
         assert send_fresh(server, 40) == [200] * 40

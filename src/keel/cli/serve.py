@@ -32,6 +32,16 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", min=1, max=65535, help="Port (default 8080).")
     ] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-port",
+            min=0,
+            max=65535,
+            help="Port of the gRPC service (default 8081; 0 = no gRPC).",
+            show_default=False,
+        ),
+    ] = None,
     workers: Annotated[
         str | None,
         typer.Option(
@@ -78,7 +88,7 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Serve models over the Open Inference Protocol (v2) and the JSON records API.
+    """Serve models over the Open Inference Protocol (v2: REST and gRPC) and the JSON records API.
 
     A model, alias or version the registry does not hold stops it at once, naming
     what the registry holds; a registry that cannot be read yet is retried.
@@ -88,7 +98,9 @@ def serve(
 
     settings = settings_for(registry, config)
     overrides: dict[str, object] = {
-        k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
+        k: v
+        for k, v in (("host", host), ("port", port), ("grpc_port", grpc_port), ("workers", workers))
+        if v is not None
     }
     if strict_env:
         overrides["strict_env"] = True

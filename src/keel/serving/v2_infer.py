@@ -28,13 +28,13 @@ class V2InferCodec:
     def decode(self, version: ServedVersion, call: Call) -> Decoded:
         """The input tensors, checked against the version's contract; the request kept."""
         parsed, inputs = _decode(version, call)
-        _check_freshness(version, parsed)
+        check_freshness(version, parsed)
         return Decoded(inputs, parsed.id, parsed)
 
     def encode(self, version: ServedVersion, request: Decoded, outputs: Tensors) -> Reply:
         """The outputs the request asked for, in the encoding it asked for."""
         parsed: InferRequest = request.detail
-        selected, binary = _select_outputs(parsed, outputs)
+        selected, binary = select_outputs(parsed, outputs)
         payload, json_length = encode_infer_response(
             model_name=version.name,
             model_version=version.label,
@@ -67,7 +67,7 @@ def _decode(version: ServedVersion, call: Call) -> tuple[InferRequest, dict[str,
     return parsed, inputs
 
 
-def _check_freshness(version: ServedVersion, parsed: InferRequest) -> None:
+def check_freshness(version: ServedVersion, parsed: InferRequest) -> None:
     """Observe the ages in the ``computed_at`` parameter; refuse stale features by policy."""
     freshness = freshness_of(version.metadata.signature)
     computed_at = parsed.parameters.get(COMPUTED_AT_PARAMETER)
@@ -90,7 +90,7 @@ def _json_length(call: Call) -> int | None:
         raise ProtocolError(f"Inference-Header-Content-Length {raw!r} is not a number") from None
 
 
-def _select_outputs(
+def select_outputs(
     parsed: InferRequest, outputs: dict[str, np.ndarray]
 ) -> tuple[dict[str, np.ndarray], dict[str, bool] | bool]:
     """The outputs the client asked for (all when it names none), and which go back binary."""

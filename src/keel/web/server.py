@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import errno
 import heapq
 import logging
 import os
@@ -31,15 +30,17 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import uvloop
 
-from keel.errors import AddressUnavailable, Overloaded
+from keel.errors import Overloaded
 from keel.registry import Registry
 from keel.serving.arrivals import Arrivals
 from keel.serving.calls import Reply
 from keel.serving.model_manager import ModelManager
 from keel.serving.protocols.paths import match
 from keel.settings import Settings
+from keel.web.addresses import BACKLOG, address_unavailable, check_grpc_port
 from keel.web.app import create_app
 from keel.web.asgi_exchange import answer_with_app
+from keel.web.grpc_edge import GrpcEdge
 from keel.web.http_connection import (
     BadHttp,
     Exchange,
@@ -55,8 +56,6 @@ from keel.web.worker_figures import FIGURES, own_figures
 
 log = logging.getLogger("keel.web")
 
-# Connections waiting to be accepted, as the kernel queues them.
-_BACKLOG = 2048
 # Open files kept back from client connections when the cap is derived from the open-file
 # limit: model files, the registry, the prediction log, the alias watcher, the loop's own.
 _RESERVED_FILES = 128
@@ -158,6 +157,9 @@ class HttpServer:
             private = await self._listen_privately()
             self._tick()
             await self._until_worth_accepting(stop)
+            if server_settings.grpc_port and self.listeners is None:
+                # Before either listens, and why it cannot: grpcio says only that it failed.
+                check_grpc_port(server_settings.host, server_settings.grpc_port)
             listener = await self._listen(server_settings.host, server_settings.port)
             sockname = listener.sockets[0].getsockname()
             self._address = (str(sockname[0]), int(sockname[1]))
@@ -167,11 +169,26 @@ class HttpServer:
                 self.max_connections,
                 server_settings.probe_connections,
             )
+            grpc_edge = GrpcEdge(self.front.state)
             try:
+                if server_settings.grpc_port:
+                    await grpc_edge.start(
+                        server_settings.host,
+                        server_settings.grpc_port,
+                        shared_port=self.listeners is not None,
+                    )
+                    log.info(
+                        "keel listening for gRPC on %s:%d",
+                        server_settings.host,
+                        server_settings.grpc_port,
+                    )
                 await stop.wait()
             finally:
                 listener.close()
-                await self._drain(server_settings.grace_period_s)
+                await asyncio.gather(
+                    grpc_edge.stop(server_settings.grace_period_s),
+                    self._drain(server_settings.grace_period_s),
+                )
                 if private is not None:
                     private.close()
                 if self._ticker is not None:
@@ -206,7 +223,7 @@ class HttpServer:
             return SharedListener(loop, self.listeners, self._connection)
         try:
             return await loop.create_server(
-                self._connection, host=host, port=port, reuse_address=True, backlog=_BACKLOG
+                self._connection, host=host, port=port, reuse_address=True, backlog=BACKLOG
             )
         except OSError as exc:
             raise address_unavailable(host, port, exc) from None
@@ -299,19 +316,6 @@ class HttpServer:
         for connection in list(self.connections):
             connection.sweep(now)
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
-
-
-def address_unavailable(host: str, port: int, exc: OSError) -> AddressUnavailable:
-    """Why keel cannot listen at ``host:port``, with what the user can do about it."""
-    reason = (
-        "the address is already in use (another server listens there)"
-        if exc.errno == errno.EADDRINUSE
-        else (exc.strerror or str(exc))
-    )
-    return AddressUnavailable(
-        f"cannot listen on {host}:{port}: {reason}; choose another with --host/--port "
-        "or KEEL_SERVER__HOST/KEEL_SERVER__PORT"
-    )
 
 
 class _Refused(asyncio.Protocol):

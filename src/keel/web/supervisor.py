@@ -37,12 +37,12 @@ from typing import Any
 from keel.cpus import cpu_quota, usable_cpus
 from keel.registry import Registry
 from keel.settings import MAX_WORKERS, Settings
+from keel.web.addresses import bind_listeners, check_grpc_port
 from keel.web.run_dir import RunDir, WorkerSpec
-from keel.web.server import LOG_FORMAT, address_unavailable, serve
+from keel.web.server import LOG_FORMAT, serve
 
 log = logging.getLogger("keel.web")
 
-_BACKLOG = 2048
 # The pause before a restart: doubled for each quick exit in a row, up to the most.
 FIRST_BACKOFF_S = 0.5
 MOST_BACKOFF_S = 30.0
@@ -82,6 +82,8 @@ class Supervisor:
 
     def run(self) -> None:
         server = self.settings.server
+        if server.grpc_port:
+            check_grpc_port(server.host, server.grpc_port)
         listeners = bind_listeners(server.host, server.port)
         run_dir = RunDir.create()
         previous = {
@@ -205,33 +207,6 @@ def _how_it_ended(code: int) -> str:
     if code < 0:
         return f"was killed by {signal.Signals(-code).name}"
     return f"exited with code {code}"
-
-
-def bind_listeners(host: str, port: int) -> list[socket.socket]:
-    """The listening sockets every worker inherits: one per address ``host`` names.
-
-    As a lone server's: ``localhost`` is 127.0.0.1 and ::1 both, and ``""`` every
-    address of both families.
-    """
-    listeners: list[socket.socket] = []
-    try:
-        addresses = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        for family, kind, proto, _, address in dict.fromkeys(addresses):
-            listener = socket.socket(family, kind, proto)
-            listeners.append(listener)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                # Each family has its own socket, as asyncio binds them.
-                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            listener.bind(address)
-            listener.listen(_BACKLOG)
-    except OSError as exc:
-        for listener in listeners:
-            listener.close()
-        raise address_unavailable(host, port, exc) from None
-    return listeners
 
 
 def divide_threads(settings: Settings, count: int) -> Settings:

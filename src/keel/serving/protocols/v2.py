@@ -305,7 +305,7 @@ def _parse_input(raw: object, position: int, body: bytes, offset: int) -> tuple[
         raise ProtocolError(
             f"{where}: datatype {shown(datatype)} is not one of {', '.join(V2_DATATYPES)}"
         )
-    shape, count = _shape(raw.get("shape"), where)
+    shape, count = checked_shape(raw.get("shape"), where)
     parameters = _parameters(raw.get("parameters"), where)
     if "shared_memory_region" in parameters:
         raise ProtocolError(f"{where}: shared-memory inputs are not supported")
@@ -334,7 +334,7 @@ def _parse_input(raw: object, position: int, body: bytes, offset: int) -> tuple[
     return InferInput(name, datatype, shape, data, parameters), offset
 
 
-def _shape(raw: object, where: str) -> tuple[tuple[int, ...], int]:
+def checked_shape(raw: object, where: str) -> tuple[tuple[int, ...], int]:
     """The shape and its element count, refused if absurd before anything is allocated."""
     if (
         not isinstance(raw, list)

@@ -1,0 +1,358 @@
+"""The Open Inference Protocol over gRPC, and the standard gRPC health service.
+
+``inference.GRPCInferenceService`` (what tritonclient.grpc, KServe and MLServer
+clients call) and ``grpc.health.v1.Health`` (what a Kubernetes gRPC probe calls),
+served by grpcio's asyncio server on the HTTP server's own event loop. Every
+method answers from what the REST routes answer from: inference goes through the
+data plane (one path, one set of checks, the same metrics, drift and shadow),
+metadata, configuration, statistics and the repository through the functions
+their routes call, so the two protocols cannot disagree.
+
+Errors are keel's exceptions mapped to the protocol's status codes
+(``grpc_status_of``); the message is the one REST sends. Inference requests are
+counted under the endpoint ``grpc_infer`` with the HTTP status the same answer
+has on REST, so a dashboard's 5xx rate and the statistics extension see gRPC too.
+The deadline is the call's gRPC deadline, else ``x-keel-deadline-ms`` metadata,
+else the server's default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+import keel
+from keel import errors
+from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call
+from keel.serving.grpc_infer import GrpcInferCodec
+from keel.serving.protocols.grpc_messages import (
+    HEALTH_SERVICE,
+    INFERENCE_SERVICE,
+    health,
+    inference,
+)
+from keel.serving.protocols.v2_grpc import parameters_of
+from keel.serving.served_version import ServedVersion
+from keel.web.addresses import address_unavailable
+from keel.web.context import ServerState
+from keel.web.http_errors import status_of, without_paths
+from keel.web.model_config import config_of
+from keel.web.repository_routes import (
+    authorise,
+    index_entries,
+    load_version,
+    selector_of,
+    unload_model,
+)
+from keel.web.statistics_routes import statistics_for
+from keel.web.v2_routes import EXTENSIONS, metadata_of
+
+log = logging.getLogger("keel.web")
+
+ENDPOINT = "grpc_infer"
+# Most specific first, as in http_errors.STATUS.
+GRPC_STATUS: tuple[tuple[type[errors.KeelError], grpc.StatusCode], ...] = (
+    (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.ProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.InvalidName, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.AmbiguousVersion, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.Unauthorized, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.ModelNotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.NotMonitored, grpc.StatusCode.NOT_FOUND),
+    (errors.PayloadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Overloaded, grpc.StatusCode.UNAVAILABLE),
+    (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
+# How often a health Watch looks at readiness for a change to send.
+_WATCH_INTERVAL_S = 0.5
+_SERVING = health.HealthCheckResponse(status=1)
+_NOT_SERVING = health.HealthCheckResponse(status=2)
+_SERVICE_UNKNOWN = health.HealthCheckResponse(status=3)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = Callable[[Any, Context], Awaitable[Any]]
+
+
+def grpc_status_of(exc: errors.KeelError) -> grpc.StatusCode:
+    for kind, code in GRPC_STATUS:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+async def _refuse(context: Context, exc: Exception) -> None:
+    """End the call with ``exc`` as a status and message, as REST's error_reply words it."""
+    if not isinstance(exc, errors.KeelError):
+        log.exception("unexpected error while handling a gRPC call")
+        await context.abort(
+            grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
+        )
+    code = grpc_status_of(exc)
+    message = without_paths(str(exc))
+    if code == grpc.StatusCode.INTERNAL:
+        log.error("gRPC call failed: %s", exc)
+        message = "the model failed to run this request; the server logged the details"
+    await context.abort(code, message)
+
+
+def _answering(handler: Handler) -> Handler:
+    """``handler`` with keel's errors turned into gRPC statuses."""
+
+    async def answer(request: Any, context: Context) -> Any:
+        try:
+            return await handler(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
+            await _refuse(context, exc)
+
+    return answer
+
+
+def _metadata(context: Context, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name and isinstance(value, str):
+            return value
+    return None
+
+
+class GrpcEdge:
+    """The gRPC server of one process, serving ``state`` until stopped."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.plane = state.plane
+        self.server: grpc.aio.Server | None = None
+
+    async def start(self, host: str, port: int, *, shared_port: bool) -> None:
+        """Listen on ``host:port``, alone or (``shared_port``: workers) with SO_REUSEPORT."""
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.state.settings.server.max_body_bytes),
+                # Off alone, so that a port another server holds is refused, not shared.
+                ("grpc.so_reuseport", 1 if shared_port else 0),
+            ]
+        )
+        server.add_generic_rpc_handlers((self._inference_handler(), self._health_handler()))
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError:
+            # grpcio says only that it failed to bind, not why; in use is the usual reason.
+            raise address_unavailable(
+                host, port, "the address is in use, or not this machine's", grpc=True
+            ) from None
+        await server.start()
+        self.server = server
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new calls and let those in progress finish, for at most ``grace_s``."""
+        if self.server is not None:
+            await self.server.stop(grace_s)
+
+    def _inference_handler(self) -> grpc.GenericRpcHandler:
+        unary = {
+            "ServerLive": (self.server_live, inference.ServerLiveRequest),
+            "ServerReady": (self.server_ready, inference.ServerReadyRequest),
+            "ModelReady": (self.model_ready, inference.ModelReadyRequest),
+            "ServerMetadata": (self.server_metadata, inference.ServerMetadataRequest),
+            "ModelMetadata": (self.model_metadata, inference.ModelMetadataRequest),
+            "ModelInfer": (self.model_infer, inference.ModelInferRequest),
+            "ModelConfig": (self.model_config, inference.ModelConfigRequest),
+            "ModelStatistics": (self.model_statistics, inference.ModelStatisticsRequest),
+            "RepositoryIndex": (self.repository_index, inference.RepositoryIndexRequest),
+            "RepositoryModelLoad": (self.repository_load, inference.RepositoryModelLoadRequest),
+            "RepositoryModelUnload": (
+                self.repository_unload,
+                inference.RepositoryModelUnloadRequest,
+            ),
+        }
+        handlers = {
+            method: grpc.unary_unary_rpc_method_handler(
+                _answering(handler),
+                request_deserializer=message.FromString,
+                response_serializer=_serialized,
+            )
+            for method, (handler, message) in unary.items()
+        }
+        return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)
+
+    def _health_handler(self) -> grpc.GenericRpcHandler:
+        handlers = {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                _answering(self.health_check),
+                request_deserializer=health.HealthCheckRequest.FromString,
+                response_serializer=_serialized,
+            ),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                self.health_watch,
+                request_deserializer=health.HealthCheckRequest.FromString,
+                response_serializer=_serialized,
+            ),
+        }
+        return grpc.method_handlers_generic_handler(HEALTH_SERVICE, handlers)
+
+    # The inference service.
+
+    async def server_live(self, request: Any, context: Context) -> Any:
+        return inference.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: Any, context: Context) -> Any:
+        return inference.ServerReadyResponse(ready=self.state.ready)
+
+    async def model_ready(self, request: Any, context: Context) -> Any:
+        version = self._version(request.name, request.version, context)
+        ready = version.ready and not self.state.shutting_down
+        return inference.ModelReadyResponse(ready=ready)
+
+    async def server_metadata(self, request: Any, context: Context) -> Any:
+        return inference.ServerMetadataResponse(
+            name="keel", version=keel.__version__, extensions=EXTENSIONS
+        )
+
+    async def model_metadata(self, request: Any, context: Context) -> Any:
+        version = self._version(request.name, request.version, context)
+        metadata = metadata_of(version, self.state)
+        del metadata["keel"]  # keel's own state has no place in the protocol's message
+        return json_format.ParseDict(metadata, inference.ModelMetadataResponse())
+
+    async def model_config(self, request: Any, context: Context) -> Any:
+        version = self._version(request.name, request.version, context)
+        config = config_of(version, self.state.settings.batching)
+        return json_format.ParseDict({"config": config}, inference.ModelConfigResponse())
+
+    async def model_statistics(self, request: Any, context: Context) -> Any:
+        stats = await statistics_for(self.state, request.name or None, request.version or None)
+        return json_format.ParseDict({"model_stats": stats}, inference.ModelStatisticsResponse())
+
+    async def repository_index(self, request: Any, context: Context) -> Any:
+        self._authorise(request, context)
+        entries = index_entries(self.state, request.ready)
+        return json_format.ParseDict({"models": entries}, inference.RepositoryIndexResponse())
+
+    async def repository_load(self, request: Any, context: Context) -> Any:
+        authorization = self._authorise(request, context)
+        parameters = parameters_of(request.parameters, "load")
+        await load_version(self.state, request.model_name, selector_of(parameters), authorization)
+        return inference.RepositoryModelLoadResponse()
+
+    async def repository_unload(self, request: Any, context: Context) -> Any:
+        authorization = self._authorise(request, context)
+        parameters_of(request.parameters, "unload")
+        await unload_model(self.state, request.model_name, authorization)
+        return inference.RepositoryModelUnloadResponse()
+
+    async def model_infer(self, request: Any, context: Context) -> Any:
+        """One inference through the data plane, counted for its version as REST's are."""
+        started = time.perf_counter()
+        state = self.state
+        state.activity.started()
+        version: ServedVersion | None = None
+        status = 200
+        try:
+            version = self._version(request.model_name, request.model_version, context)
+            version.metrics.in_flight += 1
+            try:
+                call = Call(self._call_headers(context), b"", started)
+                return await self.plane.infer(version, GrpcInferCodec(request), call)
+            finally:
+                version.metrics.in_flight -= 1
+        except errors.KeelError as exc:
+            status = status_of(exc)
+            if version is not None:
+                version.metrics.refused(exc)
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            state.activity.finished()
+            if version is not None:
+                version.metrics.answered(ENDPOINT, status, time.perf_counter() - started)
+
+    # The health service.
+
+    async def health_check(self, request: Any, context: Context) -> Any:
+        serving = self._serving(request.service)
+        if serving is None:
+            raise errors.ModelNotFound(
+                f"no service {request.service!r}: ask for '' (the server), "
+                f"{INFERENCE_SERVICE!r} or a served model's name"
+            )
+        return _SERVING if serving else _NOT_SERVING
+
+    async def health_watch(self, request: Any, context: Context) -> Any:
+        """The service's status now, then each change, until the call ends or the server stops.
+
+        Ended at SIGTERM once NOT_SERVING is sent: the stop waits for calls in progress,
+        and an open Watch would hold it for the whole grace period.
+        """
+        sent = None
+        while True:
+            serving = self._serving(request.service)
+            now = _SERVICE_UNKNOWN if serving is None else _SERVING if serving else _NOT_SERVING
+            if now is not sent:
+                yield now
+                sent = now
+            if self.state.shutting_down:
+                return
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+
+    def _serving(self, service: str) -> bool | None:
+        """Whether ``service`` (the server, or a served model) serves; None if none is so called."""
+        state = self.state
+        if service in ("", INFERENCE_SERVICE):
+            return state.ready
+        if service not in state.manager.routes:
+            return None
+        try:
+            version = state.manager.find(service, None)
+        except errors.KeelError:
+            return False
+        return version.ready and not state.shutting_down
+
+    # Shared by the methods.
+
+    def _version(self, name: str, version: str, context: Context) -> ServedVersion:
+        """The version a call names: its own field, else the version metadata, else the default."""
+        headers = {}
+        asked = _metadata(context, VERSION_HEADER)
+        if asked is not None:
+            headers[VERSION_HEADER] = asked
+        return self.plane.find(name, version or None, headers)
+
+    def _call_headers(self, context: Context) -> dict[str, str]:
+        """What the data plane reads of a call: its deadline, in milliseconds from now."""
+        remaining = context.time_remaining()
+        if remaining is not None:
+            if remaining <= 0:
+                raise errors.DeadlineExceeded("the call's deadline passed before it was read")
+            return {DEADLINE_HEADER: repr(remaining * 1000.0)}
+        asked = _metadata(context, DEADLINE_HEADER)
+        return {} if asked is None else {DEADLINE_HEADER: asked}
+
+    def _authorise(self, request: Any, context: Context) -> str:
+        """The caller's Authorization metadata, once it has the admin token."""
+        if request.repository_name:
+            raise errors.ProtocolError(
+                f"keel serves one repository: leave repository_name empty, not "
+                f"{request.repository_name!r}"
+            )
+        authorization = _metadata(context, "authorization") or ""
+        authorise(self.state.settings, authorization)
+        return authorization
+
+
+def _serialized(message: Any) -> bytes:
+    """A response as bytes; ModelInfer's codec serialises its answer itself."""
+    if isinstance(message, bytes):
+        return message
+    serialized: bytes = message.SerializeToString()
+    return serialized
