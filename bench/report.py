@@ -26,6 +26,10 @@ WORKERS = REPO / "bench" / "results" / "workers"
 # bench/workers.py rewrites only what lies between these, and render() keeps it.
 WORKERS_BEGIN = "<!-- workers:begin -->"
 WORKERS_END = "<!-- workers:end -->"
+GRPC = REPO / "bench" / "results" / "grpc"
+# bench/grpc_throughput.py rewrites only what lies between these, and render() keeps it.
+GRPC_BEGIN = "<!-- grpc:begin -->"
+GRPC_END = "<!-- grpc:end -->"
 
 HTTP_ROWS = (
     ("stack-bare records", "uvicorn, bare ASGI app, fixed answer", "(no parsing)"),
@@ -55,6 +59,7 @@ def render(results: dict[str, Any], results_path: str) -> str:
         _memory(results),
         _latest(SHARED_LAYOUT, SHARED_LAYOUT_BEGIN, SHARED_LAYOUT_END, _shared_layout),
         _latest(WORKERS, WORKERS_BEGIN, WORKERS_END, _workers),
+        _latest(GRPC, GRPC_BEGIN, GRPC_END, _grpc),
         _shadow(results),
         _noise(results),
         _earlier_runs(results, results_path),
@@ -319,6 +324,15 @@ def replace_workers(page: str, results: dict[str, Any], path: Path) -> str:
     return _replace_section(page, WORKERS_BEGIN, WORKERS_END, section)
 
 
+def replace_grpc(page: str, results: dict[str, Any], path: Path) -> str:
+    """``page`` with its gRPC section rendered from ``results`` (kept at ``path``)."""
+    section = _grpc(results, str(path.resolve().relative_to(REPO)))
+    if GRPC_BEGIN not in page:
+        # The first run: the section goes after the workers'.
+        page = page.replace(WORKERS_END, f"{WORKERS_END}\n\n{GRPC_BEGIN}\n{GRPC_END}", 1)
+    return _replace_section(page, GRPC_BEGIN, GRPC_END, section)
+
+
 def _replace_section(page: str, begin_marker: str, end_marker: str, section: str) -> str:
     begin, end = page.find(begin_marker), page.find(end_marker)
     if begin < 0 or end < begin:
@@ -473,6 +487,80 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
             WORKERS_END,
         ]
     )
+
+
+def _grpc(results: dict[str, Any], results_path: str) -> str:
+    ratios, servers = results["ratios"], results["servers"]
+
+    def ratio(name: str) -> str:
+        values = ratios[name]["values"]
+        return f"**{ratios[name]['median']:.2f}x** (rounds {min(values):.2f} to {max(values):.2f})"
+
+    target_rows = [
+        ["keel gRPC / MLServer gRPC, requests a second at saturation", "≥ 3x",
+         ratio("keel grpc / mlserver grpc, saturated req/s")],
+        ["MLServer p99 / keel p99, both at half MLServer's saturation", "> 1x",
+         ratio("mlserver p99 / keel p99 at half mlserver's saturation")],
+        ["keel gRPC / keel REST v2 binary, requests a second at saturation", "(reported)",
+         ratio("keel grpc / keel rest v2-binary, saturated req/s")],
+    ]  # fmt: skip
+    rows = []
+    for label, parts in servers.items():
+        saturated, alone = parts["saturated"], parts["alone"]
+        half = parts.get("half_rate")
+        rows.append(
+            [label, f"{saturated['rps']:,.0f}", f"{saturated['p50_ms']:.2f}",
+             f"{saturated['p99_ms']:.2f}", f"{saturated['server_cpu_us']:,.0f}",
+             f"{alone['p50_ms']:.3f}", f"{alone['p99_ms']:.3f}",
+             f"{half['p50_ms']:.2f} / {half['p99_ms']:.2f}" if half else "—"]
+        )  # fmt: skip
+    columns = [("server, protocol", "l"), ("req/s", "r"), ("p50 ms", "r"), ("p99 ms", "r"),
+               ("server CPU µs/request", "r"), ("alone p50 ms", "r"), ("alone p99 ms", "r"),
+               ("half rate p50 / p99 ms", "r")]  # fmt: skip
+    lines = [
+        GRPC_BEGIN,
+        "## gRPC",
+        "",
+        f"Measured on {results['date']} at commit `{results['machine']['git_commit']}` by "
+        f"`{results['command']}`, from [`{results_path}`](../{results_path}); grpcio "
+        f"{results['grpcio']}, MLServer {results['mlserver']}. {SMALL}, single-row "
+        "`ModelInfer` calls with the tensor in `raw_input_contents`, from `h2load` (Debian's "
+        "nghttp2-client) over 8 connections x 8 streams; keel's REST v2 binary from `wrk` over "
+        "64 connections. Each server is pinned to one core and the load generator to the "
+        "other. MLServer serves the same ONNX file through a runtime of the kind its docs "
+        "describe (`bench/mlserver/onnx_model.py`: onnxruntime, one thread, NumpyCodec), with "
+        "its default settings (one inference worker process), in an environment of its own. "
+        "Every run is checked by the bytes of its answers (a refused call has none). "
+        f"{len(results['rounds'])} rounds of {results['seconds']:g} s per measure, in "
+        "rotating order; medians, ratios within a round. *Alone*: 2,000 calls one at a time. "
+        "*Half rate*: both servers at half MLServer's saturation rate in that round.",
+        "",
+        *_table([("ratio", "l"), ("target", "r"), ("measured", "r")], target_rows),
+        "",
+        *_table(columns, rows),
+        "",
+        f"What gRPC costs keel beyond REST v2 binary: **{results['grpc_extra_cpu_us']:,.0f} µs** "
+        "of server CPU per request, nearly all of it grpcio's (below).",
+    ]
+    floors = results.get("floors")
+    if floors:
+        floor_rows = [
+            [stack, f"{f['rps']:,.0f}", f"{f['server_cpu_us']:,.0f}", f"{f['p50_ms']:.2f}"]
+            for stack, f in floors.items()
+        ]
+        lines += [
+            "",
+            "The stacks a gRPC edge could stand on, each answering fixed bytes with no model "
+            "(`bench/grpc_floor.py`, `--floors`), loaded the same way. keel uses the fastest, "
+            "grpcio's asyncio server; *fine switch* is it under keel's default GIL switch "
+            "interval (`server.switch_interval_ms` = 0.5), which keel sets for the p99 of "
+            "REST beside its background threads and which grpcio's polling thread pays for.",
+            "",
+            *_table([("stack", "l"), ("req/s", "r"), ("server CPU µs/request", "r"),
+                     ("p50 ms", "r")], floor_rows),  # fmt: skip
+        ]
+    lines.append(GRPC_END)
+    return "\n".join(lines)
 
 
 def _run_order(path: Path) -> tuple[str, int]:

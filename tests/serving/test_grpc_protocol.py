@@ -8,6 +8,7 @@ repository index; and what gRPC adds: its status codes, compression, health.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import signal
 import time
@@ -128,7 +129,7 @@ def test_typed_contents_answer_as_raw_ones_do(
                        r.raw_input_contents.append(b"\0" * 120)), "INVALID_ARGUMENT",
          "has typed contents but the request carries raw_input_contents"),
         (lambda t, r: r.raw_input_contents.append(b"\0" * 7), "INVALID_ARGUMENT",
-         "binary_data_size is 7 bytes but 30 elements of float32 take 120"),
+         "raw_input_contents[0] has 7 bytes but its shape's 30 elements of FP32 take 120"),
         (lambda t, r: t.contents.fp32_contents.extend([-1.0] * 30), "INVALID_ARGUMENT",
          "below the minimum"),
         (lambda t, r: setattr(t, "datatype", "FP8"), "INVALID_ARGUMENT",
@@ -293,6 +294,44 @@ def test_compressed_requests_are_inflated_and_a_bomb_is_refused(
     assert client.infer(MODEL, [_input(x)]).as_numpy("probabilities") is not None
 
 
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/inference.GRPCInferenceService/ModelInfer",
+        "/inference.GRPCInferenceService/RepositoryIndex",
+        "/grpc.health.v1.Health/Check",
+    ],
+)
+def test_bytes_that_are_no_message_are_invalid_argument_and_leave_no_traceback(
+    server: ServerProcess, method: str
+) -> None:
+    before = server.log.read_text()
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        call = channel.unary_unary(
+            method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"\xff\xff\xff", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request is not a valid " in refused.value.details()
+    assert "Traceback" not in server.log.read_text()[len(before) :]
+
+
+def test_streaming_is_refused_in_words(client: triton.InferenceServerClient) -> None:
+    answers: list[Any] = []
+    client.start_stream(callback=lambda result, error: answers.append(error))
+    # The refusal may end the stream before the request goes: the client then says so.
+    with contextlib.suppress(triton.InferenceServerException):
+        client.async_stream_infer(MODEL, [_input(np.full((1, 30), 0.5, dtype=np.float32))])
+    deadline = time.monotonic() + 10
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.stop_stream()
+    [error] = answers
+    assert "StatusCode.UNIMPLEMENTED" in str(error.status())
+    assert "keel does not serve ModelStreamInfer" in error.message()
+
+
 def test_the_standard_health_service_answers_from_readiness(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.grpc_address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -318,9 +357,15 @@ def test_sigterm_tells_a_health_watch_and_stops_without_waiting_out_the_grace(
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
-            assert [answer.status for answer in watch] == [
-                health_pb2.HealthCheckResponse.NOT_SERVING
-            ]
+            statuses: list[object] = []
+            try:
+                statuses.extend(answer.status for answer in watch)
+            except grpc.RpcError as error:
+                statuses.append(error.code())
+            assert statuses == [health_pb2.HealthCheckResponse.NOT_SERVING], (
+                statuses,
+                server.log.read_text(),
+            )
         assert server.process.wait(15) == 0, server.log.read_text()
         # The grace period is 20 s: nothing waited it out.
         assert time.monotonic() - started < 10

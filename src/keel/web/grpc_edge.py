@@ -19,6 +19,7 @@ else the server's default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 import keel
 from keel import errors
@@ -70,6 +72,7 @@ GRPC_STATUS: tuple[tuple[type[errors.KeelError], grpc.StatusCode], ...] = (
     (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
+MAX_STREAMS = 100
 # How often a health Watch looks at readiness for a change to send.
 _WATCH_INTERVAL_S = 0.5
 _SERVING = health.HealthCheckResponse(status=1)
@@ -102,12 +105,21 @@ async def _refuse(context: Context, exc: Exception) -> None:
     await context.abort(code, message)
 
 
-def _answering(handler: Handler) -> Handler:
-    """``handler`` with keel's errors turned into gRPC statuses."""
+def _answering(handler: Handler, message: Any) -> Handler:
+    """``handler`` taking the request's bytes as a ``message``, keel's errors as gRPC statuses.
 
-    async def answer(request: Any, context: Context) -> Any:
+    grpcio is given no deserializer: bytes that are no such message would be its UNKNOWN
+    status and a logged traceback per call; here they are INVALID_ARGUMENT, said once.
+    """
+    name = message.DESCRIPTOR.full_name
+
+    async def answer(request: bytes, context: Context) -> Any:
         try:
-            return await handler(request, context)
+            try:
+                parsed = message.FromString(request)
+            except DecodeError as exc:
+                raise errors.ProtocolError(f"the request is not a valid {name} ({exc})") from None
+            return await handler(parsed, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
@@ -130,6 +142,10 @@ class GrpcEdge:
         self.state = state
         self.plane = state.plane
         self.server: grpc.aio.Server | None = None
+        # Set at the stop signal, so that a health Watch says NOT_SERVING at once.
+        self._stopping = asyncio.Event()
+        # Health Watches open now.
+        self._watches = 0
 
     async def start(self, host: str, port: int, *, shared_port: bool) -> None:
         """Listen on ``host:port``, alone or (``shared_port``: workers) with SO_REUSEPORT."""
@@ -138,6 +154,9 @@ class GrpcEdge:
                 ("grpc.max_receive_message_length", self.state.settings.server.max_body_bytes),
                 # Off alone, so that a port another server holds is refused, not shared.
                 ("grpc.so_reuseport", 1 if shared_port else 0),
+                # Calls in progress on one connection (HTTP/2's usual 100): what a client's
+                # concurrent messages can make the server hold is this many times the limit.
+                ("grpc.max_concurrent_streams", MAX_STREAMS),
             ]
         )
         server.add_generic_rpc_handlers((self._inference_handler(), self._health_handler()))
@@ -152,8 +171,20 @@ class GrpcEdge:
         await server.start()
         self.server = server
 
+    def stopping(self) -> None:
+        """The stop signal came: each health Watch is told NOT_SERVING before the stop."""
+        self._stopping.set()
+
     async def stop(self, grace_s: float) -> None:
-        """Refuse new calls and let those in progress finish, for at most ``grace_s``."""
+        """Refuse new calls and let those in progress finish, for at most ``grace_s``.
+
+        The health Watches first: they send NOT_SERVING and end, which a stream still
+        open when grpcio's stop begins would not get out.
+        """
+        self._stopping.set()
+        deadline = time.monotonic() + min(grace_s, _WATCH_INTERVAL_S)
+        while self._watches and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         if self.server is not None:
             await self.server.stop(grace_s)
 
@@ -174,27 +205,24 @@ class GrpcEdge:
                 inference.RepositoryModelUnloadRequest,
             ),
         }
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             method: grpc.unary_unary_rpc_method_handler(
-                _answering(handler),
-                request_deserializer=message.FromString,
-                response_serializer=_serialized,
+                _answering(handler, message), response_serializer=_serialized
             )
             for method, (handler, message) in unary.items()
         }
+        # Said in words: grpcio's own answer to a method it lacks is "Method not found!".
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(_no_streaming)
         return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)
 
     def _health_handler(self) -> grpc.GenericRpcHandler:
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "Check": grpc.unary_unary_rpc_method_handler(
-                _answering(self.health_check),
-                request_deserializer=health.HealthCheckRequest.FromString,
+                _answering(self.health_check, health.HealthCheckRequest),
                 response_serializer=_serialized,
             ),
             "Watch": grpc.unary_stream_rpc_method_handler(
-                self.health_watch,
-                request_deserializer=health.HealthCheckRequest.FromString,
-                response_serializer=_serialized,
+                self.health_watch, response_serializer=_serialized
             ),
         }
         return grpc.method_handlers_generic_handler(HEALTH_SERVICE, handlers)
@@ -288,22 +316,37 @@ class GrpcEdge:
             )
         return _SERVING if serving else _NOT_SERVING
 
-    async def health_watch(self, request: Any, context: Context) -> Any:
+    async def health_watch(self, request: bytes, context: Context) -> Any:
         """The service's status now, then each change, until the call ends or the server stops.
 
         Ended at SIGTERM once NOT_SERVING is sent: the stop waits for calls in progress,
         and an open Watch would hold it for the whole grace period.
         """
+        try:
+            service = health.HealthCheckRequest.FromString(request).service
+        except DecodeError as exc:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid grpc.health.v1.HealthCheckRequest ({exc})",
+            )
         sent = None
-        while True:
-            serving = self._serving(request.service)
-            now = _SERVICE_UNKNOWN if serving is None else _SERVING if serving else _NOT_SERVING
-            if now is not sent:
-                yield now
-                sent = now
-            if self.state.shutting_down:
-                return
-            await asyncio.sleep(_WATCH_INTERVAL_S)
+        self._watches += 1
+        try:
+            while True:
+                serving = self._serving(service)
+                now = _SERVICE_UNKNOWN if serving is None else _SERVING if serving else _NOT_SERVING
+                if now is not sent:
+                    yield now
+                    sent = now
+                    # Looked at again at once: the stop may have come while it was sent.
+                    continue
+                if self.state.shutting_down:
+                    return
+                # Woken at once by a stop; otherwise readiness is looked at again shortly.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), _WATCH_INTERVAL_S)
+        finally:
+            self._watches -= 1
 
     def _serving(self, service: str) -> bool | None:
         """Whether ``service`` (the server, or a served model) serves; None if none is so called."""
@@ -348,6 +391,14 @@ class GrpcEdge:
         authorization = _metadata(context, "authorization") or ""
         authorise(self.state.settings, authorization)
         return authorization
+
+
+async def _no_streaming(requests: Any, context: Context) -> Any:
+    await context.abort(
+        grpc.StatusCode.UNIMPLEMENTED,
+        "keel does not serve ModelStreamInfer (the streaming extension): call ModelInfer",
+    )
+    yield  # an async generator, as grpcio's stream handlers are
 
 
 def _serialized(message: Any) -> bytes:

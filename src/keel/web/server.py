@@ -100,6 +100,7 @@ class HttpServer:
         self._address: tuple[str, int] | None = None
         self._date = b""
         self._ticker: asyncio.TimerHandle | None = None
+        self._grpc_edge: GrpcEdge | None = None
 
     async def answer(self, exchange: Exchange, connection: HttpConnection) -> Reply:
         """Route one request: inference to the front, refusals here, the rest to Starlette."""
@@ -169,7 +170,7 @@ class HttpServer:
                 self.max_connections,
                 server_settings.probe_connections,
             )
-            grpc_edge = GrpcEdge(self.front.state)
+            grpc_edge = self._grpc_edge = GrpcEdge(self.front.state)
             try:
                 if server_settings.grpc_port:
                     await grpc_edge.start(
@@ -214,6 +215,8 @@ class HttpServer:
         state.shutting_down = True
         if state.peers is not None:
             state.peers.mark_ready(False)
+        if self._grpc_edge is not None:
+            self._grpc_edge.stopping()
         self._stop.set()
 
     async def _listen(self, host: str, port: int) -> asyncio.Server | SharedListener:

@@ -102,11 +102,13 @@ class Supervisor:
             )
             run_dir.write_restarts([0] * self.count)
             host, port = listeners[0].getsockname()[:2]
+            grpc = f" and gRPC port {server.grpc_port}" if server.grpc_port else ""
             log.info(
-                "keel supervising %d workers on http://%s:%d (their shared folder: %s)",
+                "keel supervising %d workers on http://%s:%d%s (their shared folder: %s)",
                 self.count,
                 host,
                 port,
+                grpc,
                 run_dir.path,
             )
             for slot in self._slots:

@@ -132,9 +132,15 @@ def _input(tensor: Any, position: int, raw: bytes | None) -> InferInput:
                 "send every input one way"
             )
         if datatype == "BYTES":
-            flat = decode_bytes(raw, 0, len(raw), count, where)
+            flat = decode_bytes(raw, 0, len(raw), count, f"{where}'s raw_input_contents")
         else:
-            flat = decode_fixed(raw, 0, len(raw), V2_DATATYPES[datatype], count, where)
+            dtype = V2_DATATYPES[datatype]
+            if len(raw) != count * dtype.itemsize:
+                raise ProtocolError(
+                    f"{where}: raw_input_contents[{position}] has {len(raw)} bytes but its "
+                    f"shape's {count} elements of {datatype} take {count * dtype.itemsize}"
+                )
+            flat = decode_fixed(raw, 0, len(raw), dtype, count, where)
     else:
         flat = _typed(tensor.contents, datatype, count, where)
     data = flat.reshape(shape)

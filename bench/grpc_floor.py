@@ -1,0 +1,113 @@
+"""A gRPC server that answers every ModelInfer with fixed bytes: what a gRPC stack costs alone.
+
+bench/grpc_throughput.py --floors serves this on each stack keel could stand on and
+loads it as it loads the real servers, to choose the stack by measurement:
+
+- ``grpcio-aio``: grpcio's asyncio server on uvloop (what keel uses);
+- ``grpcio-aio-fine-switch``: the same with keel's GIL switch interval (0.5 ms);
+- ``grpcio-threads``: grpcio's thread-pool server;
+- ``grpclib``: the pure-Python stack (h2) on uvloop, from its own environment.
+
+    python bench/grpc_floor.py --stack grpcio-aio --port 9000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+SERVICE = "inference.GRPCInferenceService"
+# About the size of keel's answer for one row of breast-cancer.
+ANSWER = b"\x0a\x0dbreast-cancer" + b"\x00" * 120
+
+
+def grpcio_aio(port: int) -> None:
+    import grpc
+    import uvloop
+
+    async def infer(request: bytes, context: Any) -> bytes:
+        return ANSWER
+
+    async def serve() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        handler = grpc.unary_unary_rpc_method_handler(infer)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),)
+        )
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    uvloop.run(serve())
+
+
+def grpcio_threads(port: int) -> None:
+    import grpc
+
+    def infer(request: bytes, context: Any) -> bytes:
+        return ANSWER
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])
+    handler = grpc.unary_unary_rpc_method_handler(infer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def grpclib_aio(port: int) -> None:
+    import uvloop
+    from grpclib.const import Cardinality, Handler
+    from grpclib.encoding.proto import ProtoCodec
+    from grpclib.server import Server
+
+    class Bytes(ProtoCodec):  # type: ignore[misc]
+        def encode(self, message: bytes, message_type: Any) -> bytes:
+            return message
+
+        def decode(self, data: bytes, message_type: Any) -> bytes:
+            return data
+
+    class Service:
+        async def infer(self, stream: Any) -> None:
+            await stream.recv_message()
+            await stream.send_message(ANSWER)
+
+        def __mapping__(self) -> dict[str, Any]:
+            path = f"/{SERVICE}/ModelInfer"
+            return {path: Handler(self.infer, Cardinality.UNARY_UNARY, None, None)}
+
+    async def serve() -> None:
+        server = Server([Service()], codec=Bytes())
+        await server.start("127.0.0.1", port)
+        await server.wait_closed()
+
+    uvloop.run(serve())
+
+
+STACKS = {
+    "grpcio-aio": grpcio_aio,
+    "grpcio-aio-fine-switch": grpcio_aio,
+    "grpcio-threads": grpcio_threads,
+    "grpclib": grpclib_aio,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", choices=sorted(STACKS), required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    if args.stack == "grpcio-aio-fine-switch":
+        sys.setswitchinterval(0.0005)
+    asyncio.set_event_loop_policy(None)
+    STACKS[args.stack](args.port)
+
+
+if __name__ == "__main__":
+    main()
