@@ -3,9 +3,11 @@
 bench/grpc_throughput.py --floors serves this on each stack keel could stand on and
 loads it as it loads the real servers, to choose the stack by measurement:
 
-- ``grpcio-aio``: grpcio's asyncio server on uvloop (what keel uses);
+- ``grpcio-aio``: grpcio's asyncio server on uvloop;
 - ``grpcio-aio-fine-switch``: the same with keel's GIL switch interval (0.5 ms);
-- ``grpcio-threads``: grpcio's thread-pool server;
+- ``grpcio-threads``: grpcio's thread-pool server, answering on its threads;
+- ``grpcio-threads-loop``: the same, each call answered on a uvloop event loop in
+  another thread and waited for (what keel does: its handlers are on its loop);
 - ``grpclib``: the pure-Python stack (h2) on uvloop, from its own environment.
 
     python bench/grpc_floor.py --stack grpcio-aio --port 9000
@@ -60,6 +62,31 @@ def grpcio_threads(port: int) -> None:
     server.wait_for_termination()
 
 
+def grpcio_threads_loop(port: int) -> None:
+    import threading
+
+    import grpc
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def answer(request: bytes) -> bytes:
+        return ANSWER
+
+    def infer(request: bytes, context: Any) -> bytes:
+        return asyncio.run_coroutine_threadsafe(answer(request), loop).result()
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)])
+    handler = grpc.unary_unary_rpc_method_handler(infer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 def grpclib_aio(port: int) -> None:
     import uvloop
     from grpclib.const import Cardinality, Handler
@@ -94,6 +121,7 @@ STACKS = {
     "grpcio-aio": grpcio_aio,
     "grpcio-aio-fine-switch": grpcio_aio,
     "grpcio-threads": grpcio_threads,
+    "grpcio-threads-loop": grpcio_threads_loop,
     "grpclib": grpclib_aio,
 }
 

@@ -490,7 +490,7 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
 
 
 def _grpc(results: dict[str, Any], results_path: str) -> str:
-    ratios, servers = results["ratios"], results["servers"]
+    ratios, servers, floors = results["ratios"], results["servers"], results.get("floors")
 
     def ratio(name: str) -> str:
         values = ratios[name]["values"]
@@ -540,9 +540,14 @@ def _grpc(results: dict[str, Any], results_path: str) -> str:
         *_table(columns, rows),
         "",
         f"What gRPC costs keel beyond REST v2 binary: **{results['grpc_extra_cpu_us']:,.0f} µs** "
-        "of server CPU per request, nearly all of it grpcio's (below).",
+        "of server CPU per request"
+        + (
+            f", of which {floors['grpcio-threads-loop']['server_cpu_us']:,.0f} µs is the stack "
+            "keel stands on, answering with no model at all (below)."
+            if floors
+            else "."
+        ),
     ]
-    floors = results.get("floors")
     if floors:
         floor_rows = [
             [stack, f"{f['rps']:,.0f}", f"{f['server_cpu_us']:,.0f}", f"{f['p50_ms']:.2f}"]
@@ -551,10 +556,15 @@ def _grpc(results: dict[str, Any], results_path: str) -> str:
         lines += [
             "",
             "The stacks a gRPC edge could stand on, each answering fixed bytes with no model "
-            "(`bench/grpc_floor.py`, `--floors`), loaded the same way. keel uses the fastest, "
-            "grpcio's asyncio server; *fine switch* is it under keel's default GIL switch "
-            "interval (`server.switch_interval_ms` = 0.5), which keel sets for the p99 of "
-            "REST beside its background threads and which grpcio's polling thread pays for.",
+            "(`bench/grpc_floor.py`, `--floors`), loaded the same way, on one core. keel "
+            "stands on grpcio's thread-pool server handing each call to its event loop "
+            "(*grpcio-threads-loop*): its handlers, the data plane and the batcher live on "
+            "the loop. grpcio's asyncio server on that loop (*grpcio-aio*; *fine switch* under "
+            "keel's 0.5 ms GIL switch interval) is no faster alone, and with keel's handlers on "
+            "it keel answered about a fifth fewer calls a second (docs/serving.md#grpc): its "
+            "completion-queue thread and the loop trade the interpreter lock on every call. "
+            "grpcio's own threads answering alone are faster still, but keel's work is on its "
+            "loop. grpclib (pure Python, h2) has no gRPC compression.",
             "",
             *_table([("stack", "l"), ("req/s", "r"), ("server CPU µs/request", "r"),
                      ("p50 ms", "r")], floor_rows),  # fmt: skip

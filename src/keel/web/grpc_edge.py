@@ -1,12 +1,18 @@
 """The Open Inference Protocol over gRPC, and the standard gRPC health service.
 
 ``inference.GRPCInferenceService`` (what tritonclient.grpc, KServe and MLServer
-clients call) and ``grpc.health.v1.Health`` (what a Kubernetes gRPC probe calls),
-served by grpcio's asyncio server on the HTTP server's own event loop. Every
-method answers from what the REST routes answer from: inference goes through the
-data plane (one path, one set of checks, the same metrics, drift and shadow),
-metadata, configuration, statistics and the repository through the functions
-their routes call, so the two protocols cannot disagree.
+clients call) and ``grpc.health.v1.Health`` (what a Kubernetes gRPC probe calls).
+Every method answers from what the REST routes answer from: inference goes
+through the data plane (one path, one set of checks, the same metrics, drift and
+shadow), metadata, configuration, statistics and the repository through the
+functions their routes call, so the two protocols cannot disagree.
+
+grpcio's thread-pool server takes the calls; each of its threads reads what keel
+needs of a call (metadata, deadline) and hands the call to the HTTP server's event
+loop, where keel's handlers run, then waits for the answer. Measured on one core
+(docs/serving.md#grpc): with grpcio's asyncio server on the same loop keel
+answered about a fifth fewer calls a second, that server's completion-queue
+thread and the loop trading the interpreter lock on every call.
 
 Errors are keel's exceptions mapped to the protocol's status codes
 (``grpc_status_of``); the message is the one REST sends. Inference requests are
@@ -19,11 +25,13 @@ else the server's default.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf import json_format
@@ -79,8 +87,23 @@ _SERVING = health.HealthCheckResponse(status=1)
 _NOT_SERVING = health.HealthCheckResponse(status=2)
 _SERVICE_UNKNOWN = health.HealthCheckResponse(status=3)
 
-Context = grpc.aio.ServicerContext[Any, Any]
-Handler = Callable[[Any, Context], Awaitable[Any]]
+Context = grpc.ServicerContext
+# Calls handled at once; more wait in grpcio's queue. A thread waits while its call is
+# in the data plane, so this is also the most rows-of-requests one batch can gather.
+THREADS = 64
+
+
+class CallInfo(NamedTuple):
+    """What keel reads of a call, taken on grpcio's thread before the loop takes over."""
+
+    metadata: dict[str, str]
+    # Seconds to the call's deadline; None when it has none.
+    time_remaining: float | None
+
+
+Handler = Callable[[Any, CallInfo], Awaitable[Any]]
+# The metadata keel reads.
+_READ_METADATA = frozenset({VERSION_HEADER, DEADLINE_HEADER, "authorization"})
 
 
 def grpc_status_of(exc: errors.KeelError) -> grpc.StatusCode:
@@ -90,49 +113,37 @@ def grpc_status_of(exc: errors.KeelError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-async def _refuse(context: Context, exc: Exception) -> None:
-    """End the call with ``exc`` as a status and message, as REST's error_reply words it."""
+def _refusal(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status and message a call that raised ``exc`` ends with, as REST words it."""
+    if isinstance(exc, concurrent.futures.CancelledError):
+        return grpc.StatusCode.CANCELLED, "the call was cancelled"
     if not isinstance(exc, errors.KeelError):
-        log.exception("unexpected error while handling a gRPC call")
-        await context.abort(
-            grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
-        )
+        log.error("unexpected error while handling a gRPC call", exc_info=exc)
+        return grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
     code = grpc_status_of(exc)
-    message = without_paths(str(exc))
     if code == grpc.StatusCode.INTERNAL:
         log.error("gRPC call failed: %s", exc)
-        message = "the model failed to run this request; the server logged the details"
-    await context.abort(code, message)
+        return code, "the model failed to run this request; the server logged the details"
+    return code, without_paths(str(exc))
 
 
-def _answering(handler: Handler, message: Any) -> Handler:
-    """``handler`` taking the request's bytes as a ``message``, keel's errors as gRPC statuses.
-
-    grpcio is given no deserializer: bytes that are no such message would be its UNKNOWN
-    status and a logged traceback per call; here they are INVALID_ARGUMENT, said once.
-    """
-    name = message.DESCRIPTOR.full_name
-
-    async def answer(request: bytes, context: Context) -> Any:
-        try:
-            try:
-                parsed = message.FromString(request)
-            except DecodeError as exc:
-                raise errors.ProtocolError(f"the request is not a valid {name} ({exc})") from None
-            return await handler(parsed, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
-            await _refuse(context, exc)
-
-    return answer
+def _call_info(context: Context) -> CallInfo:
+    metadata = {
+        key: value
+        for key, value in context.invocation_metadata() or ()
+        if key in _READ_METADATA and isinstance(value, str)
+    }
+    return CallInfo(metadata, context.time_remaining())
 
 
-def _metadata(context: Context, name: str) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == name and isinstance(value, str):
-            return value
-    return None
+def _parsed(message: Any, request: bytes) -> Any:
+    """``request`` as a ``message``: bytes that are none are INVALID_ARGUMENT, said once
+    (grpcio's own deserializer would answer UNKNOWN and log a traceback per call)."""
+    try:
+        return message.FromString(request)
+    except DecodeError as exc:
+        name = message.DESCRIPTOR.full_name
+        raise errors.ProtocolError(f"the request is not a valid {name} ({exc})") from None
 
 
 class GrpcEdge:
@@ -141,15 +152,19 @@ class GrpcEdge:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.plane = state.plane
-        self.server: grpc.aio.Server | None = None
+        self.server: grpc.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Set at the stop signal, so that a health Watch says NOT_SERVING at once.
-        self._stopping = asyncio.Event()
-        # Health Watches open now.
+        self._stopping = threading.Event()
+        # Health Watches open now, each on a thread of grpcio's.
         self._watches = 0
+        self._watches_lock = threading.Lock()
 
     async def start(self, host: str, port: int, *, shared_port: bool) -> None:
         """Listen on ``host:port``, alone or (``shared_port``: workers) with SO_REUSEPORT."""
-        server = grpc.aio.server(
+        self._loop = asyncio.get_running_loop()
+        server = grpc.server(
+            ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="keel-grpc"),
             options=[
                 ("grpc.max_receive_message_length", self.state.settings.server.max_body_bytes),
                 # Off alone, so that a port another server holds is refused, not shared.
@@ -157,7 +172,7 @@ class GrpcEdge:
                 # Calls in progress on one connection (HTTP/2's usual 100): what a client's
                 # concurrent messages can make the server hold is this many times the limit.
                 ("grpc.max_concurrent_streams", MAX_STREAMS),
-            ]
+            ],
         )
         server.add_generic_rpc_handlers((self._inference_handler(), self._health_handler()))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -168,7 +183,7 @@ class GrpcEdge:
             raise address_unavailable(
                 host, port, "the address is in use, or not this machine's", grpc=True
             ) from None
-        await server.start()
+        server.start()
         self.server = server
 
     def stopping(self) -> None:
@@ -179,14 +194,40 @@ class GrpcEdge:
         """Refuse new calls and let those in progress finish, for at most ``grace_s``.
 
         The health Watches first: they send NOT_SERVING and end, which a stream still
-        open when grpcio's stop begins would not get out.
+        open when grpcio's stop begins would not get out. The loop keeps running
+        meanwhile: the calls in progress are answered on it.
         """
         self._stopping.set()
         deadline = time.monotonic() + min(grace_s, _WATCH_INTERVAL_S)
         while self._watches and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         if self.server is not None:
-            await self.server.stop(grace_s)
+            stopped = self.server.stop(grace_s)
+            await asyncio.to_thread(stopped.wait)
+
+    def _unary(self, handler: Handler, message: Any) -> grpc.RpcMethodHandler[Any, Any]:
+        """``handler`` run on the loop for each call, from grpcio's thread that waits for it."""
+        loop = self._loop
+        assert loop is not None
+
+        async def answer(request: bytes, info: CallInfo) -> Any:
+            return await handler(_parsed(message, request), info)
+
+        def on_thread(request: bytes, context: Context) -> Any:
+            future = asyncio.run_coroutine_threadsafe(answer(request, _call_info(context)), loop)
+
+            def give_up() -> None:
+                # Run when the call ends, answered or not: one the client gave up on (its
+                # deadline, a cancel) stops being worked on.
+                future.cancel()
+
+            context.add_callback(give_up)
+            try:
+                return future.result()
+            except BaseException as exc:  # noqa: BLE001 - the error boundary maps every one
+                context.abort(*_refusal(exc))
+
+        return grpc.unary_unary_rpc_method_handler(on_thread, response_serializer=_serialized)
 
     def _inference_handler(self) -> grpc.GenericRpcHandler:
         unary = {
@@ -205,22 +246,16 @@ class GrpcEdge:
                 inference.RepositoryModelUnloadRequest,
             ),
         }
-        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            method: grpc.unary_unary_rpc_method_handler(
-                _answering(handler, message), response_serializer=_serialized
-            )
-            for method, (handler, message) in unary.items()
+        handlers = {
+            method: self._unary(handler, message) for method, (handler, message) in unary.items()
         }
         # Said in words: grpcio's own answer to a method it lacks is "Method not found!".
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(_no_streaming)
         return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)
 
     def _health_handler(self) -> grpc.GenericRpcHandler:
-        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                _answering(self.health_check, health.HealthCheckRequest),
-                response_serializer=_serialized,
-            ),
+        handlers = {
+            "Check": self._unary(self.health_check, health.HealthCheckRequest),
             "Watch": grpc.unary_stream_rpc_method_handler(
                 self.health_watch, response_serializer=_serialized
             ),
@@ -229,55 +264,55 @@ class GrpcEdge:
 
     # The inference service.
 
-    async def server_live(self, request: Any, context: Context) -> Any:
+    async def server_live(self, request: Any, info: CallInfo) -> Any:
         return inference.ServerLiveResponse(live=True)
 
-    async def server_ready(self, request: Any, context: Context) -> Any:
+    async def server_ready(self, request: Any, info: CallInfo) -> Any:
         return inference.ServerReadyResponse(ready=self.state.ready)
 
-    async def model_ready(self, request: Any, context: Context) -> Any:
-        version = self._version(request.name, request.version, context)
+    async def model_ready(self, request: Any, info: CallInfo) -> Any:
+        version = self._version(request.name, request.version, info)
         ready = version.ready and not self.state.shutting_down
         return inference.ModelReadyResponse(ready=ready)
 
-    async def server_metadata(self, request: Any, context: Context) -> Any:
+    async def server_metadata(self, request: Any, info: CallInfo) -> Any:
         return inference.ServerMetadataResponse(
             name="keel", version=keel.__version__, extensions=EXTENSIONS
         )
 
-    async def model_metadata(self, request: Any, context: Context) -> Any:
-        version = self._version(request.name, request.version, context)
+    async def model_metadata(self, request: Any, info: CallInfo) -> Any:
+        version = self._version(request.name, request.version, info)
         metadata = metadata_of(version, self.state)
         del metadata["keel"]  # keel's own state has no place in the protocol's message
         return json_format.ParseDict(metadata, inference.ModelMetadataResponse())
 
-    async def model_config(self, request: Any, context: Context) -> Any:
-        version = self._version(request.name, request.version, context)
+    async def model_config(self, request: Any, info: CallInfo) -> Any:
+        version = self._version(request.name, request.version, info)
         config = config_of(version, self.state.settings.batching)
         return json_format.ParseDict({"config": config}, inference.ModelConfigResponse())
 
-    async def model_statistics(self, request: Any, context: Context) -> Any:
+    async def model_statistics(self, request: Any, info: CallInfo) -> Any:
         stats = await statistics_for(self.state, request.name or None, request.version or None)
         return json_format.ParseDict({"model_stats": stats}, inference.ModelStatisticsResponse())
 
-    async def repository_index(self, request: Any, context: Context) -> Any:
-        self._authorise(request, context)
+    async def repository_index(self, request: Any, info: CallInfo) -> Any:
+        self._authorise(request, info)
         entries = index_entries(self.state, request.ready)
         return json_format.ParseDict({"models": entries}, inference.RepositoryIndexResponse())
 
-    async def repository_load(self, request: Any, context: Context) -> Any:
-        authorization = self._authorise(request, context)
+    async def repository_load(self, request: Any, info: CallInfo) -> Any:
+        authorization = self._authorise(request, info)
         parameters = parameters_of(request.parameters, "load")
         await load_version(self.state, request.model_name, selector_of(parameters), authorization)
         return inference.RepositoryModelLoadResponse()
 
-    async def repository_unload(self, request: Any, context: Context) -> Any:
-        authorization = self._authorise(request, context)
+    async def repository_unload(self, request: Any, info: CallInfo) -> Any:
+        authorization = self._authorise(request, info)
         parameters_of(request.parameters, "unload")
         await unload_model(self.state, request.model_name, authorization)
         return inference.RepositoryModelUnloadResponse()
 
-    async def model_infer(self, request: Any, context: Context) -> Any:
+    async def model_infer(self, request: Any, info: CallInfo) -> Any:
         """One inference through the data plane, counted for its version as REST's are."""
         started = time.perf_counter()
         state = self.state
@@ -285,10 +320,10 @@ class GrpcEdge:
         version: ServedVersion | None = None
         status = 200
         try:
-            version = self._version(request.model_name, request.model_version, context)
+            version = self._version(request.model_name, request.model_version, info)
             version.metrics.in_flight += 1
             try:
-                call = Call(self._call_headers(context), b"", started)
+                call = Call(self._call_headers(info), b"", started)
                 return await self.plane.infer(version, GrpcInferCodec(request), call)
             finally:
                 version.metrics.in_flight -= 1
@@ -307,7 +342,7 @@ class GrpcEdge:
 
     # The health service.
 
-    async def health_check(self, request: Any, context: Context) -> Any:
+    async def health_check(self, request: Any, info: CallInfo) -> Any:
         serving = self._serving(request.service)
         if serving is None:
             raise errors.ModelNotFound(
@@ -316,23 +351,23 @@ class GrpcEdge:
             )
         return _SERVING if serving else _NOT_SERVING
 
-    async def health_watch(self, request: bytes, context: Context) -> Any:
+    def health_watch(self, request: bytes, context: Context) -> Iterator[Any]:
         """The service's status now, then each change, until the call ends or the server stops.
 
-        Ended at SIGTERM once NOT_SERVING is sent: the stop waits for calls in progress,
-        and an open Watch would hold it for the whole grace period.
+        On grpcio's thread, for as long as the client watches: readiness is read from
+        there (plain attribute reads, each whole under the interpreter lock). Ended at
+        SIGTERM once NOT_SERVING is sent: the stop waits for calls in progress, and an
+        open Watch would hold it for the whole grace period.
         """
         try:
-            service = health.HealthCheckRequest.FromString(request).service
-        except DecodeError as exc:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request is not a valid grpc.health.v1.HealthCheckRequest ({exc})",
-            )
+            service = _parsed(health.HealthCheckRequest, request).service
+        except errors.ProtocolError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         sent = None
-        self._watches += 1
+        with self._watches_lock:
+            self._watches += 1
         try:
-            while True:
+            while context.is_active():
                 serving = self._serving(service)
                 now = _SERVICE_UNKNOWN if serving is None else _SERVING if serving else _NOT_SERVING
                 if now is not sent:
@@ -343,10 +378,10 @@ class GrpcEdge:
                 if self.state.shutting_down:
                     return
                 # Woken at once by a stop; otherwise readiness is looked at again shortly.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), _WATCH_INTERVAL_S)
+                self._stopping.wait(_WATCH_INTERVAL_S)
         finally:
-            self._watches -= 1
+            with self._watches_lock:
+                self._watches -= 1
 
     def _serving(self, service: str) -> bool | None:
         """Whether ``service`` (the server, or a served model) serves; None if none is so called."""
@@ -363,42 +398,40 @@ class GrpcEdge:
 
     # Shared by the methods.
 
-    def _version(self, name: str, version: str, context: Context) -> ServedVersion:
+    def _version(self, name: str, version: str, info: CallInfo) -> ServedVersion:
         """The version a call names: its own field, else the version metadata, else the default."""
-        headers = {}
-        asked = _metadata(context, VERSION_HEADER)
-        if asked is not None:
-            headers[VERSION_HEADER] = asked
+        asked = info.metadata.get(VERSION_HEADER)
+        headers = {} if asked is None else {VERSION_HEADER: asked}
         return self.plane.find(name, version or None, headers)
 
-    def _call_headers(self, context: Context) -> dict[str, str]:
+    def _call_headers(self, info: CallInfo) -> dict[str, str]:
         """What the data plane reads of a call: its deadline, in milliseconds from now."""
-        remaining = context.time_remaining()
+        remaining = info.time_remaining
         if remaining is not None:
             if remaining <= 0:
                 raise errors.DeadlineExceeded("the call's deadline passed before it was read")
             return {DEADLINE_HEADER: repr(remaining * 1000.0)}
-        asked = _metadata(context, DEADLINE_HEADER)
+        asked = info.metadata.get(DEADLINE_HEADER)
         return {} if asked is None else {DEADLINE_HEADER: asked}
 
-    def _authorise(self, request: Any, context: Context) -> str:
+    def _authorise(self, request: Any, info: CallInfo) -> str:
         """The caller's Authorization metadata, once it has the admin token."""
         if request.repository_name:
             raise errors.ProtocolError(
                 f"keel serves one repository: leave repository_name empty, not "
                 f"{request.repository_name!r}"
             )
-        authorization = _metadata(context, "authorization") or ""
+        authorization = info.metadata.get("authorization", "")
         authorise(self.state.settings, authorization)
         return authorization
 
 
-async def _no_streaming(requests: Any, context: Context) -> Any:
-    await context.abort(
+def _no_streaming(requests: Iterator[Any], context: Context) -> Iterator[Any]:
+    context.abort(
         grpc.StatusCode.UNIMPLEMENTED,
         "keel does not serve ModelStreamInfer (the streaming extension): call ModelInfer",
     )
-    yield  # an async generator, as grpcio's stream handlers are
+    yield  # a generator, as grpcio's stream handlers are
 
 
 def _serialized(message: Any) -> bytes:
