@@ -46,13 +46,13 @@ def grpcio_aio(port: int) -> None:
     uvloop.run(serve())
 
 
-def grpcio_threads(port: int) -> None:
+def _thread_pool_server(port: int, infer: Any, threads: int) -> None:
+    """grpcio's thread-pool server answering ModelInfer with ``infer``, until killed."""
     import grpc
 
-    def infer(request: bytes, context: Any) -> bytes:
-        return ANSWER
-
-    server = grpc.server(ThreadPoolExecutor(max_workers=16), options=[("grpc.so_reuseport", 0)])
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=threads), options=[("grpc.so_reuseport", 0)]
+    )
     handler = grpc.unary_unary_rpc_method_handler(infer)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),)
@@ -62,10 +62,16 @@ def grpcio_threads(port: int) -> None:
     server.wait_for_termination()
 
 
+def grpcio_threads(port: int) -> None:
+    def infer(request: bytes, context: Any) -> bytes:
+        return ANSWER
+
+    _thread_pool_server(port, infer, threads=16)
+
+
 def grpcio_threads_loop(port: int) -> None:
     import threading
 
-    import grpc
     import uvloop
 
     loop = uvloop.new_event_loop()
@@ -77,14 +83,8 @@ def grpcio_threads_loop(port: int) -> None:
     def infer(request: bytes, context: Any) -> bytes:
         return asyncio.run_coroutine_threadsafe(answer(request), loop).result()
 
-    server = grpc.server(ThreadPoolExecutor(max_workers=64), options=[("grpc.so_reuseport", 0)])
-    handler = grpc.unary_unary_rpc_method_handler(infer)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"ModelInfer": handler}),)
-    )
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    server.wait_for_termination()
+    # As many threads as keel's gRPC edge (keel.web.grpc_edge.THREADS).
+    _thread_pool_server(port, infer, threads=64)
 
 
 def grpclib_aio(port: int) -> None:
