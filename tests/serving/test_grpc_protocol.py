@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -371,3 +374,17 @@ def test_sigterm_tells_a_health_watch_and_stops_without_waiting_out_the_grace(
         assert time.monotonic() - started < 10
     finally:
         server.stop()
+
+
+def test_the_serving_docs_grpc_example_runs_as_written(server: ServerProcess) -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    section = docs[docs.index("## gRPC") :]
+    example = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert example is not None, "docs/serving.md's gRPC section has no Python example"
+    script = example[1].replace("127.0.0.1:8081", server.grpc_address)
+    assert script != example[1], "the example no longer names the default address"
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "[[" in ran.stdout  # the probabilities, as numpy prints them

@@ -14,10 +14,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import tritonclient.grpc as triton_grpc
 from fault_proxy import CLOSE, DELAY, ERROR, FORWARD, HANG, FaultProxy, fault_proxy
 from keel_server import ServerProcess, start_server
 from test_metric_contract import exported_families
@@ -180,8 +183,13 @@ def test_in_process_candidate_sees_every_request_and_both_answers_are_logged(
             },
         )  # fmt: skip
     assert answer.status_code == 200, answer.text
+    # And the gRPC one: the same data plane, so the same mirror.
+    grpc_tensor = triton_grpc.InferInput(tensor["name"], [3, len(rows[0])], "FP32")
+    grpc_tensor.set_data_from_numpy(np.array(rows, dtype=np.float32))
+    with closing(triton_grpc.InferenceServerClient(shadowed.grpc_address)) as grpc_client:
+        grpc_client.infer(MODEL, [grpc_tensor], request_id="grpc-request")
 
-    mirrored = len(reference["batches"]) + 1
+    mirrored = len(reference["batches"]) + 2
     assert wait_counted(shadowed, mirrored) == {"ok": mirrored}
     with shadowed.client() as client:
         metrics = client.get("/metrics").text
@@ -202,7 +210,7 @@ def test_in_process_candidate_sees_every_request_and_both_answers_are_logged(
     assert {r.status for r in records} == {CandidateStatus.OK}
     assert {r.candidate_version for r in records} == {candidate}
     assert {r.primary_version for r in records} == {reference["production_version"]}
-    records_api = [r for r in records if r.request_id != "v2-request"]
+    records_api = [r for r in records if r.request_id not in ("v2-request", "grpc-request")]
     for record, primary, expected in zip(
         records_api, reference["primary"], reference["candidate"], strict=True
     ):
@@ -215,6 +223,7 @@ def test_in_process_candidate_sees_every_request_and_both_answers_are_logged(
         assert record.candidate_ms is not None
         assert record.candidate_ms > 0
     assert any(r.request_id == "v2-request" and r.rows == 3 for r in records)
+    assert any(r.request_id == "grpc-request" and r.rows == 3 for r in records)
     store = open_log_store(log_url)
     try:
         (info,) = store.candidates(MODEL)
