@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("keel.errors", "keel.regular_files", "keel.background", "keel.settings",
      "keel.configuration", "keel.settings_reference", "keel.signature", "keel.environment",
-     "keel.reference", "keel.records", "keel.cpus", "keel.digest_memo", "keel.shared_files"),
+     "keel.reference", "keel.records", "keel.cpus", "keel.digest_memo", "keel.shared_files",
+     "keel.log_output"),
     ("keel.runtimes", "keel.golden", "keel.registry"),
     ("keel.loading", "keel.verification", "keel.publish_checks", "keel.publishing",
      "keel.source", "keel.examples", "keel"),

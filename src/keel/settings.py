@@ -586,6 +586,29 @@ class ShadowSettings(BaseModel):
         return next((t for t in self.targets if t.model == model), None)
 
 
+class LogSettings(BaseModel):
+    """What keel writes to its standard error: the format, and whether each request is logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["text", "json"] = Field(
+        default="text",
+        description=(
+            "'text': a line of words per event; 'json': one JSON object per line (time, level, "
+            "logger, message, and model, version, request_id, trace_id where known), as Loki, "
+            "Elasticsearch and Cloud Logging read them."
+        ),
+    )
+    access: bool = Field(
+        default=False,
+        description=(
+            "A line per request answered, HTTP and gRPC: method, path, status, bytes, "
+            "duration, model, version, request id (X-Request-Id, or gRPC's request id) and "
+            "trace id (W3C traceparent), on the logger keel.access."
+        ),
+    )
+
+
 class Settings(BaseSettings):
     """Everything keel can be told; environment variables use the ``KEEL_`` prefix."""
 
@@ -607,6 +630,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     models: list[str] = Field(
         default_factory=list,
         description="Models to serve (NAME@ALIAS or NAME@VERSION) beside the command line's.",

@@ -49,6 +49,7 @@ from keel.serving.protocols.grpc_messages import (
 )
 from keel.serving.protocols.v2_grpc import parameters_of
 from keel.serving.served_version import ServedVersion
+from keel.web import access_log
 from keel.web.addresses import address_unavailable
 from keel.web.context import ServerState
 from keel.web.http_errors import status_of, without_paths
@@ -99,11 +100,15 @@ class CallInfo(NamedTuple):
     metadata: dict[str, str]
     # Seconds to the call's deadline; None when it has none.
     time_remaining: float | None
+    # What the handler learnt for the access log: the model, version and request id.
+    notes: dict[str, str]
 
 
 Handler = Callable[[Any, CallInfo], Awaitable[Any]]
 # The metadata keel reads.
-_READ_METADATA = frozenset({VERSION_HEADER, DEADLINE_HEADER, "authorization"})
+_READ_METADATA = frozenset(
+    {VERSION_HEADER, DEADLINE_HEADER, "authorization", "x-request-id", "traceparent"}
+)
 
 
 def grpc_status_of(exc: errors.KeelError) -> grpc.StatusCode:
@@ -133,7 +138,7 @@ def _call_info(context: Context) -> CallInfo:
         for key, value in context.invocation_metadata() or ()
         if key in _READ_METADATA and isinstance(value, str)
     }
-    return CallInfo(metadata, context.time_remaining())
+    return CallInfo(metadata, context.time_remaining(), {})
 
 
 def _parsed(message: Any, request: bytes) -> Any:
@@ -205,16 +210,19 @@ class GrpcEdge:
             stopped = self.server.stop(grace_s)
             await asyncio.to_thread(stopped.wait)
 
-    def _unary(self, handler: Handler, message: Any) -> grpc.RpcMethodHandler[Any, Any]:
+    def _unary(self, path: str, handler: Handler, message: Any) -> grpc.RpcMethodHandler[Any, Any]:
         """``handler`` run on the loop for each call, from grpcio's thread that waits for it."""
         loop = self._loop
         assert loop is not None
+        logged = self.state.settings.log.access
 
         async def answer(request: bytes, info: CallInfo) -> Any:
             return await handler(_parsed(message, request), info)
 
         def on_thread(request: bytes, context: Context) -> Any:
-            future = asyncio.run_coroutine_threadsafe(answer(request, _call_info(context)), loop)
+            started = time.perf_counter()
+            info = _call_info(context)
+            future = asyncio.run_coroutine_threadsafe(answer(request, info), loop)
 
             def give_up() -> None:
                 # Run when the call ends, answered or not: one the client gave up on (its
@@ -222,10 +230,16 @@ class GrpcEdge:
                 future.cancel()
 
             context.add_callback(give_up)
+            code, answered = grpc.StatusCode.OK, None
             try:
-                return future.result()
+                answered = future.result()
+                return answered
             except BaseException as exc:  # noqa: BLE001 - the error boundary maps every one
-                context.abort(*_refusal(exc))
+                code, text = _refusal(exc)
+                context.abort(code, text)
+            finally:
+                if logged:
+                    _log_call(path, code, answered, time.perf_counter() - started, info)
 
         return grpc.unary_unary_rpc_method_handler(on_thread, response_serializer=_serialized)
 
@@ -247,7 +261,8 @@ class GrpcEdge:
             ),
         }
         handlers = {
-            method: self._unary(handler, message) for method, (handler, message) in unary.items()
+            method: self._unary(f"/{INFERENCE_SERVICE}/{method}", handler, message)
+            for method, (handler, message) in unary.items()
         }
         # Said in words: grpcio's own answer to a method it lacks is "Method not found!".
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(_no_streaming)
@@ -255,7 +270,9 @@ class GrpcEdge:
 
     def _health_handler(self) -> grpc.GenericRpcHandler:
         handlers = {
-            "Check": self._unary(self.health_check, health.HealthCheckRequest),
+            "Check": self._unary(
+                f"/{HEALTH_SERVICE}/Check", self.health_check, health.HealthCheckRequest
+            ),
             "Watch": grpc.unary_stream_rpc_method_handler(
                 self.health_watch, response_serializer=_serialized
             ),
@@ -320,6 +337,8 @@ class GrpcEdge:
         version: ServedVersion | None = None
         status = 200
         try:
+            if request.id:
+                info.notes["request_id"] = request.id
             version = self._version(request.model_name, request.model_version, info)
             version.metrics.in_flight += 1
             try:
@@ -402,7 +421,10 @@ class GrpcEdge:
         """The version a call names: its own field, else the version metadata, else the default."""
         asked = info.metadata.get(VERSION_HEADER)
         headers = {} if asked is None else {VERSION_HEADER: asked}
-        return self.plane.find(name, version or None, headers)
+        info.notes["model"] = name
+        found = self.plane.find(name, version or None, headers)
+        info.notes["version"] = found.label
+        return found
 
     def _call_headers(self, info: CallInfo) -> dict[str, str]:
         """What the data plane reads of a call: its deadline, in milliseconds from now."""
@@ -432,6 +454,26 @@ def _no_streaming(requests: Iterator[Any], context: Context) -> Iterator[Any]:
         "keel does not serve ModelStreamInfer (the streaming extension): call ModelInfer",
     )
     yield  # a generator, as grpcio's stream handlers are
+
+
+def _log_call(
+    path: str, code: grpc.StatusCode, answered: Any, seconds: float, info: CallInfo
+) -> None:
+    """The access-log line of one gRPC call (``log.access``)."""
+    size = 0 if answered is None else len(_serialized(answered))
+    notes, metadata = info.notes, info.metadata
+    access_log.request_line(
+        protocol="gRPC",
+        method=path.rpartition("/")[2],
+        path=path,
+        status=code.name,
+        size=size,
+        seconds=seconds,
+        model=notes.get("model"),
+        version=notes.get("version"),
+        request_id=notes.get("request_id") or metadata.get("x-request-id"),
+        trace_id=access_log.trace_id_of(metadata.get("traceparent")),
+    )
 
 
 def _serialized(message: Any) -> bytes:

@@ -30,13 +30,15 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import uvloop
 
+from keel import log_output
 from keel.errors import Overloaded
 from keel.registry import Registry
 from keel.serving.arrivals import Arrivals
-from keel.serving.calls import Reply
+from keel.serving.calls import VERSION_HEADER, Reply
 from keel.serving.model_manager import ModelManager
 from keel.serving.protocols.paths import match
 from keel.settings import Settings
+from keel.web import access_log
 from keel.web.addresses import BACKLOG, address_unavailable, check_grpc_port
 from keel.web.app import create_app
 from keel.web.asgi_exchange import answer_with_app
@@ -55,6 +57,7 @@ from keel.web.shared_listener import SharedListener
 from keel.web.worker_figures import FIGURES, own_figures
 
 log = logging.getLogger("keel.web")
+_VERSION_HEADER = VERSION_HEADER.encode()
 
 # Open files kept back from client connections when the cap is derived from the open-file
 # limit: model files, the registry, the prediction log, the alias watcher, the loop's own.
@@ -258,9 +261,32 @@ class HttpServer:
         return connection
 
     def _new_connection(self) -> HttpConnection:
+        answerer = self._answer_and_log if self.settings.log.access else self.answer
         return HttpConnection(
-            self.answer, self._limits, self.connections, self._date_header, self.arrivals
+            answerer, self._limits, self.connections, self._date_header, self.arrivals
         )
+
+    async def _answer_and_log(self, exchange: Exchange, connection: HttpConnection) -> Reply:
+        """``answer``, and its access-log line (``log.access``); a worker's private calls
+        to another are not the server's requests and have none."""
+        started = time.perf_counter()
+        reply = await self.answer(exchange, connection)
+        if not connection.private:
+            headers = exchange.headers
+            route = match(exchange.path)
+            access_log.request_line(
+                protocol="HTTP",
+                method=exchange.method,
+                path=exchange.path,
+                status=reply.status,
+                size=len(reply.body),
+                seconds=time.perf_counter() - started,
+                model=None if route is None else route[1],
+                version=access_log.header(reply.headers, _VERSION_HEADER),
+                request_id=access_log.header(headers, b"x-request-id"),
+                trace_id=access_log.trace_id_of(access_log.header(headers, b"traceparent")),
+            )
+        return reply
 
     def _evict_idle(self) -> None:
         """At the cap, close the connections idle longest between requests.
@@ -366,9 +392,6 @@ def _raiser(error: Exception) -> BodySource:
     return refuse
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
 def serve(
     refs: Sequence[str],
     settings: Settings,
@@ -383,9 +406,10 @@ def serve(
     Alone, on the configured address; as one worker of several (``web/worker.py``),
     on the supervisor's ``listeners``, with ``peers`` for the others.
     """
-    prefix = "" if peers is None else f"worker {peers.index} "
-    log_format = LOG_FORMAT.replace("%(name)s", prefix + "%(name)s")
-    logging.basicConfig(level=logging.INFO, format=log_format)
+    if peers is None:
+        log_output.configure(settings.log)
+    else:
+        log_output.configure(settings.log, f"worker {peers.index}", worker=peers.index)
     sys.setswitchinterval(settings.server.switch_interval_ms / 1000.0)
     # The cores this process may run on, not the machine's: taskset and cgroups
     # pinning leave fewer.

@@ -34,12 +34,13 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from keel import log_output
 from keel.cpus import cpu_quota, usable_cpus
 from keel.registry import Registry
 from keel.settings import MAX_WORKERS, Settings
 from keel.web.addresses import bind_listeners, check_grpc_port
 from keel.web.run_dir import RunDir, WorkerSpec
-from keel.web.server import LOG_FORMAT, serve
+from keel.web.server import serve
 
 log = logging.getLogger("keel.web")
 
@@ -240,9 +241,7 @@ def serve_workers(refs: Sequence[str], settings: Settings, registry: Registry) -
     if count == 1:
         serve(refs, settings, registry)
         return
-    logging.basicConfig(
-        level=logging.INFO, format=LOG_FORMAT.replace("%(name)s", "supervisor %(name)s")
-    )
+    log_output.configure(settings.log, "supervisor")
     if settings.server.workers == "auto":
         quota = cpu_quota()
         log.info(
