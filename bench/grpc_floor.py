@@ -3,11 +3,11 @@
 bench/grpc_throughput.py --floors serves this on each stack keel could stand on and
 loads it as it loads the real servers, to choose the stack by measurement:
 
-- ``grpcio-aio``: grpcio's asyncio server on uvloop;
+- ``grpcio-aio``: grpcio's asyncio server on uvloop (what keel uses);
 - ``grpcio-aio-fine-switch``: the same with keel's GIL switch interval (0.5 ms);
 - ``grpcio-threads``: grpcio's thread-pool server, answering on its threads;
 - ``grpcio-threads-loop``: the same, each call answered on a uvloop event loop in
-  another thread and waited for (what keel does: its handlers are on its loop);
+  another thread and waited for (the design keel tried and left);
 - ``grpclib``: the pure-Python stack (h2) on uvloop, from its own environment.
 
     python bench/grpc_floor.py --stack grpcio-aio --port 9000
@@ -83,7 +83,7 @@ def grpcio_threads_loop(port: int) -> None:
     def infer(request: bytes, context: Any) -> bytes:
         return asyncio.run_coroutine_threadsafe(answer(request), loop).result()
 
-    # As many threads as keel's gRPC edge (keel.web.grpc_edge.THREADS).
+    # As many threads as keel's thread-pool edge had.
     _thread_pool_server(port, infer, threads=64)
 
 

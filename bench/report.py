@@ -542,7 +542,7 @@ def _grpc(results: dict[str, Any], results_path: str) -> str:
         f"What gRPC costs keel beyond REST v2 binary: **{results['grpc_extra_cpu_us']:,.0f} µs** "
         "of server CPU per request"
         + (
-            f", of which {floors['grpcio-threads-loop']['server_cpu_us']:,.0f} µs is the stack "
+            f", of which {floors['grpcio-aio']['server_cpu_us']:,.0f} µs is the stack "
             "keel stands on, answering with no model at all (below)."
             if floors
             else "."
@@ -557,14 +557,12 @@ def _grpc(results: dict[str, Any], results_path: str) -> str:
             "",
             "The stacks a gRPC edge could stand on, each answering fixed bytes with no model "
             "(`bench/grpc_floor.py`, `--floors`), loaded the same way, on one core. keel "
-            "stands on grpcio's thread-pool server handing each call to its event loop "
-            "(*grpcio-threads-loop*): its handlers, the data plane and the batcher live on "
-            "the loop. grpcio's asyncio server on that loop (*grpcio-aio*; *fine switch* under "
-            "keel's 0.5 ms GIL switch interval) is no faster alone, and with keel's handlers on "
-            "it keel answered about a fifth fewer calls a second (docs/serving.md#grpc): its "
-            "completion-queue thread and the loop trade the interpreter lock on every call. "
-            "grpcio's own threads answering alone are faster still, but keel's work is on its "
-            "loop. grpclib (pure Python, h2) has no gRPC compression.",
+            "stands on grpcio's asyncio server on its event loop (*grpcio-aio*; *fine switch* "
+            "under keel's 0.5 ms GIL switch interval), where a call costs a coroutine. "
+            "grpcio's thread-pool server handing each call to a loop (*grpcio-threads-loop*) "
+            "is as fast alone and was a fifth faster with keel on it, but holds a thread per "
+            "call from before its message arrives: a few dozen stalled or slow calls starve "
+            "it (docs/serving.md#grpc). grpclib (pure Python, h2) has no gRPC compression.",
             "",
             *_table([("stack", "l"), ("req/s", "r"), ("server CPU µs/request", "r"),
                      ("p50 ms", "r")], floor_rows),  # fmt: skip

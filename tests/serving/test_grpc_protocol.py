@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,6 +334,76 @@ def test_streaming_is_refused_in_words(client: triton.InferenceServerClient) -> 
     [error] = answers
     assert "StatusCode.UNIMPLEMENTED" in str(error.status())
     assert "keel does not serve ModelStreamInfer" in error.message()
+
+
+def test_the_deadline_metadata_is_read_as_on_rest(client: triton.InferenceServerClient) -> None:
+    tensor = _input(np.full((1, 30), 0.5, dtype=np.float32))
+    with pytest.raises(triton.InferenceServerException) as refused:
+        client.infer(MODEL, [tensor], headers={"x-keel-deadline-ms": "abc"})
+    assert _code(refused.value) == "StatusCode.INVALID_ARGUMENT"
+    assert "x-keel-deadline-ms 'abc' is not a number" in refused.value.message()
+    answer = client.infer(MODEL, [tensor], headers={"x-keel-deadline-ms": "5000"})
+    assert answer.as_numpy("label") is not None
+
+
+def test_stalled_calls_and_open_watches_leave_others_served(server: ServerProcess) -> None:
+    """A call whose message never comes, or a health Watch left open, costs the server
+    nothing another call needs: 100 of each, and a Check and an inference still answer."""
+    never = threading.Event()
+
+    def no_message() -> Iterator[bytes]:
+        never.wait()
+        yield b""
+
+    with grpc.insecure_channel(server.grpc_address) as hostile:
+        stalled = [
+            hostile.stream_unary("/inference.GRPCInferenceService/ModelInfer").future(no_message())
+            for _ in range(100)
+        ]
+        watches = [
+            health_pb2_grpc.HealthStub(hostile).Watch(health_pb2.HealthCheckRequest())
+            for _ in range(100)
+        ]
+        assert all(
+            next(watch).status == health_pb2.HealthCheckResponse.SERVING for watch in watches
+        )
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        with grpc.insecure_channel(server.grpc_address, options=options) as other:
+            started = time.monotonic()
+            checked = health_pb2_grpc.HealthStub(other).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert checked.status == health_pb2.HealthCheckResponse.SERVING
+            client = triton.InferenceServerClient(server.grpc_address)
+            answer = client.infer(MODEL, [_input(np.full((1, 30), 0.5, dtype=np.float32))])
+            client.close()
+            assert answer.as_numpy("label") is not None
+            assert time.monotonic() - started < 5
+        for call in stalled:
+            call.cancel()
+        for watch in watches:
+            watch.cancel()
+        never.set()
+
+
+def test_two_hundred_calls_at_once_on_one_connection_are_all_answered(
+    server: ServerProcess, golden: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, _ = golden
+
+    async def burst() -> list[Any]:
+        client = triton_aio.InferenceServerClient(server.grpc_address)
+        try:
+            await client.is_server_ready()  # the connection is open before the burst
+            return await asyncio.gather(
+                *(client.infer(MODEL, [_input(x)]) for _ in range(200)), return_exceptions=True
+            )
+        finally:
+            await client.close()
+
+    answers = asyncio.run(burst())
+    failures = [answer for answer in answers if isinstance(answer, Exception)]
+    assert not failures, failures[:3]
 
 
 def test_the_standard_health_service_answers_from_readiness(server: ServerProcess) -> None:

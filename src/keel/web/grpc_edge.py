@@ -7,12 +7,11 @@ through the data plane (one path, one set of checks, the same metrics, drift and
 shadow), metadata, configuration, statistics and the repository through the
 functions their routes call, so the two protocols cannot disagree.
 
-grpcio's thread-pool server takes the calls; each of its threads reads what keel
-needs of a call (metadata, deadline) and hands the call to the HTTP server's event
-loop, where keel's handlers run, then waits for the answer. Measured on one core
-(docs/serving.md#grpc): with grpcio's asyncio server on the same loop keel
-answered about a fifth fewer calls a second, that server's completion-queue
-thread and the loop trading the interpreter lock on every call.
+grpcio's asyncio server runs on the HTTP server's event loop. Its thread-pool
+server, each call handed to the loop, answered a fifth more calls a second on one
+core, but a thread is held for the whole of a call, from before its message
+arrives: 64 stalled or slow calls, or 64 open health Watches, left none for
+anyone else (docs/serving.md#grpc). Here a call costs a coroutine.
 
 Errors are keel's exceptions mapped to the protocol's status codes
 (``grpc_status_of``); the message is the one REST sends. Inference requests are
@@ -25,12 +24,10 @@ else the server's default.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
 import grpc
@@ -81,21 +78,20 @@ GRPC_STATUS: tuple[tuple[type[errors.KeelError], grpc.StatusCode], ...] = (
     (errors.NotReady, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
-MAX_STREAMS = 100
 # How often a health Watch looks at readiness for a change to send.
 _WATCH_INTERVAL_S = 0.5
 _SERVING = health.HealthCheckResponse(status=1)
 _NOT_SERVING = health.HealthCheckResponse(status=2)
 _SERVICE_UNKNOWN = health.HealthCheckResponse(status=3)
 
-Context = grpc.ServicerContext
-# Calls handled at once; more wait in grpcio's queue. A thread waits while its call is
-# in the data plane, so this is also the most rows-of-requests one batch can gather.
-THREADS = 64
+Context = grpc.aio.ServicerContext[Any, Any]
+# A deadline further away than this is none: a server may report "no deadline" as
+# the largest time it can hold rather than as None.
+_NO_DEADLINE_S = 1e9
 
 
 class CallInfo(NamedTuple):
-    """What keel reads of a call, taken on grpcio's thread before the loop takes over."""
+    """What keel reads of a call's context: the handlers take this, not the context."""
 
     metadata: dict[str, str]
     # Seconds to the call's deadline; None when it has none.
@@ -118,10 +114,8 @@ def grpc_status_of(exc: errors.KeelError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _refusal(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def _refusal(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """The status and message a call that raised ``exc`` ends with, as REST words it."""
-    if isinstance(exc, concurrent.futures.CancelledError):
-        return grpc.StatusCode.CANCELLED, "the call was cancelled"
     if not isinstance(exc, errors.KeelError):
         log.error("unexpected error while handling a gRPC call", exc_info=exc)
         return grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
@@ -138,7 +132,10 @@ def _call_info(context: Context) -> CallInfo:
         for key, value in context.invocation_metadata() or ()
         if key in _READ_METADATA and isinstance(value, str)
     }
-    return CallInfo(metadata, context.time_remaining(), {})
+    remaining: float | None = context.time_remaining()
+    if remaining is not None and remaining > _NO_DEADLINE_S:
+        remaining = None
+    return CallInfo(metadata, remaining, {})
 
 
 def _parsed(message: Any, request: bytes) -> Any:
@@ -157,26 +154,19 @@ class GrpcEdge:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.plane = state.plane
-        self.server: grpc.Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.server: grpc.aio.Server | None = None
         # Set at the stop signal, so that a health Watch says NOT_SERVING at once.
-        self._stopping = threading.Event()
-        # Health Watches open now, each on a thread of grpcio's.
+        self._stopping = asyncio.Event()
+        # Health Watches open now.
         self._watches = 0
-        self._watches_lock = threading.Lock()
 
     async def start(self, host: str, port: int, *, shared_port: bool) -> None:
         """Listen on ``host:port``, alone or (``shared_port``: workers) with SO_REUSEPORT."""
-        self._loop = asyncio.get_running_loop()
-        server = grpc.server(
-            ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="keel-grpc"),
+        server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.state.settings.server.max_body_bytes),
                 # Off alone, so that a port another server holds is refused, not shared.
                 ("grpc.so_reuseport", 1 if shared_port else 0),
-                # Calls in progress on one connection (HTTP/2's usual 100): what a client's
-                # concurrent messages can make the server hold is this many times the limit.
-                ("grpc.max_concurrent_streams", MAX_STREAMS),
             ],
         )
         server.add_generic_rpc_handlers((self._inference_handler(), self._health_handler()))
@@ -188,7 +178,7 @@ class GrpcEdge:
             raise address_unavailable(
                 host, port, "the address is in use, or not this machine's", grpc=True
             ) from None
-        server.start()
+        await server.start()
         self.server = server
 
     def stopping(self) -> None:
@@ -199,49 +189,37 @@ class GrpcEdge:
         """Refuse new calls and let those in progress finish, for at most ``grace_s``.
 
         The health Watches first: they send NOT_SERVING and end, which a stream still
-        open when grpcio's stop begins would not get out. The loop keeps running
-        meanwhile: the calls in progress are answered on it.
+        open when grpcio's stop begins would not get out.
         """
         self._stopping.set()
         deadline = time.monotonic() + min(grace_s, _WATCH_INTERVAL_S)
         while self._watches and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         if self.server is not None:
-            stopped = self.server.stop(grace_s)
-            await asyncio.to_thread(stopped.wait)
+            await self.server.stop(grace_s)
 
     def _unary(self, path: str, handler: Handler, message: Any) -> grpc.RpcMethodHandler[Any, Any]:
-        """``handler`` run on the loop for each call, from grpcio's thread that waits for it."""
-        loop = self._loop
-        assert loop is not None
+        """``handler`` for each call of ``path``: its bytes parsed, keel's errors its status."""
         logged = self.state.settings.log.access
 
-        async def answer(request: bytes, info: CallInfo) -> Any:
-            return await handler(_parsed(message, request), info)
-
-        def on_thread(request: bytes, context: Context) -> Any:
+        async def answer(request: bytes, context: Context) -> Any:
             started = time.perf_counter()
             info = _call_info(context)
-            future = asyncio.run_coroutine_threadsafe(answer(request, info), loop)
-
-            def give_up() -> None:
-                # Run when the call ends, answered or not: one the client gave up on (its
-                # deadline, a cancel) stops being worked on.
-                future.cancel()
-
-            context.add_callback(give_up)
             code, answered = grpc.StatusCode.OK, None
             try:
-                answered = future.result()
+                answered = await handler(_parsed(message, request), info)
                 return answered
-            except BaseException as exc:  # noqa: BLE001 - the error boundary maps every one
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - the error boundary maps every exception
                 code, text = _refusal(exc)
-                context.abort(code, text)
+                await context.abort(code, text)
             finally:
                 if logged:
                     _log_call(path, code, answered, time.perf_counter() - started, info)
 
-        return grpc.unary_unary_rpc_method_handler(on_thread, response_serializer=_serialized)
+        return grpc.unary_unary_rpc_method_handler(answer, response_serializer=_serialized)
 
     def _inference_handler(self) -> grpc.GenericRpcHandler:
         unary = {
@@ -370,23 +348,20 @@ class GrpcEdge:
             )
         return _SERVING if serving else _NOT_SERVING
 
-    def health_watch(self, request: bytes, context: Context) -> Iterator[Any]:
+    async def health_watch(self, request: bytes, context: Context) -> AsyncIterator[Any]:
         """The service's status now, then each change, until the call ends or the server stops.
 
-        On grpcio's thread, for as long as the client watches: readiness is read from
-        there (plain attribute reads, each whole under the interpreter lock). Ended at
-        SIGTERM once NOT_SERVING is sent: the stop waits for calls in progress, and an
-        open Watch would hold it for the whole grace period.
+        Ended at SIGTERM once NOT_SERVING is sent: the stop waits for calls in progress,
+        and an open Watch would hold it for the whole grace period.
         """
         try:
             service = _parsed(health.HealthCheckRequest, request).service
         except errors.ProtocolError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         sent = None
-        with self._watches_lock:
-            self._watches += 1
+        self._watches += 1
         try:
-            while context.is_active():
+            while True:
                 serving = self._serving(service)
                 now = _SERVICE_UNKNOWN if serving is None else _SERVING if serving else _NOT_SERVING
                 if now is not sent:
@@ -397,10 +372,10 @@ class GrpcEdge:
                 if self.state.shutting_down:
                     return
                 # Woken at once by a stop; otherwise readiness is looked at again shortly.
-                self._stopping.wait(_WATCH_INTERVAL_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), _WATCH_INTERVAL_S)
         finally:
-            with self._watches_lock:
-                self._watches -= 1
+            self._watches -= 1
 
     def _serving(self, service: str) -> bool | None:
         """Whether ``service`` (the server, or a served model) serves; None if none is so called."""
@@ -448,12 +423,12 @@ class GrpcEdge:
         return authorization
 
 
-def _no_streaming(requests: Iterator[Any], context: Context) -> Iterator[Any]:
-    context.abort(
+async def _no_streaming(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+    await context.abort(
         grpc.StatusCode.UNIMPLEMENTED,
         "keel does not serve ModelStreamInfer (the streaming extension): call ModelInfer",
     )
-    yield  # a generator, as grpcio's stream handlers are
+    yield  # an async generator, as grpcio's stream handlers are
 
 
 def _log_call(
