@@ -560,9 +560,10 @@ def _grpc(results: dict[str, Any], results_path: str) -> str:
             "stands on grpcio's asyncio server on its event loop (*grpcio-aio*; *fine switch* "
             "under keel's 0.5 ms GIL switch interval), where a call costs a coroutine. "
             "grpcio's thread-pool server handing each call to a loop (*grpcio-threads-loop*) "
-            "is as fast alone and was a fifth faster with keel on it, but holds a thread per "
-            "call from before its message arrives: a few dozen stalled or slow calls starve "
-            "it (docs/serving.md#grpc). grpclib (pure Python, h2) has no gRPC compression.",
+            "is faster, alone and with keel on it (a fifth: `bench/results/grpc/2026-12-07.json`), "
+            "but holds a thread per call from before its message arrives: a few dozen stalled "
+            "or slow calls starve it (docs/serving.md#grpc). grpclib (pure Python, h2) has no "
+            "gRPC compression.",
             "",
             *_table([("stack", "l"), ("req/s", "r"), ("server CPU µs/request", "r"),
                      ("p50 ms", "r")], floor_rows),  # fmt: skip
