@@ -163,6 +163,30 @@ def test_the_fast_path_accepts_only_what_the_full_path_accepts(dtype: str, data:
     assert_same(fast, full)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_inputs_decoded_elsewhere_are_accepted_only_when_the_contract_accepts_them(
+    dtype: str, data: Any
+) -> None:
+    """``accepts`` (the gRPC edge's check of tensors it decoded itself) never lets through
+    what the contract refuses, and passes what the REST fast path passes."""
+    body, json_length = data.draw(documents(dtype))
+    try:
+        parsed = parse_infer_request(body, json_length)
+    except KeelError:
+        return
+    fast = fast_path_for(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        accepted = fast.accepts(parsed.inputs)
+    event("accepted" if accepted else "left to the contract")
+    if accepted:
+        contract_for(dtype).check({tensor.name: tensor.data for tensor in parsed.inputs})
+    if fast.decode(body, json_length) is not None:
+        assert accepted
+
+
 def triton_body(rows: np.ndarray, binary: bool) -> tuple[bytes, int | None]:
     tensor = triton.InferInput(INPUT, list(rows.shape), datatype_of(rows.dtype))
     tensor.set_data_from_numpy(rows, binary_data=binary)

@@ -3,7 +3,9 @@
 The gRPC edge (``keel.web.grpc_edge``) has the request message parsed already,
 for the model name and version it must resolve before anything else, so each
 request gets a codec holding its message; from there it is REST's path: the same
-``InferRequest``, the same signature check, freshness and output selection.
+``InferRequest``, the same signature check (a request that fits the version exactly passes the v2
+fast path's precomputed check, as REST's do; any other gets the contract's, which
+names every problem), freshness and output selection.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ class GrpcInferCodec:
         """The input tensors, checked against the version's contract; the request kept."""
         parsed = infer_request_of(self.message)
         inputs = {tensor.name: tensor.data for tensor in parsed.inputs}
-        contract = version.contract
-        if contract is None:
-            raise NotReady(f"{version.name} version {version.label} is not ready")
-        contract.check(inputs)
+        fast = version.v2_fast_path
+        if fast is None or not fast.accepts(parsed.inputs):
+            contract = version.contract
+            if contract is None:
+                raise NotReady(f"{version.name} version {version.label} is not ready")
+            contract.check(inputs)
         check_freshness(version, parsed)
         return Decoded(inputs, parsed.id, parsed)
 

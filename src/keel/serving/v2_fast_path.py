@@ -139,6 +139,18 @@ class V2FastPath:
     # Binary headers seen before, by their bytes; only ever touched on the event loop.
     plans: dict[bytes, _BinaryPlan] = field(default_factory=dict)
 
+    def accepts(self, inputs: tuple[InferInput, ...]) -> bool:
+        """Whether inputs another decoder made (gRPC's) pass the contract as they are.
+
+        False is not a verdict: ``TensorContract.check`` then judges and names the problems.
+        """
+        if len(inputs) != len(self.inputs):
+            return False
+        rows = {tensor.shape[0] for tensor in inputs if tensor.shape}
+        return len(rows) == 1 and all(
+            _accepts(expected, tensor) for expected, tensor in zip(self.inputs, inputs, strict=True)
+        )
+
     def decode(self, body: bytes, json_length: int | None) -> InferRequest | None:
         """The request, with inputs that pass the contract; None when the full path must judge."""
         end = len(body) if json_length is None else json_length
@@ -200,6 +212,23 @@ class V2FastPath:
                 self.plans.clear()
             self.plans[header] = _BinaryPlan(None, outputs, parameters, tuple(layouts), len(body))
         return InferRequest(request_id, tuple(decoded), outputs, parameters)
+
+
+def _accepts(expected: _Input, tensor: InferInput) -> bool:
+    """Whether an input decoded elsewhere is exactly what ``expected`` takes, values and all."""
+    shape = tensor.shape
+    if (
+        tensor.name != expected.name
+        or tensor.datatype != expected.datatype
+        or len(shape) != expected.ndim
+        or any(shape[position] != size for position, size in expected.fixed)
+        or min(shape) <= 0
+    ):
+        return False
+    if expected.groups is not None and shape[0] <= PYTHON_ROWS:
+        # tolist() gives exactly the array's values, so Python judges what the model sees.
+        return _rows_within(expected, tensor.data.ravel().tolist(), shape[0])
+    return bool(expected.rules.holds(tensor.data))
 
 
 def _decode_input(
