@@ -139,6 +139,7 @@ def test_typed_contents_answer_as_raw_ones_do(
         (lambda t, r: setattr(t, "datatype", "FP8"), "INVALID_ARGUMENT",
          "datatype 'FP8' is not one of"),
         (lambda t, r: setattr(r, "model_name", "no-such-model"), "NOT_FOUND", "not served here"),
+        (lambda t, r: setattr(r, "model_name", ""), "INVALID_ARGUMENT", "names no model"),
         (lambda t, r: setattr(r, "model_version", "nightly"), "NOT_FOUND", "nightly"),
     ],
 )  # fmt: skip

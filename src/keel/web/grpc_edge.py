@@ -394,6 +394,8 @@ class GrpcEdge:
 
     def _version(self, name: str, version: str, info: CallInfo) -> ServedVersion:
         """The version a call names: its own field, else the version metadata, else the default."""
+        if not name:
+            raise errors.ProtocolError("the request names no model: its model name is empty")
         asked = info.metadata.get(VERSION_HEADER)
         headers = {} if asked is None else {VERSION_HEADER: asked}
         info.notes["model"] = name
