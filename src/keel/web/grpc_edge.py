@@ -49,7 +49,7 @@ from keel.serving.served_version import ServedVersion
 from keel.web import access_log
 from keel.web.addresses import address_unavailable
 from keel.web.context import ServerState
-from keel.web.http_errors import status_of, without_paths
+from keel.web.http_errors import public_message, status_of
 from keel.web.model_config import config_of
 from keel.web.repository_routes import (
     authorise,
@@ -116,14 +116,8 @@ def grpc_status_of(exc: errors.KeelError) -> grpc.StatusCode:
 
 def _refusal(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """The status and message a call that raised ``exc`` ends with, as REST words it."""
-    if not isinstance(exc, errors.KeelError):
-        log.error("unexpected error while handling a gRPC call", exc_info=exc)
-        return grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
-    code = grpc_status_of(exc)
-    if code == grpc.StatusCode.INTERNAL:
-        log.error("gRPC call failed: %s", exc)
-        return code, "the model failed to run this request; the server logged the details"
-    return code, without_paths(str(exc))
+    code = grpc_status_of(exc) if isinstance(exc, errors.KeelError) else grpc.StatusCode.INTERNAL
+    return code, public_message(exc)
 
 
 def _call_info(context: Context) -> CallInfo:

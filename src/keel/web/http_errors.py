@@ -54,17 +54,31 @@ def status_of(exc: errors.KeelError) -> int:
     return 500
 
 
-# The answer to a failure of keel's own: nothing about it reaches the client.
-INTERNAL_ERROR = Reply(500, b'{"error":"internal error; the server logged the details"}')
+# What the client is told of a failure of keel's own, and of the model's: nothing more.
+INTERNAL_MESSAGE = "internal error; the server logged the details"
+MODEL_FAILED_MESSAGE = "the model failed to run this request; the server logged the details"
+INTERNAL_ERROR = Reply(500, orjson.dumps({"error": INTERNAL_MESSAGE}))
+
+
+def public_message(exc: Exception) -> str:
+    """What a client is told of ``exc``, on any protocol; a failure that is the server's is
+    logged whole here and answered without its cause."""
+    if not isinstance(exc, errors.KeelError):
+        log.error("unexpected error while handling a request", exc_info=exc)
+        return INTERNAL_MESSAGE
+    if status_of(exc) == 500:
+        log.error("request failed: %s", exc)
+        return MODEL_FAILED_MESSAGE
+    return without_paths(str(exc))
 
 
 def error_reply(exc: Exception) -> Reply:
     """The HTTP answer to an exception raised while handling a request."""
     if not isinstance(exc, errors.KeelError):
-        log.exception("unexpected error while handling a request")
+        public_message(exc)  # logs it
         return INTERNAL_ERROR
     status = status_of(exc)
-    body: dict[str, object] = {"error": without_paths(str(exc))}
+    body: dict[str, object] = {"error": public_message(exc)}
     headers: list[tuple[bytes, bytes]] = []
     if isinstance(exc, errors.InvalidRequest):
         body["details"] = [
@@ -75,10 +89,6 @@ def error_reply(exc: Exception) -> Reply:
         headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode()))
     if isinstance(exc, errors.Unauthorized):
         headers.append((b"www-authenticate", b"Bearer"))
-    if status == 500:
-        # A runtime failure is the server's problem, not the client's: log it whole.
-        log.error("request failed: %s", exc)
-        body = {"error": "the model failed to run this request; the server logged the details"}
     return _json(status, body, headers)
 
 

@@ -314,12 +314,14 @@ def _add_field(
 
 
 def _classes(
-    pool: descriptor_pool.DescriptorPool, proto: descriptor_pb2.FileDescriptorProto
+    pool: descriptor_pool.DescriptorPool,
+    proto: descriptor_pb2.FileDescriptorProto,
+    messages: Mapping[str, Sequence[str]],
 ) -> SimpleNamespace:
     """Every message class of ``proto`` by its name, nested ones as Outer_Inner too."""
     pool.Add(proto)
     classes: dict[str, Any] = {}
-    for path in _INFERENCE if proto.package == "inference" else _HEALTH:
+    for path in messages:
         found = pool.FindMessageTypeByName(f"{proto.package}.{path}")
         classes[path.replace(".", "_")] = message_factory.GetMessageClass(found)
     return SimpleNamespace(**classes)
@@ -328,7 +330,9 @@ def _classes(
 _POOL = descriptor_pool.DescriptorPool()
 # The inference service's messages: ``inference.ModelInferRequest`` and the rest.
 inference = _classes(
-    _POOL, _file("keel/inference.proto", "inference", _INFERENCE, _INFERENCE_ENUMS)
+    _POOL, _file("keel/inference.proto", "inference", _INFERENCE, _INFERENCE_ENUMS), _INFERENCE
 )
 # The health service's: ``health.HealthCheckRequest``, ``health.HealthCheckResponse``.
-health = _classes(_POOL, _file("keel/health.proto", "grpc.health.v1", _HEALTH, _HEALTH_ENUMS))
+health = _classes(
+    _POOL, _file("keel/health.proto", "grpc.health.v1", _HEALTH, _HEALTH_ENUMS), _HEALTH
+)
