@@ -329,6 +329,17 @@ def test_a_repository_load_reaches_every_worker(
         assert server.stop() == 0, server.log.read_text()
 
 
+def wait_for_candidates_ready(server: ServerProcess, workers: int = 2) -> None:
+    """Until every worker's own shadow candidate is ready, each asked on its private socket."""
+    deadline = time.monotonic() + 60
+    while True:
+        shadows = [own_figures(server, k)["shadow"].get(MODEL) for k in range(workers)]
+        if all(shadow is not None and shadow["candidate"]["ready"] for shadow in shadows):
+            return
+        assert time.monotonic() < deadline, f"shadow candidates not ready: {shadows}"
+        time.sleep(0.1)
+
+
 def test_every_worker_mirrors_into_one_prediction_log_and_none_is_lost(
     demo_registry: Path, tmp_path: Path
 ) -> None:
@@ -340,6 +351,9 @@ def test_every_worker_mirrors_into_one_prediction_log_and_none_is_lost(
     )  # fmt: skip
     try:
         server.wait_ready()
+        # Candidates load after the primaries are ready: a request a worker answers before
+        # its candidate is ready is not mirrored (by design), so the test waits for both.
+        wait_for_candidates_ready(server)
         assert send_fresh(server, 200) == [200] * 200
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
