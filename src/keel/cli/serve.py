@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import typer
 from pydantic import ValidationError
 
+from keel import tracing
 from keel.cli.context import RegistryOption, open_registry, settings_for
 from keel.configuration import describe_errors
 from keel.errors import InvalidConfig
@@ -96,6 +97,8 @@ def serve(
     from keel.serving.model_manager import check_held
     from keel.web.supervisor import serve_workers
 
+    # OpenTelemetry's OTEL_* variables: a mistake in them stops the server here, named.
+    tracing.settings_from()
     settings = settings_for(registry, config)
     overrides: dict[str, object] = {
         k: v

@@ -15,10 +15,16 @@ from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata as importlib_metadata
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 import keel
+from keel import tracing
 from keel.monitoring.merging import GaugeRule
 from keel.monitoring.metrics import Histogram
 from keel.monitoring.process import resident_bytes
@@ -82,7 +88,31 @@ def add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: H
     family.add_metric(labels, histogram.cumulative(), histogram.sum)
 
 
+def _trace_families() -> Iterator[Metric]:
+    """The span queue's counts, while traces are sent (``keel.tracing``)."""
+    queue = tracing.QUEUE
+    if queue is None:
+        return
+    exported = CounterMetricFamily(
+        "keel_trace_spans_exported",
+        "Spans the OTLP collector took.",
+    )
+    exported.add_metric([], queue.exported)
+    yield exported
+    dropped = CounterMetricFamily(
+        "keel_trace_spans_dropped",
+        "Spans never sent, by reason: queue_full (the queue, OTEL_BSP_MAX_QUEUE_SIZE, was "
+        "full), export_failed (the collector did not take them), stopped (they ended after "
+        "the stop began).",
+        labels=["reason"],
+    )
+    for reason in ("queue_full", "export_failed", "stopped"):
+        dropped.add_metric([reason], queue.dropped[reason])
+    yield dropped
+
+
 def _process_families() -> Iterator[Metric]:
+    yield from _trace_families()
     info = GaugeMetricFamily(
         "keel_build_info",
         "keel, Python and model runtime versions of this process (always 1).",

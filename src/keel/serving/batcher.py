@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from keel import tracing
 from keel.errors import (
     DeadlineExceeded,
     KeelError,
@@ -127,7 +128,7 @@ class _Wait(enum.Enum):
 class _Request:
     """Rows of one caller (or one chunk of a large caller's rows) on their way through a batch."""
 
-    __slots__ = ("deadline", "future", "inputs", "key", "queued", "queued_at", "rows")
+    __slots__ = ("deadline", "future", "inputs", "key", "queued", "queued_at", "rows", "span")
 
     def __init__(
         self,
@@ -137,6 +138,7 @@ class _Request:
         future: asyncio.Future[Tensors],
         queued_at: float,
         deadline: float,
+        span: Any = None,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
@@ -147,6 +149,32 @@ class _Request:
         # uvloop's millisecond tick, which does not move at all during a run on the loop.
         self.queued_at = queued_at
         self.deadline = deadline
+        # The caller's span when its request is traced (keel.tracing), else None.
+        self.span = span
+
+
+class _RunClock:
+    """The model calls of a traced batch, timed: its ``keel.model_run`` span.
+
+    Only a batch with a traced request is run through one: the rest pay nothing.
+    """
+
+    __slots__ = ("calls", "ended", "run", "started")
+
+    def __init__(self, run: RunBatch) -> None:
+        self.run = run
+        self.calls = 0
+        self.started = self.ended = 0.0
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        started = time.perf_counter()
+        if not self.calls:
+            self.started = started
+        self.calls += 1
+        try:
+            return self.run(inputs)
+        finally:
+            self.ended = time.perf_counter()
 
 
 class Batcher:
@@ -168,6 +196,8 @@ class Batcher:
         arrivals: Arrivals | None = None,
     ) -> None:
         self.name = name
+        # What a batch's spans say of the model (keel.tracing): its name and version.
+        self.trace_attributes: dict[str, str] = {"keel.model.name": name}
         # Set once the version's warm-up batches are through, so metrics show real traffic.
         self.observer: BatchObserver | None = None
         # A model whose whole batch runs faster than a hand-off to a worker thread
@@ -207,7 +237,7 @@ class Batcher:
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
         self._withdrawn = 0
-        self._running: dict[Outcome, tuple[list[_Request], float]] = {}
+        self._running: dict[Outcome, tuple[list[_Request], float, _RunClock | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: DeadlineWatch  # with the loop, in _start
         self._dispatcher: asyncio.Task[None] | None = None
@@ -232,11 +262,14 @@ class Batcher:
         """Batches the model is running now."""
         return len(self._running)
 
-    async def submit(self, inputs: Tensors, deadline: float | None = None) -> Tensors:
+    async def submit(
+        self, inputs: Tensors, deadline: float | None = None, span: Any = None
+    ) -> Tensors:
         """Run ``inputs`` in a batch and return this request's rows of every output.
 
         ``deadline`` is an absolute ``loop.time()``; past it the request gets
-        DeadlineExceeded whether it is still queued or already running.
+        DeadlineExceeded whether it is still queued or already running. ``span``: the
+        request's, when it is traced; its queue wait is added to it, linked to the batch.
         """
         if self._refusal is not None:
             raise NotReady(self._refusal)
@@ -268,8 +301,8 @@ class Batcher:
             raise Overloaded(self._overload_message(), retry_after_s=self._retry_after(rows))
         due = math.inf if deadline is None else deadline
         if rows > self._max_rows:
-            return await self._submit_chunks(loop, inputs, rows, key, due)
-        request = _Request(inputs, rows, key, loop.create_future(), time.perf_counter(), due)
+            return await self._submit_chunks(loop, inputs, rows, key, due, span)
+        request = _Request(inputs, rows, key, loop.create_future(), time.perf_counter(), due, span)
         self._enqueue(request)
         # The watch fails the future, rather than asyncio.timeout_at: that leaves the
         # caller's task uncancelled and costs far less per request. An inline batch
@@ -346,6 +379,7 @@ class Batcher:
         rows: int,
         key: InputKey,
         due: float,
+        span: Any,
     ) -> Tensors:
         step = self._max_rows
         now = time.perf_counter()
@@ -357,6 +391,7 @@ class Batcher:
                 loop.create_future(),
                 now,
                 due,
+                span,
             )
             for start in range(0, rows, step)
         ]
@@ -485,12 +520,14 @@ class Batcher:
         assert self._loop is not None
         parts = [request.inputs for request in batch]
         counts = [request.rows for request in batch]
+        clock = _clock_for(self._run, batch)
+        run = self._run if clock is None else clock
         try:
-            future = self._executor.submit(_run_batch, self._run, parts, counts, self.name)
+            future = self._executor.submit(_run_batch, run, parts, counts, self.name)
         except RuntimeError as exc:  # the executor was shut down under us
             self._fail(batch, RuntimeFailure(f"{self._label}: cannot run the model: {exc}"))
             return
-        self._running[future] = (batch, time.perf_counter())
+        self._running[future] = (batch, time.perf_counter(), clock)
         # Not loop.run_in_executor: its asyncio wrapper future costs one more loop pass per
         # batch before _finish runs, measured at about 20 us of a lone request's latency.
         future.add_done_callback(self._hand_back)
@@ -520,8 +557,12 @@ class Batcher:
         if started - self._cpu_marked_at > self._cpu_mark_every_s:
             self._cpu_marked_at = started
             self._cpu_mark = time.thread_time()
+        clock = _clock_for(self._run, batch)
         answers = _run_batch(
-            self._run, [r.inputs for r in batch], [r.rows for r in batch], self.name
+            self._run if clock is None else clock,
+            [r.inputs for r in batch],
+            [r.rows for r in batch],
+            self.name,
         )
         cpu_s = 0.0
         if time.perf_counter() - started > self.inline_bound_s:
@@ -532,7 +573,7 @@ class Batcher:
                 # A garbage collection during the run is not the model's doing.
                 - (self._gc_clock.seconds - gc_started)
             )
-        self._settle(batch, started, answers)
+        self._settle(batch, started, answers, clock)
         if cpu_s > self.inline_bound_s and self.inline:
             self._leave_loop(sum(r.rows for r in batch), cpu_s)
 
@@ -557,20 +598,27 @@ class Batcher:
             self._start_dispatcher(self._loop)
 
     def _finish(self, future: Outcome) -> None:
-        batch, started = self._running.pop(future)
+        batch, started, clock = self._running.pop(future)
         if future.cancelled():
             self._settle(
-                batch, started, RuntimeFailure(f"{self._label}: the batch was cancelled unrun")
+                batch,
+                started,
+                RuntimeFailure(f"{self._label}: the batch was cancelled unrun"),
+                clock,
             )
         elif (error := future.exception()) is not None:
-            self._settle(batch, started, error)
+            self._settle(batch, started, error, clock)
         else:
-            self._settle(batch, started, future.result())
+            self._settle(batch, started, future.result(), clock)
         if self._waiting is _Wait.SLOT or (self._waiting is _Wait.FILL and not self._running):
             self._wake()
 
     def _settle(
-        self, batch: list[_Request], started: float, outcome: Answers | BaseException
+        self,
+        batch: list[_Request],
+        started: float,
+        outcome: Answers | BaseException,
+        clock: _RunClock | None = None,
     ) -> None:
         """Count a finished batch and give each caller its rows, or the error that is theirs."""
         assert self._loop is not None
@@ -582,6 +630,8 @@ class Batcher:
         self.rows_run += rows
         if self.observer is not None:
             self.observer(rows, [started - request.queued_at for request in batch], elapsed)
+        if clock is not None:
+            _trace_batch(self.trace_attributes, batch, rows, started, now, clock, outcome)
         if isinstance(outcome, BaseException):
             self.batches_failed += 1
             self._fail(batch, outcome)
@@ -632,7 +682,7 @@ class Batcher:
         self._queue.clear()
         self._queued_rows = 0
         self._withdrawn = 0
-        for batch, _ in self._running.values():
+        for batch, _, _ in self._running.values():
             self._fail(batch, error)
 
     def _dispatcher_ended(self, task: asyncio.Task[None]) -> None:
@@ -662,6 +712,61 @@ class Batcher:
         batches = math.ceil((self._queued_rows + rows) / self._max_rows)
         waves = math.ceil(batches / self._max_in_flight)
         return float(max(1, math.ceil(waves * self._run_time.median)))
+
+
+def _clock_for(run: RunBatch, batch: list[_Request]) -> _RunClock | None:
+    """A clock for the model calls of ``batch`` if a request in it is traced, else None."""
+    if tracing.TRACER is None:
+        return None
+    return _RunClock(run) if any(request.span is not None for request in batch) else None
+
+
+def _trace_batch(
+    served: dict[str, str],
+    batch: list[_Request],
+    rows: int,
+    started: float,
+    ended: float,
+    clock: _RunClock,
+    outcome: Answers | BaseException,
+) -> None:
+    """The spans of a batch with traced requests in it.
+
+    The batch is a trace of its own (it serves requests of many traces), linked to
+    every traced request's span; each of those gets its queue wait, linked back to
+    the batch. The model run is the batch's child.
+    """
+    traced = [request.span for request in batch if request.span is not None]
+    span = tracing.linked_span(
+        "keel.batch",
+        [request_span.get_span_context() for request_span in traced],
+        started,
+        {**served, "keel.batch.requests": len(batch), "keel.batch.rows": rows},
+    )
+    if span is None:
+        return
+    if clock.calls:
+        # More than one call when the batch failed and was run again in parts.
+        tracing.child_span(
+            span,
+            "keel.model_run",
+            clock.started,
+            clock.ended,
+            {**served, "keel.model_run.calls": clock.calls},
+        )
+    batch_link = [span.get_span_context()]
+    for request in batch:
+        if request.span is not None:
+            tracing.child_span(
+                request.span,
+                "keel.queue",
+                request.queued_at,
+                started,
+                {"keel.batch.requests": len(batch), "keel.batch.rows": rows},
+                batch_link,
+            )
+    failed = type(outcome).__name__ if isinstance(outcome, BaseException) else None
+    tracing.end_span(span, ended, None, failed)
 
 
 def _describe(inputs: Tensors) -> tuple[int, InputKey]:

@@ -9,7 +9,7 @@ mapping, or a Starlette route through the ASGI bridge).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 VERSION_HEADER = "x-keel-model-version"
 DEADLINE_HEADER = "x-keel-deadline-ms"
@@ -26,6 +26,9 @@ class Call(NamedTuple):
     body: bytes
     # time.perf_counter() when the request arrived: its latency, wherever it is counted.
     received_at: float
+    # The request's span when it is traced (``keel.tracing``: an OpenTelemetry SDK span),
+    # else None; the steps after the edge add theirs to it.
+    span: Any = None
 
 
 class Reply(NamedTuple):

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from keel import tracing
 from keel.errors import ProtocolError
 from keel.serving.batcher import Tensors
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call
@@ -100,9 +101,15 @@ class DataPlane:
         """``codec``'s answer to ``call`` from ``version``; raises KeelError when it is refused."""
         batcher = version.require_batcher()  # NotReady before any parsing
         deadline = batcher.deadline_in(self.deadline_s(call.headers))
+        span = call.span
+        decoding_at = time.perf_counter()
         request = codec.decode(version, call)
         decoded_at = time.perf_counter()
-        outputs = await batcher.submit(request.inputs, deadline)
+        if span is not None:
+            # The signature is checked as the body is decoded (the records API builds its
+            # arrays as it validates; the v2 fast path checks as it parses): one step.
+            tracing.child_span(span, "keel.decode", decoding_at, decoded_at)
+        outputs = await batcher.submit(request.inputs, deadline, span)
         ran_at = time.perf_counter()
         mirrors = self.mirrors
         if mirrors:
@@ -111,9 +118,10 @@ class DataPlane:
                 # Offered once the outputs are known; the mirror's queue takes it or drops it.
                 mirror.offer(version, request, outputs, call)
         answer = codec.encode(version, request, outputs)
+        encoded_at = time.perf_counter()
+        if span is not None:
+            tracing.child_span(span, "keel.encode", ran_at, encoded_at)
         # The statistics extension's compute_input (arrival to checked inputs: the body
         # read, decoded and checked) and compute_output (outputs to the encoded answer).
-        version.metrics.computed_request(
-            decoded_at - call.received_at, time.perf_counter() - ran_at
-        )
+        version.metrics.computed_request(decoded_at - call.received_at, encoded_at - ran_at)
         return answer

@@ -250,6 +250,10 @@ async def start_version(
         inline=_may_run_inline(version.metadata.ref, loaded, timings, batching),
         arrivals=arrivals,
     )
+    version.batcher.trace_attributes = {
+        "keel.model.name": version.name,
+        "keel.model.version": version.label,
+    }
     try:
         await _warm_batcher(version.batcher, version.metadata.signature, batching)
     except KeelError as exc:

@@ -18,7 +18,9 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
+from keel import tracing
 from keel.logstore import CandidateStatus, PredictionRecord
 from keel.logstore.records import Tensors
 from keel.logstore.writer import PredictionLog
@@ -38,6 +40,8 @@ log = logging.getLogger("keel.shadow")
 # long enough to skip past a burst, short enough that a saturated server still
 # mirrors (what the queue cannot hold then is dropped and counted).
 QUIET_WAIT_S = 0.02
+# The outcomes a shadow call's span marks as errors.
+_FAILED = frozenset({CandidateStatus.ERROR, CandidateStatus.TIMEOUT, CandidateStatus.DROPPED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,8 @@ class _Job:
     primary_ms: float
     request_id: str | None
     at: float
+    # The primary request's span context when it was traced: the shadow call's span links it.
+    link: Any = None
 
 
 class ShadowMirror:
@@ -112,8 +118,9 @@ class ShadowMirror:
         stay off the primary's own latency, which is taken now.
         """
         primary_ms = (time.perf_counter() - call.received_at) * 1e3
+        link = None if call.span is None else call.span.get_span_context()
         asyncio.get_running_loop().call_soon(
-            self._take, primary, request.inputs, outputs, primary_ms, request.request_id
+            self._take, primary, request.inputs, outputs, primary_ms, request.request_id, link
         )
 
     def _take(
@@ -123,6 +130,7 @@ class ShadowMirror:
         outputs: Tensors,
         primary_ms: float,
         request_id: str | None,
+        link: Any = None,
     ) -> None:
         mirrored = (
             self._random.random() < self.settings.sample_rate
@@ -132,7 +140,7 @@ class ShadowMirror:
         )
         if not mirrored and self._random.random() >= self.settings.log_unmirrored_rate:
             return
-        job = _Job(primary, inputs, outputs, primary_ms, request_id, time.time())
+        job = _Job(primary, inputs, outputs, primary_ms, request_id, time.time(), link)
         if not mirrored:
             self._record(job, CandidateStatus.UNMIRRORED)
             return
@@ -183,12 +191,13 @@ class ShadowMirror:
                 CandidateStatus.TIMEOUT,
                 elapsed_ms=(time.perf_counter() - started) * 1e3,
                 error=f"no answer within {self.settings.timeout_ms:g} ms",
+                started=started,
             )
             return
         except Exception as exc:  # noqa: BLE001 - whatever the candidate does is only counted
             elapsed_ms = (time.perf_counter() - started) * 1e3
             await self.activity.quiet(QUIET_WAIT_S)
-            self._failed(job, exc, elapsed_ms)
+            self._failed(job, exc, elapsed_ms, started)
             return
         elapsed_ms = (time.perf_counter() - started) * 1e3
         # The answer is decoded only now: a candidate that answers while a primary
@@ -197,14 +206,14 @@ class ShadowMirror:
         try:
             answer = decode()
         except Exception as exc:  # noqa: BLE001 - an unreadable answer is an error, counted
-            self._failed(job, exc, elapsed_ms)
+            self._failed(job, exc, elapsed_ms, started)
             return
         self._answered()
         self.candidate_latency.observe(elapsed_ms / 1e3)
         self.live.add(job.primary.metadata.signature.outputs, job.outputs, answer)
-        self._record(job, CandidateStatus.OK, elapsed_ms=elapsed_ms, output=answer)
+        self._record(job, CandidateStatus.OK, elapsed_ms=elapsed_ms, output=answer, started=started)
 
-    def _failed(self, job: _Job, error: Exception, elapsed_ms: float) -> None:
+    def _failed(self, job: _Job, error: Exception, elapsed_ms: float, started: float) -> None:
         # Any answer, even an error, shows the candidate is alive: it ends a pause.
         self._answered()
         self._record(
@@ -212,6 +221,7 @@ class ShadowMirror:
             CandidateStatus.ERROR,
             elapsed_ms=elapsed_ms,
             error=f"{type(error).__name__}: {error}"[:1000],
+            started=started,
         )
 
     def _timed_out(self) -> None:
@@ -240,9 +250,13 @@ class ShadowMirror:
         elapsed_ms: float | None = None,
         output: Tensors | None = None,
         error: str | None = None,
+        started: float | None = None,
     ) -> None:
+        """Count the outcome and log it; ``started``: when the candidate was called, if it was."""
         candidate_version = self.candidate.version
         self.counts[(job.primary.label, candidate_version or "", status)] += 1
+        if job.link is not None and status is not CandidateStatus.UNMIRRORED:
+            self._trace(job, status, started, elapsed_ms, error)
         rows = len(next(iter(job.outputs.values()))) if job.outputs else 0
         self.log.add(
             PredictionRecord(
@@ -261,6 +275,37 @@ class ShadowMirror:
                 error=error,
             )
         )
+
+    def _trace(
+        self,
+        job: _Job,
+        status: CandidateStatus,
+        started: float | None,
+        elapsed_ms: float | None,
+        error: str | None,
+    ) -> None:
+        """The shadow call's span: a trace of its own, linked to the primary request's span,
+        never its child, so the primary's trace ends when its answer does."""
+        begun = time.perf_counter() if started is None else started
+        span = tracing.linked_span(
+            "keel.shadow",
+            [job.link],
+            begun,
+            {
+                "keel.model.name": self.model,
+                "keel.model.version": job.primary.label,
+                "keel.shadow.candidate": self.candidate.source,
+                "keel.shadow.candidate_version": self.candidate.version or "",
+                "keel.shadow.status": status.value,
+            },
+        )
+        if span is None:
+            return
+        if error is not None:
+            span.set_attribute("keel.shadow.error", error)
+        failed = status.value if status in _FAILED else None
+        ended = begun + (elapsed_ms or 0.0) / 1e3
+        tracing.end_span(span, ended, None, failed)
 
     # -- shutdown -------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 import keel
-from keel import errors
+from keel import errors, tracing
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call
 from keel.serving.grpc_infer import GrpcInferCodec
 from keel.serving.protocols.grpc_messages import (
@@ -103,7 +103,14 @@ class CallInfo(NamedTuple):
 Handler = Callable[[Any, CallInfo], Awaitable[Any]]
 # The metadata keel reads.
 _READ_METADATA = frozenset(
-    {VERSION_HEADER, DEADLINE_HEADER, "authorization", "x-request-id", "traceparent"}
+    {
+        VERSION_HEADER,
+        DEADLINE_HEADER,
+        "authorization",
+        "x-request-id",
+        tracing.TRACEPARENT,
+        tracing.TRACESTATE,
+    }
 )
 
 
@@ -307,29 +314,33 @@ class GrpcEdge:
         state = self.state
         state.activity.started()
         version: ServedVersion | None = None
-        status = 200
+        status, code = 200, grpc.StatusCode.OK
+        span = None if tracing.TRACER is None else _request_span(request, info, started)
         try:
             if request.id:
                 info.notes["request_id"] = request.id
             version = self._version(request.model_name, request.model_version, info)
             version.metrics.in_flight += 1
             try:
-                call = Call(self._call_headers(info), b"", started)
+                call = Call(self._call_headers(info), b"", started, span)
                 return await self.plane.infer(version, GrpcInferCodec(request), call)
             finally:
                 version.metrics.in_flight -= 1
         except errors.KeelError as exc:
-            status = status_of(exc)
+            status, code = status_of(exc), grpc_status_of(exc)
             if version is not None:
                 version.metrics.refused(exc)
             raise
         except Exception:
-            status = 500
+            status, code = 500, grpc.StatusCode.INTERNAL
             raise
         finally:
             state.activity.finished()
+            answered_at = time.perf_counter()
             if version is not None:
-                version.metrics.answered(ENDPOINT, status, time.perf_counter() - started)
+                version.metrics.answered(ENDPOINT, status, answered_at - started)
+            if span is not None:
+                _end_request_span(span, info, version, status, code, answered_at)
 
     # The health service.
 
@@ -427,6 +438,39 @@ async def _no_streaming(requests: AsyncIterator[Any], context: Context) -> Async
     yield  # an async generator, as grpcio's stream handlers are
 
 
+def _request_span(request: Any, info: CallInfo, started: float) -> Any:
+    """A traced call's span (OpenTelemetry's RPC conventions), or None."""
+    return tracing.request_span(
+        f"{INFERENCE_SERVICE}/ModelInfer",
+        info.metadata,
+        started,
+        {
+            "rpc.system": "grpc",
+            "rpc.service": INFERENCE_SERVICE,
+            "rpc.method": "ModelInfer",
+            "keel.endpoint": ENDPOINT,
+            "keel.model.name": request.model_name,
+        },
+    )
+
+
+def _end_request_span(
+    span: Any,
+    info: CallInfo,
+    version: ServedVersion | None,
+    status: int,
+    code: grpc.StatusCode,
+    answered_at: float,
+) -> None:
+    attributes: dict[str, Any] = {"rpc.grpc.status_code": code.value[0]}
+    if version is not None:
+        attributes["keel.model.version"] = version.label
+    # As REST's: an error when the server failed or shed the call, not for a client's mistake.
+    tracing.end_span(span, answered_at, attributes, code.name if status >= 500 else None)
+    # The access line names the trace, continued or new.
+    info.notes["trace_id"] = tracing.trace_id(span)
+
+
 def _log_call(
     path: str, code: grpc.StatusCode, answered: Any, seconds: float, info: CallInfo
 ) -> None:
@@ -443,7 +487,7 @@ def _log_call(
         model=notes.get("model"),
         version=notes.get("version"),
         request_id=notes.get("request_id") or metadata.get("x-request-id"),
-        trace_id=access_log.trace_id_of(metadata.get("traceparent")),
+        trace_id=notes.get("trace_id") or access_log.trace_id_of(metadata.get("traceparent")),
     )
 
 

@@ -71,6 +71,7 @@ class Exchange:
     """One request on its way through a connection: what was parsed, and the body so far."""
 
     __slots__ = (
+        "began_at",
         "body",
         "buffer",
         "complete",
@@ -90,6 +91,8 @@ class Exchange:
     )
 
     def __init__(self) -> None:
+        # When its first bytes came: time.monotonic(), which is perf_counter's clock on Linux.
+        self.began_at = 0.0
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.method = ""
@@ -298,7 +301,7 @@ class HttpConnection(asyncio.Protocol):
         exchange = self._parsing = Exchange()
         # on_header appends here: one attribute, where the exchange would take two.
         self._headers = exchange.headers
-        self._began_at = self._last_active
+        self._began_at = exchange.began_at = self._last_active
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:

@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from keel import tracing
 from keel.serving.calls import DEADLINE_HEADER, VERSION_HEADER, Call, Reply
 from keel.serving.data_plane import Codec
-from keel.serving.protocols.paths import Route, match
+from keel.serving.protocols.paths import Route, match, template
 from keel.serving.records_api import RECORDS
 from keel.serving.served_version import ServedVersion
 from keel.serving.v2_infer import BINARY_HEADER, V2_INFER
@@ -45,6 +46,8 @@ _READ_HEADERS = frozenset(
         VERSION_HEADER,
         DEADLINE_HEADER,
         BINARY_HEADER,
+        tracing.TRACEPARENT,
+        tracing.TRACESTATE,
     )
 )
 _METHOD_NOT_ALLOWED = Reply(
@@ -98,14 +101,20 @@ class InferenceFront:
         method: str,
         raw_headers: Iterable[tuple[bytes, bytes]],
         body: bytes | BodySource,
+        began_at: float | None = None,
     ) -> Reply | None:
-        """The reply to one inference request; None when the client left before its body came."""
+        """The reply to one inference request; None when the client left before its body came.
+
+        ``began_at``: when the request's first bytes came (``time.perf_counter()``), where
+        the server knows it: a traced request's span starts there.
+        """
         if method != "POST":
             return _METHOD_NOT_ALLOWED
         endpoint, name, path_version = route
         started = time.perf_counter()
         version: ServedVersion | None = None
         accept_encoding: str | None = None
+        span = None
         activity = self.state.activity
         activity.started()
         try:
@@ -114,6 +123,8 @@ class InferenceFront:
                 for key, value in raw_headers
                 if key in _READ_HEADERS
             }
+            if tracing.TRACER is not None:
+                span = _request_span(route, headers, started if began_at is None else began_at)
             accept_encoding = headers.get("accept-encoding")
             # Resolved first so that every answer, refusals included, counts for its version;
             # a request for an unknown model or version counts nowhere (no new series).
@@ -129,8 +140,10 @@ class InferenceFront:
                     body = await asyncio.to_thread(
                         decoded_body, body, content_encoding, self.max_body_bytes
                     )
+                if span is not None:
+                    _read_span(span, headers, body, began_at, started)
                 reply = await self.plane.infer(
-                    version, CODECS[endpoint], Call(headers, body, started)
+                    version, CODECS[endpoint], Call(headers, body, started, span)
                 )
             finally:
                 version.metrics.in_flight -= 1
@@ -146,9 +159,54 @@ class InferenceFront:
             activity.finished()
         if accept_encoding is not None and reply.status == 200:
             reply = compressed(reply, accept_encoding)
+        answered_at = time.perf_counter()
         if version is not None:
-            version.metrics.answered(endpoint, reply.status, time.perf_counter() - started)
+            version.metrics.answered(endpoint, reply.status, answered_at - started)
+        if span is not None:
+            reply = _end_request_span(span, reply, version, answered_at)
         return reply
+
+
+def _request_span(route: Route, headers: Mapping[str, str], began_at: float) -> Any:
+    """A traced request's span (OpenTelemetry's HTTP server conventions), or None."""
+    endpoint, name, _ = route
+    path = template(route)
+    return tracing.request_span(
+        f"POST {path}",
+        headers,
+        began_at,
+        {
+            "http.request.method": "POST",
+            "http.route": path,
+            "keel.endpoint": endpoint,
+            "keel.model.name": name,
+        },
+    )
+
+
+def _read_span(
+    span: Any, headers: Mapping[str, str], body: bytes, began_at: float | None, started: float
+) -> None:
+    """The body's read (from the request's first bytes, where known) and inflation."""
+    attributes: dict[str, Any] = {"http.request.body.size": len(body)}
+    if (encoding := headers.get("content-encoding")) is not None:
+        attributes["http.request.header.content-encoding"] = encoding
+    read_from = started if began_at is None else began_at
+    tracing.child_span(span, "keel.read_body", read_from, time.perf_counter(), attributes)
+
+
+def _end_request_span(
+    span: Any, reply: Reply, version: ServedVersion | None, answered_at: float
+) -> Reply:
+    """End a traced request's span with its outcome; the answer names the trace."""
+    status = reply.status
+    attributes: dict[str, Any] = {"http.response.status_code": status}
+    if version is not None:
+        attributes["keel.model.version"] = version.label
+    # A server span is an error only when the server failed (5xx), shedding included:
+    # a client's mistake (4xx) is the server doing its job (OpenTelemetry's HTTP rules).
+    tracing.end_span(span, answered_at, attributes, str(status) if status >= 500 else None)
+    return reply._replace(headers=[*reply.headers, tracing.trace_response(span)])
 
 
 async def _send(send: Send, reply: Reply) -> None:

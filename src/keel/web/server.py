@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import orjson
 import uvloop
 
-from keel import log_output
+from keel import log_output, tracing
 from keel.errors import Overloaded
 from keel.registry import Registry
 from keel.serving.arrivals import Arrivals
@@ -129,7 +129,9 @@ class HttpServer:
         if route is not None:
             # A refused body goes through the front too, so the refusal counts for its version.
             body: bytes | BodySource = exchange.body if refusal is None else _raiser(refusal)
-            reply = await self.front.answer(route, exchange.method, exchange.headers, body)
+            reply = await self.front.answer(
+                route, exchange.method, exchange.headers, body, exchange.began_at
+            )
             if reply is None:  # never: only a body still to be read finds its client gone
                 raise RuntimeError("the inference front found no client for a body in hand")
             return reply
@@ -284,7 +286,11 @@ class HttpServer:
                 model=None if route is None else route[1],
                 version=access_log.header(reply.headers, _VERSION_HEADER),
                 request_id=access_log.header(headers, b"x-request-id"),
-                trace_id=access_log.trace_id_of(access_log.header(headers, b"traceparent")),
+                # The trace it is in: the one a traced answer names, else the caller's.
+                trace_id=access_log.trace_id_of(
+                    access_log.header(reply.headers, b"traceresponse")
+                    or access_log.header(headers, b"traceparent")
+                ),
             )
         return reply
 
@@ -410,6 +416,11 @@ def serve(
         log_output.configure(settings.log)
     else:
         log_output.configure(settings.log, f"worker {peers.index}", worker=peers.index)
+    # Checked again in each process (the CLI checked it first): a worker starts from the
+    # supervisor's environment, which nothing has changed since.
+    trace_settings = tracing.settings_from()
+    if trace_settings is not None:
+        tracing.start(trace_settings, worker=None if peers is None else peers.index)
     sys.setswitchinterval(settings.server.switch_interval_ms / 1000.0)
     # The cores this process may run on, not the machine's: taskset and cgroups
     # pinning leave fewer.
@@ -422,3 +433,5 @@ def serve(
         uvloop.run(HttpServer(front, settings, listeners, supervisor_pid).run())
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        # The spans of the last requests, sent before the process ends.
+        tracing.stop()

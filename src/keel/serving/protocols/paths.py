@@ -30,3 +30,15 @@ def match(path: str) -> Route | None:
     if endpoint is None or root or models != "models" or not name:
         return None
     return endpoint, name, version
+
+
+_API_OF = {endpoint: key for key, endpoint in ENDPOINTS.items()}
+
+
+def template(route: Route) -> str:
+    """The route's path with its parameters named (``/v2/models/{name}/infer``): what a
+    metric or span may carry, where the path itself would make a series per model."""
+    endpoint, _, version = route
+    api, action = _API_OF[endpoint]
+    middle = "/versions/{version}" if version is not None else ""
+    return f"/{api}/models/{{name}}{middle}/{action}"
