@@ -30,6 +30,10 @@ GRPC = REPO / "bench" / "results" / "grpc"
 # bench/grpc_throughput.py rewrites only what lies between these, and render() keeps it.
 GRPC_BEGIN = "<!-- grpc:begin -->"
 GRPC_END = "<!-- grpc:end -->"
+TRACING = REPO / "bench" / "results" / "tracing"
+# bench/tracing_overhead.py rewrites only what lies between these, and render() keeps it.
+TRACING_BEGIN = "<!-- tracing:begin -->"
+TRACING_END = "<!-- tracing:end -->"
 
 HTTP_ROWS = (
     ("stack-bare records", "uvicorn, bare ASGI app, fixed answer", "(no parsing)"),
@@ -60,6 +64,7 @@ def render(results: dict[str, Any], results_path: str) -> str:
         _latest(SHARED_LAYOUT, SHARED_LAYOUT_BEGIN, SHARED_LAYOUT_END, _shared_layout),
         _latest(WORKERS, WORKERS_BEGIN, WORKERS_END, _workers),
         _latest(GRPC, GRPC_BEGIN, GRPC_END, _grpc),
+        _latest(TRACING, TRACING_BEGIN, TRACING_END, _tracing),
         _shadow(results),
         _noise(results),
         _earlier_runs(results, results_path),
@@ -331,6 +336,71 @@ def replace_grpc(page: str, results: dict[str, Any], path: Path) -> str:
         # The first run: the section goes after the workers'.
         page = page.replace(WORKERS_END, f"{WORKERS_END}\n\n{GRPC_BEGIN}\n{GRPC_END}", 1)
     return _replace_section(page, GRPC_BEGIN, GRPC_END, section)
+
+
+def replace_tracing(page: str, results: dict[str, Any], path: Path) -> str:
+    """``page`` with its tracing section rendered from ``results`` (kept at ``path``)."""
+    section = _tracing(results, str(path.resolve().relative_to(REPO)))
+    if TRACING_BEGIN not in page:
+        # The first run: the section goes after the gRPC one.
+        page = page.replace(GRPC_END, f"{GRPC_END}\n\n{TRACING_BEGIN}\n{TRACING_END}", 1)
+    return _replace_section(page, TRACING_BEGIN, TRACING_END, section)
+
+
+def _tracing(results: dict[str, Any], results_path: str) -> str:
+    names = {
+        "before": f"keel at `{results['before']}`, before tracing",
+        "off": "tracing off (no OTLP endpoint)",
+        "1%": "tracing on, 1% of requests sampled",
+        "all": "tracing on, every request sampled",
+    }
+    ratio_rows, side_rows = [], []
+    for protocol, figures in results["saturation"].items():
+        for name, ratio in figures["ratios"].items():
+            target = ratio["target"]
+            verdict = "" if target is None else (" (met)" if ratio["met"] else " (**missed**)")
+            ratio_rows.append(
+                [protocol, name, "report" if target is None else f">= {target:.2f}",
+                 f"**{ratio['median']:.3f}x**{verdict}",
+                 f"{min(ratio['rounds']):.3f} to {max(ratio['rounds']):.3f}"]
+            )  # fmt: skip
+        for side, row in figures["sides"].items():
+            side_rows.append(
+                [protocol, names[side], f"{row['throughput']:,.0f}", f"{row['p50_us']:,.0f}",
+                 f"{row['p99_us']:,.0f}", f"{row['server_cpu_us']:,.1f}"]
+            )  # fmt: skip
+    every = results["spans"].get("all", {})
+    lines = [
+        TRACING_BEGIN,
+        "## Tracing",
+        "",
+        f"Measured on {results['date']} at commit `{results['machine']['git_commit']}` by "
+        f"`{results['command']}`, from [`{results_path}`](../{results_path}). {SMALL} at "
+        "saturation (64 connections), the records API and v2 binary. Four servers run "
+        "throughout on the server core and the load goes to each in turn, "
+        f"{results['rounds']} rounds of short windows in rotated order; each ratio is taken "
+        "within a round and its median is the figure. The traced servers send over OTLP "
+        "http/protobuf to a collector on the load core that takes every export and reads "
+        "nothing (`bench/otlp_sink.py`), so the cost shown is keel's own.",
+        "",
+        *_table(
+            [("protocol", "l"), ("ratio of throughputs", "l"), ("target", "r"),
+             ("median", "r"), ("range over the rounds", "r")],
+            ratio_rows,
+        ),  # fmt: skip
+        "",
+        *_table(
+            [("protocol", "l"), ("server", "l"), ("req/s", "r"), ("p50 µs", "r"),
+             ("p99 µs", "r"), ("server CPU µs/request", "r")],
+            side_rows,
+        ),  # fmt: skip
+        "",
+        f"With every request sampled, the collector took {every.get('exported', 0):,.0f} spans "
+        f"and {every.get('dropped', 0):,.0f} were dropped (`keel_trace_spans_dropped_total`: "
+        "the queue full, the export behind).",
+        TRACING_END,
+    ]
+    return "\n".join(lines)
 
 
 def _replace_section(page: str, begin_marker: str, end_marker: str, section: str) -> str:

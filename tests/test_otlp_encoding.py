@@ -1,0 +1,131 @@
+"""keel's OTLP encoding, decoded with OpenTelemetry's own schema, against the SDK's encoder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from keel import tracing
+from keel.otlp_encoding import export_request
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Tracing on in this process, its spans kept in memory (the SDK's own exporter)."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+    settings_ = tracing.settings_from(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_SCHEDULE_DELAY": "3600000"}
+    )
+    assert settings_ is not None
+    tracing.start(settings_)
+    assert tracing.QUEUE is not None
+    memory = InMemorySpanExporter()
+    tracing.QUEUE.exporter = memory
+    try:
+        yield memory
+    finally:
+        tracing.stop()
+
+
+def _spans(memory: InMemorySpanExporter, attributes: dict[str, Any]) -> list[Any]:
+    """A request's spans as keel makes them: continued, with steps, a batch, an error."""
+    now = time.perf_counter()
+    carrier = {"traceparent": TRACEPARENT, "tracestate": "vendor=1,other=2"}
+    request = tracing.request_span("POST /v2/models/{name}/infer", carrier, now, attributes)
+    assert request is not None
+    step = tracing.child_span(request, "keel.decode", now, now + 1e-5, attributes)
+    batch = tracing.linked_span("keel.batch", [request.get_span_context()], now, {"rows": 3})
+    assert batch is not None
+    tracing.child_span(request, "keel.queue", now, now + 2e-5, None, [batch.get_span_context()])
+    tracing.child_span(batch, "keel.model_run", now, now + 3e-5, {"calls": 1})
+    tracing.end_span(batch, now + 4e-5, None, "RuntimeFailure")
+    tracing.end_span(request, now + 5e-5, {"http.response.status_code": 503}, "503")
+    assert tracing.QUEUE is not None
+    tracing.QUEUE.force_flush()
+    spans = list(memory.get_finished_spans())
+    assert step in spans
+    memory.clear()
+    return spans
+
+
+def _comparable(message: ExportTraceServiceRequest) -> list[dict[str, Any]]:
+    """What both encodings must agree on, span by span."""
+    out = []
+    for resource_spans in message.resource_spans:
+        resource = {kv.key: kv.value for kv in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                out.append(
+                    {
+                        "resource": resource,
+                        "scope": (scope_spans.scope.name, scope_spans.scope.version),
+                        "ids": (span.trace_id, span.span_id, span.parent_span_id),
+                        "trace_state": span.trace_state,
+                        "name": span.name,
+                        "kind": span.kind,
+                        "times": (span.start_time_unix_nano, span.end_time_unix_nano),
+                        "attributes": [(kv.key, kv.value) for kv in span.attributes],
+                        "links": [(link.trace_id, link.span_id) for link in span.links],
+                        "status": (span.status.code, span.status.message),
+                        # Whether the parent was remote; the SDK leaves the low byte out.
+                        "remote_bits": span.flags & 0x300,
+                    }
+                )
+    return out
+
+
+def test_every_field_keel_writes_decodes_as_the_sdk_encodes_it(
+    exported: InMemorySpanExporter,
+) -> None:
+    spans = _spans(exported, {"keel.model.name": "m", "rows": 3, "ratio": 0.5, "ok": True})
+    mine = ExportTraceServiceRequest.FromString(export_request(spans))
+    assert _comparable(mine) == _comparable(encode_spans(spans))
+    assert len(_comparable(mine)) == 5
+    # The low byte of flags is the W3C trace flags (all sampled), as the protocol says.
+    assert all(span.flags & 0x01 for span in mine.resource_spans[0].scope_spans[0].spans)
+
+
+_VALUES = st.one_of(
+    st.text(max_size=20),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=4),
+    st.lists(st.text(max_size=5), max_size=4),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(attributes=st.dictionaries(st.text(min_size=1, max_size=12), _VALUES, max_size=6))
+def test_any_attribute_value_decodes_as_the_sdk_encodes_it(attributes: dict[str, Any]) -> None:
+    settings_ = tracing.settings_from({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    assert settings_ is not None
+    tracing.start(settings_)
+    try:
+        assert tracing.QUEUE is not None
+        memory = InMemorySpanExporter()
+        tracing.QUEUE.exporter = memory
+        # Twice: the second time from the encoder's memory of attributes it has written.
+        for _ in range(2):
+            spans = _spans(memory, attributes)
+            mine = ExportTraceServiceRequest.FromString(export_request(spans))
+            assert _comparable(mine) == _comparable(encode_spans(spans))
+    finally:
+        tracing.stop()
+
+
+def test_true_one_and_one_point_zero_are_three_values(exported: InMemorySpanExporter) -> None:
+    for value in (True, 1, 1.0):
+        spans = _spans(exported, {"value": value})
+        mine = ExportTraceServiceRequest.FromString(export_request(spans))
+        assert _comparable(mine) == _comparable(encode_spans(spans))
