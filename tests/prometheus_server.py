@@ -58,8 +58,11 @@ class PrometheusServer:
         *,
         job: str = "keel",
         startup_timeout: float = 30,
+        features: Sequence[str] = (),
     ) -> None:
         self.targets = list(targets)
+        # --enable-feature values (exemplar-storage, to keep the exemplars scrapes carry).
+        self.features = list(features)
         self.rule_files = [path.resolve() for path in rule_files]
         self.job = job
         self.startup_timeout = startup_timeout
@@ -94,6 +97,7 @@ class PrometheusServer:
                     f"--config.file={config}",
                     f"--storage.tsdb.path={workdir / 'data'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
+                    *(f"--enable-feature={feature}" for feature in self.features),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

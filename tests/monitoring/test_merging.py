@@ -12,8 +12,9 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from keel.monitoring.exposition import families_text
+from keel.monitoring.exposition import add_histogram, families_text
 from keel.monitoring.merging import continued, family_data, merge_families
+from keel.monitoring.metrics import Histogram
 
 
 def _worker(requests: int, depth: float, ready: float, memory: float, latency: list[int]):  # type: ignore[no-untyped-def]
@@ -61,7 +62,9 @@ def test_counters_and_histograms_add_up_gauges_follow_their_rule() -> None:
 
 def test_the_merged_families_are_valid_exposition_text() -> None:
     merged = merge_families([("0", _worker(1, 0, 1, 1, [1, 0]))], RULES)
-    text = families_text(merged).decode()
+    body, content_type = families_text(merged)
+    text = body.decode()
+    assert content_type.startswith("text/plain; version=0.0.4")
     assert "# TYPE keel_requests_total counter" in text
     assert 'keel_requests_total{model="m"} 1.0' in text
     assert 'keel_latency_seconds_bucket{le="+Inf",model="m"} 1.0' in text
@@ -148,3 +151,38 @@ def test_a_series_of_a_version_no_longer_served_is_forgotten() -> None:
     continued(families, [report], memory, {})
     assert [s.labels["model_version"] for f in families for s in f.samples] == ["v2"]
     assert all(labels.get("model_version") == "v2" for _, _, labels in memory["series"].values())
+
+
+def test_the_newest_exemplar_of_each_bucket_goes_through_the_merge_and_the_continuation() -> None:
+    first = Histogram([0.1, 1.0])
+    first.observe_traced(0.05, "a" * 32)
+    second = Histogram([0.1, 1.0])
+    second.observe_traced(0.07, "b" * 32)
+    second.observe(0.5)
+    workers = []
+    for index, histogram in enumerate((first, second)):
+        family = HistogramMetricFamily("keel_latency_seconds", "latency", labels=["model"])
+        add_histogram(family, ["m"], histogram)
+        workers.append((str(index), family_data([family])))
+    merged = merge_families(workers, RULES)
+    figures = [
+        {"index": index, "process": 100 + int(index), "started": 1.0, "families": data}
+        for index, data in workers
+    ]
+    continued(merged, figures, {}, RULES)
+    buckets = {
+        sample.labels["le"]: sample
+        for sample in merged[0].samples
+        if sample.name == "keel_latency_seconds_bucket"
+    }
+    assert buckets["0.1"].value == 2
+    # The newer of the two workers' exemplars of that bucket (they were taken in order).
+    assert buckets["0.1"].exemplar is not None
+    assert buckets["0.1"].exemplar.labels == {"trace_id": "b" * 32}
+    assert buckets["1.0"].exemplar is None
+    body, content_type = families_text(merged, openmetrics=True)
+    assert content_type.startswith("application/openmetrics-text")
+    assert (
+        f'keel_latency_seconds_bucket{{le="0.1",model="m"}} 2.0 # {{trace_id="{"b" * 32}"}} 0.07'
+        in body.decode()
+    )

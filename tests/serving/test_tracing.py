@@ -25,6 +25,7 @@ from keel_server import ServerProcess, metric_sum, start_server
 from otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 from keel.registry import Registry
+from prometheus_server import PrometheusServer
 
 MODEL = "breast-cancer"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -418,3 +419,93 @@ def test_a_mistake_in_the_otel_variables_stops_keel_serve_naming_it(
     assert result.returncode != 0
     assert said in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_traced_requests_latency_is_its_buckets_exemplar_in_openmetrics(
+    traced_server: ServerProcess, receiver: OtlpReceiver
+) -> None:
+    trace_id = "9" * 32
+    with traced_server.client() as client:
+        client.post(INFER, json=V2_BODY, headers={"traceparent": traceparent(trace_id)})
+        openmetrics = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+        plain = client.get("/metrics")
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    lines = [
+        line
+        for line in openmetrics.text.splitlines()
+        if line.startswith("keel_request_duration_seconds_bucket") and trace_id in line
+    ]
+    assert len(lines) == 1, openmetrics.text
+    assert 'endpoint="v2_infer"' in lines[0]
+    assert f'# {{trace_id="{trace_id}"}}' in lines[0]
+    assert openmetrics.text.rstrip().endswith("# EOF")
+    # The Prometheus text format has no exemplars: a scraper that does not ask gets it.
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert trace_id not in plain.text
+
+
+def test_prometheus_keeps_the_exemplar_that_leads_from_a_latency_bucket_to_its_trace(
+    traced_server: ServerProcess, receiver: OtlpReceiver
+) -> None:
+    trace_id = "a" * 32
+    target = traced_server.url.removeprefix("http://")
+    with PrometheusServer([target], features=["exemplar-storage"]) as prometheus:
+        prometheus.wait_for_targets_up()
+        with traced_server.client() as client:
+            answer = client.post(
+                INFER, json=V2_BODY, headers={"traceparent": traceparent(trace_id)}
+            )
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 30
+        found: list[str] = []
+        while not found:
+            assert time.monotonic() < deadline, "Prometheus kept no exemplar of the request"
+            now = time.time()
+            series = prometheus.api(
+                "query_exemplars",
+                query="keel_request_duration_seconds_bucket",
+                start=str(now - 120),
+                end=str(now + 10),
+            )
+            found = [
+                exemplar["labels"]["trace_id"]
+                for entry in series
+                for exemplar in entry["exemplars"]
+                if exemplar["labels"].get("trace_id") == trace_id
+            ]
+            time.sleep(0.5)
+    request_steps(receiver, trace_id, "POST /v2/models/{name}/infer")
+
+
+def test_every_worker_traces_and_the_whole_servers_metrics_keep_the_exemplars(
+    demo_registry: Path, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    server = start_traced(demo_registry, tmp_path / "server.log", receiver, "--workers", "2")
+    try:
+        trace_ids = [f"{k:032x}" for k in range(0xB0, 0xB0 + 20)]
+        for trace_id in trace_ids:
+            # A connection each, so that the kernel spreads them over the workers.
+            with server.client() as client:
+                answer = client.post(
+                    INFER, json=V2_BODY, headers={"traceparent": traceparent(trace_id)}
+                )
+            assert answer.status_code == 200
+        spans = receiver.wait_for(
+            lambda received: (
+                {s.trace_id for s in received if s.kind == SERVER_KIND} >= set(trace_ids)
+            ),
+            "a span of every request",
+        )
+        workers = {s.resource["keel.worker"] for s in spans if s.trace_id in trace_ids}
+        assert workers == {0, 1}
+        with server.client() as client:
+            text = client.get("/metrics", headers={"Accept": "application/openmetrics-text"}).text
+        exemplars = {
+            line.split('trace_id="')[1][:32]
+            for line in text.splitlines()
+            if line.startswith("keel_request_duration_seconds_bucket") and "trace_id" in line
+        }
+        assert exemplars, text
+        assert exemplars <= set(trace_ids), text
+    finally:
+        assert server.stop() == 0, server.log.read_text()

@@ -21,7 +21,10 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 import keel
 from keel import tracing
@@ -30,6 +33,7 @@ from keel.monitoring.metrics import Histogram
 from keel.monitoring.process import resident_bytes
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = "application/openmetrics-text"
 # The standard process_* series every Prometheus dashboard expects (start time, CPU
 # seconds, open and maximum file descriptors, memory), read from /proc at each scrape;
 # not registered with the client library's global registry, which keel does not serve.
@@ -70,22 +74,50 @@ def metrics_registry(*owners: Families) -> CollectorRegistry:
     return registry
 
 
-def metrics_text(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text exposition of everything ``registry`` collects."""
-    return generate_latest(registry)
+def wants_openmetrics(accept: str | None) -> bool:
+    """Whether a scrape that sent ``accept`` gets the OpenMetrics format, which alone carries
+    exemplars: only while traces are on (so there are exemplars to give), and only when the
+    scraper asks for it (Prometheus does by default)."""
+    return tracing.TRACER is not None and accept is not None and OPENMETRICS in accept
 
 
-def families_text(families: Iterable[Metric]) -> bytes:
-    """The Prometheus text exposition of ``families``, built elsewhere (several workers')."""
+def metrics_text(registry: CollectorRegistry, openmetrics: bool = False) -> tuple[bytes, str]:
+    """The exposition of everything ``registry`` collects, and its content type."""
+    if openmetrics:
+        text: bytes = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+        return text, OPENMETRICS_CONTENT_TYPE
+    return generate_latest(registry), CONTENT_TYPE
+
+
+def families_text(families: Iterable[Metric], openmetrics: bool = False) -> tuple[bytes, str]:
+    """The exposition of ``families``, built elsewhere (several workers'), and its type."""
     listed = list(families)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(lambda: listed))
-    return generate_latest(registry)
+    return metrics_text(registry, openmetrics)
 
 
 def add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
-    """One series of ``family`` from a keel histogram's buckets and sum."""
-    family.add_metric(labels, histogram.cumulative(), histogram.sum)
+    """One series of ``family`` from a keel histogram's buckets and sum, and the exemplar of
+    each bucket a traced request fell in (written only in the OpenMetrics format)."""
+    buckets = histogram.cumulative()
+    exemplars = histogram.exemplars
+    if exemplars is None:
+        family.add_metric(labels, buckets, histogram.sum)
+        return
+    family.add_metric(
+        labels,
+        [
+            bucket if exemplar is None else (*bucket, _exemplar(exemplar))
+            for bucket, exemplar in zip(buckets, exemplars, strict=True)
+        ],
+        histogram.sum,
+    )
+
+
+def _exemplar(kept: tuple[str, float, float]) -> Exemplar:
+    trace_id, value, at = kept
+    return Exemplar({"trace_id": trace_id}, value, at)
 
 
 def _trace_families() -> Iterator[Metric]:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from prometheus_client.core import Metric
-from prometheus_client.samples import Sample
+from prometheus_client.samples import Exemplar, Sample
 
 GaugeRule = Literal["sum", "min", "max", "mean", "worker"]
 FamilyData = dict[str, Any]
@@ -41,10 +41,19 @@ def family_data(families: Iterable[Metric]) -> list[FamilyData]:
             "type": family.type,
             "help": family.documentation,
             "unit": family.unit,
-            "samples": [[s.name, s.labels, _number(s.value)] for s in family.samples],
+            "samples": [
+                [s.name, s.labels, _number(s.value)]
+                if s.exemplar is None
+                else [s.name, s.labels, _number(s.value), _exemplar_data(s.exemplar)]
+                for s in family.samples
+            ],
         }
         for family in families
     ]
+
+
+def _exemplar_data(exemplar: Exemplar) -> list[Any]:
+    return [exemplar.labels, exemplar.value, exemplar.timestamp]
 
 
 def merge_families(
@@ -53,6 +62,8 @@ def merge_families(
     """The families of every ``(worker, families)`` pair, combined into the server's."""
     merged: dict[str, tuple[FamilyData, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]]]
     merged = {}
+    # Per sample, the newest exemplar any worker sent (an OpenMetrics exemplar is one).
+    exemplars: dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar] = {}
     for worker, families in workers:
         for family in families:
             name = family["name"]
@@ -60,12 +71,20 @@ def merge_families(
                 merged[name] = (family, {})
             first, values = merged[name]
             rule = _rule(first, gauge_rules)
-            for sample_name, labels, value in family["samples"]:
+            for sample_name, labels, value, *exemplar in family["samples"]:
                 if rule == "worker":
                     labels = {**labels, WORKER_LABEL: worker}
                 key = (sample_name, tuple(labels.items()))
                 values.setdefault(key, []).append(float(value))
-    return [_metric(first, values, _rule(first, gauge_rules)) for first, values in merged.values()]
+                if exemplar:
+                    newer = Exemplar(*exemplar[0])
+                    kept = exemplars.get(key)
+                    if kept is None or float(newer.timestamp or 0) > float(kept.timestamp or 0):
+                        exemplars[key] = newer
+    return [
+        _metric(first, values, _rule(first, gauge_rules), exemplars)
+        for first, values in merged.values()
+    ]
 
 
 def _rule(family: FamilyData, gauge_rules: Mapping[str, GaugeRule]) -> GaugeRule:
@@ -79,10 +98,14 @@ def _metric(
     family: FamilyData,
     values: Mapping[tuple[str, tuple[tuple[str, str], ...]], list[float]],
     rule: GaugeRule,
+    exemplars: Mapping[tuple[str, tuple[tuple[str, str], ...]], Exemplar],
 ) -> Metric:
     metric = Metric(family["name"], family["help"], family["type"], family["unit"])
-    for (sample_name, labels), numbers in values.items():
-        metric.add_sample(sample_name, dict(labels), _combine(numbers, rule))
+    for key, numbers in values.items():
+        sample_name, labels = key
+        metric.add_sample(
+            sample_name, dict(labels), _combine(numbers, rule), exemplar=exemplars.get(key)
+        )
     return metric
 
 
@@ -132,7 +155,7 @@ def continued(
         for family in figures["families"]:
             if family["type"] not in _SUMMED or rules.get(family["name"]) == "worker":
                 continue
-            for sample_name, labels, value in family["samples"]:
+            for sample_name, labels, value, *_ in family["samples"]:
                 key = _series(sample_name, labels)
                 series.setdefault(key, [family["name"], sample_name, labels])
                 counts[key] = float(value)
@@ -156,12 +179,21 @@ def continued(
         for family in families
         if family.type in _SUMMED and rules.get(family.name) != "worker"
     }
+    # Exemplars stay on their series: the counts are the server's, the exemplar a request's.
+    exemplars = {
+        _series(sample.name, sample.labels): sample.exemplar
+        for family in summed.values()
+        for sample in family.samples
+        if sample.exemplar is not None
+    }
     for family in summed.values():
         family.samples = []
     for key, (family_name, sample_name, labels) in series.items():
         family = summed.get(family_name)
         if family is not None:
-            family.samples.append(Sample(sample_name, labels, totals.get(key, 0.0)))
+            family.samples.append(
+                Sample(sample_name, labels, totals.get(key, 0.0), exemplar=exemplars.get(key))
+            )
 
 
 def _keep_largest(kept: dict[str, float], counts: Mapping[str, float]) -> None:

@@ -57,20 +57,36 @@ UNDECLARED_FIELD = "(undeclared)"
 WHOLE_REQUEST = "(request)"
 
 
+Exemplar = tuple[str, float, float]
+"""A traced observation: its trace id, its value and when (Unix seconds)."""
+
+
 class Histogram:
     """A Prometheus-style histogram: counts per upper bound, the sum, and the count."""
 
-    __slots__ = ("bounds", "counts", "sum")
+    __slots__ = ("bounds", "counts", "exemplars", "sum")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(float(b) for b in bounds)
         self.counts = [0] * (len(self.bounds) + 1)
         self.sum = 0.0
+        # Per bucket, the last traced observation in it: (trace id, value, Unix time), for
+        # an OpenMetrics exemplar. None until a traced request is observed.
+        self.exemplars: list[Exemplar | None] | None = None
 
     def observe(self, value: float) -> None:
         # bisect_left puts a value equal to a bound in that bound's bucket (le semantics).
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
+
+    def observe_traced(self, value: float, trace_id: str) -> None:
+        """Observe ``value`` of a traced request: it becomes its bucket's exemplar."""
+        slot = bisect_left(self.bounds, value)
+        self.counts[slot] += 1
+        self.sum += value
+        if self.exemplars is None:
+            self.exemplars = [None] * len(self.counts)
+        self.exemplars[slot] = (trace_id, value, time.time())
 
     def observe_many(self, values: npt.NDArray[np.float64]) -> None:
         """Observe a batch of values at once (NaN is not a value and is skipped)."""
@@ -147,8 +163,11 @@ class ServingMetrics:
         # false meanwhile, so no client's request should be among them.
         self.warming = False
 
-    def answered(self, endpoint: str, status: int, seconds: float) -> None:
-        """Count one answered request and its latency (a warm-up request only by status)."""
+    def answered(
+        self, endpoint: str, status: int, seconds: float, trace_id: str | None = None
+    ) -> None:
+        """Count one answered request and its latency (a warm-up request only by status);
+        ``trace_id``: the trace it is in when it was traced, the latency's exemplar."""
         if self.warming:
             self.warmup_requests[endpoint, status] += 1
             return
@@ -160,7 +179,10 @@ class ServingMetrics:
         latency = self.latency.get(endpoint)
         if latency is None:
             latency = self.latency[endpoint] = Histogram(LATENCY_BUCKETS)
-        latency.observe(seconds)
+        if trace_id is None:
+            latency.observe(seconds)
+        else:
+            latency.observe_traced(seconds, trace_id)
 
     def refused(self, error: Exception) -> None:
         """Count a refusal by reason, and each field a validation failure named."""

@@ -338,7 +338,12 @@ class GrpcEdge:
             state.activity.finished()
             answered_at = time.perf_counter()
             if version is not None:
-                version.metrics.answered(ENDPOINT, status, answered_at - started)
+                version.metrics.answered(
+                    ENDPOINT,
+                    status,
+                    answered_at - started,
+                    None if span is None else tracing.trace_id(span),
+                )
             if span is not None:
                 _end_request_span(span, info, version, status, code, answered_at)
 

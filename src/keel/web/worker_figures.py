@@ -76,8 +76,11 @@ def _local_metrics(state: ServerState) -> CollectorRegistry:
     return state.local_metrics
 
 
-async def server_metrics(state: ServerState, peers: Peers) -> bytes:
-    """The whole server's ``/metrics``: this worker's figures and every other's that answered."""
+async def server_metrics(
+    state: ServerState, peers: Peers, openmetrics: bool = False
+) -> tuple[bytes, str]:
+    """The whole server's ``/metrics``: this worker's figures and every other's that answered,
+    and its content type."""
     others = await peers.states(("families", "drift"))
     own = own_figures(state, peers, ("families", "drift"))
     everyone = [own, *others]
@@ -90,7 +93,7 @@ async def server_metrics(state: ServerState, peers: Peers) -> bytes:
     ]
     families.extend(drift_families(snapshots))
     families.extend(_worker_families(peers, everyone))
-    return families_text(families)
+    return families_text(families, openmetrics)
 
 
 def server_drift(version: ServedVersion, others: Sequence[Mapping[str, Any]]) -> DriftSnapshot:
