@@ -91,3 +91,11 @@ WORKER_METRICS = frozenset(
         "keel_worker_restarts_total",
     }
 )
+
+# What /metrics adds while traces are sent (an OTLP endpoint is set): the span queue's counts.
+TRACE_METRICS = frozenset(
+    {
+        "keel_trace_spans_exported_total",
+        "keel_trace_spans_dropped_total",
+    }
+)

@@ -69,9 +69,15 @@ def test_shadow_candidate_version_is_a_template_variable() -> None:
     assert found["allValue"] == ".*"
 
 
-def test_rows_group_golden_signals_lifecycle_ml_signals_and_shadow() -> None:
+def test_rows_group_golden_signals_lifecycle_ml_signals_shadow_and_traces() -> None:
     rows = [panel["title"] for panel in dashboard()["panels"] if panel["type"] == "row"]
-    assert rows == ["Golden signals", "Lifecycle", "ML signals", "Shadow"]
+    assert rows == ["Golden signals", "Lifecycle", "ML signals", "Shadow", "Traces"]
+
+
+def test_the_latency_p99_shows_the_exemplars_that_lead_to_traces() -> None:
+    (panel,) = [p for p in dashboard()["panels"] if p["title"] == "Request latency p50 / p99"]
+    (p99,) = [t for t in panel["targets"] if t["expr"].startswith("histogram_quantile(0.99")]
+    assert p99["exemplar"] is True
 
 
 def test_panels_that_filter_by_model_filter_by_version_too() -> None:

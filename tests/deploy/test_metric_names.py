@@ -1,6 +1,7 @@
 """Rules and dashboard query only the metrics keel declares; the dashboard shows them all.
 
-Declared here means the server's own families and the ones shadow mode adds.
+Declared here means the server's own families and the ones shadow mode, workers and
+traces add.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from pathlib import Path
 import pytest
 from metric_names import metric_names_in_dashboard, metric_names_in_expr, metric_names_in_rules
 
-from metric_contract import DECLARED_METRICS, SHADOW_METRICS, WORKER_METRICS
+from metric_contract import DECLARED_METRICS, SHADOW_METRICS, TRACE_METRICS, WORKER_METRICS
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-EXPORTED = DECLARED_METRICS | SHADOW_METRICS | WORKER_METRICS
+EXPORTED = DECLARED_METRICS | SHADOW_METRICS | WORKER_METRICS | TRACE_METRICS
 
 
 def test_alert_rules_query_only_declared_metrics() -> None:

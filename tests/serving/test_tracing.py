@@ -23,8 +23,10 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from keel_server import ServerProcess, metric_sum, start_server
 from otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
+from test_metric_contract import exported_families
 
 from keel.registry import Registry
+from metric_contract import DECLARED_METRICS, TRACE_METRICS
 from prometheus_server import PrometheusServer
 
 MODEL = "breast-cancer"
@@ -224,9 +226,21 @@ def test_a_caller_that_did_not_sample_is_not_traced(
     assert receiver.trace(trace_id) == []
 
 
-def test_metrics_count_the_spans_sent(traced_server: ServerProcess) -> None:
-    assert metric_sum(traced_server, "keel_trace_spans_exported_total") > 0
+def test_metrics_count_the_spans_sent(traced_server: ServerProcess, receiver: OtlpReceiver) -> None:
+    trace_id = "c" * 32
+    with traced_server.client() as client:
+        client.post(INFER, json=V2_BODY, headers={"traceparent": traceparent(trace_id)})
+    request_steps(receiver, trace_id, "POST /v2/models/{name}/infer")
+    for _ in range(100):
+        if metric_sum(traced_server, "keel_trace_spans_exported_total") >= 5:
+            break
+        time.sleep(0.05)
+    assert metric_sum(traced_server, "keel_trace_spans_exported_total") >= 5
     assert metric_sum(traced_server, "keel_trace_spans_dropped_total") == 0
+    with traced_server.client() as client:
+        text = client.get("/metrics").text
+    exported = {name for name in exported_families(text) if name.startswith("keel_")}
+    assert exported == DECLARED_METRICS | TRACE_METRICS
 
 
 def test_a_shed_request_has_its_span_marked_as_an_error(
