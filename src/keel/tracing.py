@@ -54,6 +54,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keel.tracing")
 
+# Where OpenTelemetry's OTLP span exporters log a failed export (and each retry of one).
+EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+)
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 PROTOCOLS = ("http/protobuf", "grpc")
 SAMPLERS = (
@@ -76,6 +82,8 @@ TRACER: Tracer | None = None
 # Where spans wait to be sent, with its counts for /metrics; None while tracing is off.
 QUEUE: SpanQueue | None = None
 _PROVIDER: TracerProvider | None = None
+# The filter on the exporters' loggers (_QuietWhileFailing), while tracing is on.
+_QUIET: logging.Filter | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
 
 def start(settings: TraceSettings, worker: int | None = None) -> None:
     """Trace requests from now on, as ``settings`` say; called once per serving process."""
-    global TRACER, QUEUE, _PROVIDER, _ROOT_SHARE, _PARENT_BASED
+    global TRACER, QUEUE, _PROVIDER, _ROOT_SHARE, _PARENT_BASED, _QUIET
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -185,6 +193,9 @@ def start(settings: TraceSettings, worker: int | None = None) -> None:
         resource=Resource.create(attributes),
     )
     provider.add_span_processor(typing.cast("SpanProcessor", queue))
+    _QUIET = _QuietWhileFailing(queue)
+    for name in EXPORTER_LOGGERS:
+        logging.getLogger(name).addFilter(_QUIET)
     _PROVIDER, QUEUE = provider, queue
     _PARENT_BASED = settings.sampler.startswith("parentbased_")
     if settings.ratio is not None:
@@ -204,12 +215,16 @@ def start(settings: TraceSettings, worker: int | None = None) -> None:
 
 def stop(timeout_s: float = 5.0) -> None:
     """Send the spans still queued (for at most ``timeout_s``) and stop tracing."""
-    global TRACER, QUEUE, _PROVIDER
+    global TRACER, QUEUE, _PROVIDER, _QUIET
     provider = _PROVIDER
     TRACER = QUEUE = _PROVIDER = None
     if provider is not None:
         provider.force_flush(int(timeout_s * 1000))
         provider.shutdown()
+    if _QUIET is not None:
+        for name in EXPORTER_LOGGERS:
+            logging.getLogger(name).removeFilter(_QUIET)
+        _QUIET = None
 
 
 def _exporter(protocol: str) -> SpanExporter:
@@ -480,6 +495,19 @@ class _Sampler:
         return f"keel{{{self.parented.get_description()}}}"
 
 
+class _QuietWhileFailing(logging.Filter):
+    """Passes the exporter's words on the first failed export (why it failed), then none
+    until an export succeeds again: a collector that is down would otherwise add
+    several lines every few seconds, and the drops are counted in /metrics."""
+
+    def __init__(self, queue: SpanQueue) -> None:
+        super().__init__()
+        self.queue = queue
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.queue.failing
+
+
 class SpanQueue:
     """A span processor: finished spans wait in a bounded queue that a thread sends in batches.
 
@@ -509,7 +537,8 @@ class SpanQueue:
         self._spans: deque[ReadableSpan] = deque()
         self._wake = threading.Event()
         self._stopping = False
-        self._failing = False
+        # Whether the last export failed (the exporter's own log lines are held back then).
+        self.failing = False
         # One export at a time: the thread's, or a flush's.
         self._export_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="keel-trace-export", daemon=True)
@@ -565,18 +594,18 @@ class SpanQueue:
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
             self.exported += len(batch)
-            if self._failing:
+            if self.failing:
                 log.info("spans reach the collector again")
-            self._failing = False
+            self.failing = False
             return
         self.dropped["export_failed"] += len(batch)
-        if not self._failing:
+        if not self.failing:
             log.warning(
                 "the collector took no spans: %d dropped (counted in "
                 "keel_trace_spans_dropped_total; said once until it takes them again)",
                 len(batch),
             )
-        self._failing = True
+        self.failing = True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._send_all(time.monotonic() + timeout_millis / 1000)

@@ -390,6 +390,24 @@ def test_spans_the_collector_refuses_are_counted_and_requests_still_answered(
             assert server.stop() == 0, server.log.read_text()
     log = server.log.read_text()
     assert log.count("the collector took no spans") == 1, log
+    # The exporter's own words on the first failure (why), then nothing more of it.
+    exporter_lines = [line for line in log.splitlines() if "opentelemetry.exporter" in line]
+    assert 1 <= len(exporter_lines) <= 5, log
+
+
+def test_the_servers_own_warm_up_requests_are_not_traced(
+    demo_registry: Path, tmp_path: Path
+) -> None:
+    with otlp_receiver() as fresh:
+        server = start_traced(demo_registry, tmp_path / "server.log", fresh)
+        try:
+            time.sleep(1.0)  # ten times the export delay: what it queued has been sent
+            assert fresh.spans == []
+            with server.client() as client:
+                client.post(INFER, json=V2_BODY, headers={"traceparent": traceparent()})
+            request_steps(fresh, TRACE_ID, "POST /v2/models/{name}/infer")
+        finally:
+            assert server.stop() == 0, server.log.read_text()
 
 
 def test_without_an_endpoint_nothing_is_traced(demo_registry: Path, tmp_path: Path) -> None:

@@ -129,6 +129,10 @@ class InferenceFront:
             # Resolved first so that every answer, refusals included, counts for its version;
             # a request for an unknown model or version counts nowhere (no new series).
             version = self.plane.find(name, path_version, headers)
+            if span is not None and version.metrics.warming:
+                # The server's own warm-up request is no client's: its span, never ended,
+                # is never sent.
+                span = None
             version.metrics.in_flight += 1
             try:
                 if not isinstance(body, bytes):
