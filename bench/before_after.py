@@ -60,7 +60,7 @@ INSTRUCTION_CONCURRENCY = (1, 64)
 IN_PROCESS_MODELS = (SMALL, DIGITS)
 
 
-def _source_at(commit: str, into: Path) -> Path:
+def source_at(commit: str, into: Path) -> Path:
     """The ``src/`` folder of ``commit``, unpacked under ``into``."""
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", commit, "src"],  # noqa: S607 - git on PATH
@@ -109,7 +109,7 @@ def main() -> None:
             payloads.v2_binary(model.metadata),
         ]
         sides = {
-            "before": {"PYTHONPATH": str(_source_at(args.before, scratch / "before"))},
+            "before": {"PYTHONPATH": str(source_at(args.before, scratch / "before"))},
             "after": {"PYTHONPATH": str(REPO / "src")},
         }
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {}

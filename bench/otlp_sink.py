@@ -20,7 +20,7 @@ class Sink(BaseHTTPRequestHandler):
     exports = 0
     received_bytes = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_POST(self) -> None:
         size = int(self.headers.get("Content-Length", "0"))
         self.rfile.read(size)
         Sink.exports += 1
@@ -30,7 +30,7 @@ class Sink(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = json.dumps({"exports": Sink.exports, "bytes": Sink.received_bytes}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -38,7 +38,7 @@ class Sink(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
 

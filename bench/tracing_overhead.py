@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import json
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.request
@@ -40,6 +38,7 @@ import machine
 import measure
 import payloads
 import report
+from before_after import source_at
 from measure import Windows
 from models import SMALL, build_registry, model_files
 from run import unused_results_path
@@ -49,18 +48,6 @@ REPO = BENCH.parent
 SIDES = ("before", "off", "1%", "all")
 # Each ratio: (numerator, denominator, target or None).
 RATIOS = (("off", "before", 0.98), ("1%", "off", 0.95), ("all", "off", None))
-
-
-def _source_at(commit: str, into: Path) -> Path:
-    """The ``src/`` folder of ``commit``, unpacked under ``into``."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", commit, "src"],  # noqa: S607 - git on PATH
-        capture_output=True,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "src"
 
 
 def _metric(url: str, name: str) -> float:
@@ -110,7 +97,7 @@ def main() -> None:
         model = model_files(registry, SMALL)
         bodies = [payloads.records(model.metadata), payloads.v2_binary(model.metadata)]
         envs = {
-            "before": {"PYTHONPATH": str(_source_at(args.before, scratch / "before"))},
+            "before": {"PYTHONPATH": str(source_at(args.before, scratch / "before"))},
             "off": {"PYTHONPATH": str(REPO / "src")},
             "1%": {
                 **traced,

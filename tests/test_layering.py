@@ -16,7 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("keel.errors", "keel.regular_files", "keel.background", "keel.settings",
      "keel.configuration", "keel.settings_reference", "keel.signature", "keel.environment",
      "keel.reference", "keel.records", "keel.cpus", "keel.digest_memo", "keel.shared_files",
-     "keel.log_output", "keel.tracing", "keel.otlp_encoding"),
+     "keel.log_output", "keel.tracing", "keel.otlp_encoding", "keel.span_queue"),
     ("keel.runtimes", "keel.golden", "keel.registry"),
     ("keel.loading", "keel.verification", "keel.publish_checks", "keel.publishing",
      "keel.source", "keel.examples", "keel"),

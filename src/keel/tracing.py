@@ -19,47 +19,44 @@ A value keel cannot use stops the server at start, naming the variable: the SDK
 alone would log a warning and fall back, and an operator would find out from a
 trace that never came.
 
-Off, a request pays one test of ``TRACER``. On, a request the sampler does not
-pick gets no span, and one it picks has its spans made from the timestamps the
-request path takes anyway, most of them after the fact: nothing on the request
-path enters or leaves a context. Spans wait in a bounded queue (``SpanQueue``)
-that a thread of its own sends; a full queue drops spans and counts them, never
-slowing a request.
+Spans are OpenTelemetry's own data (the SDK's ``ReadableSpan``, ``SpanContext``,
+``Resource``; W3C Trace Context through its propagator; its OTLP exporters), but
+they are not made through its tracer. The tracer makes a span object, ids and
+attribute checks included, for every request it is asked about and each step of
+one, and its sampler, lock and checks cost a sampled request more than keel's
+whole answer (bench/tracing_overhead.py). Here the sampler's verdict is drawn
+first, from the same rules (``OTEL_TRACES_SAMPLER``), so a request passed by costs
+a random draw; a sampled request's span is an ``OpenSpan`` until its answer, and
+every span is made whole from the timestamps the request path takes anyway.
+
+Off, a request pays one test of ``ON``. Spans wait in a bounded queue
+(``keel.span_queue``) that a thread of its own sends; a full queue drops spans and
+counts them, never slowing a request.
 """
 
 from __future__ import annotations
 
-import collections.abc
 import importlib.metadata
 import logging
 import os
 import random
-import threading
 import time
-import typing
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidConfig
+from keel.span_queue import EXPORTER_LOGGERS, QuietWhileFailing, SpanQueue, otlp_exporter
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
-    from opentelemetry.trace import Link, SpanContext, SpanKind, Tracer
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind
     from opentelemetry.util.types import Attributes
 
 log = logging.getLogger("keel.tracing")
 
-# Where OpenTelemetry's OTLP span exporters log a failed export (and each retry of one).
-EXPORTER_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-)
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 PROTOCOLS = ("http/protobuf", "grpc")
 SAMPLERS = (
@@ -77,13 +74,29 @@ TRACESTATE = "tracestate"
 # so a client, and the access log, can find it.
 TRACERESPONSE = "traceresponse"
 
-# The tracer requests are traced with; None while tracing is off (the request path's test).
-TRACER: Tracer | None = None
+# Whether requests are traced: the request path's one test while tracing is off.
+ON = False
 # Where spans wait to be sent, with its counts for /metrics; None while tracing is off.
 QUEUE: SpanQueue | None = None
-_PROVIDER: TracerProvider | None = None
-# The filter on the exporters' loggers (_QuietWhileFailing), while tracing is on.
+# What every span says of its source: the resource (service.name...) and keel's scope.
+_RESOURCE: Resource | None = None
+_SCOPE: InstrumentationScope | None = None
+# The filter on the exporters' loggers (QuietWhileFailing), while tracing is on.
 _QUIET: logging.Filter | None = None
+
+# The sampler, as keel draws it. Of a request that continues no trace: the share traced
+# (1.0 draws nothing). Of one that does: whether the caller's sampled flag decides
+# (parentbased_*), else always (always_on), never (always_off) or by the trace id's
+# low 64 bits (traceidratio, as OpenTelemetry's TraceIdRatioBased does).
+_ROOT_SHARE = 1.0
+_PARENT_BASED = True
+_PARENTED_BOUND: int | None = None  # traceidratio with a parent: sampled below this
+_random = random.Random()  # noqa: S311 - sampling and span ids, not security
+_draw, _bits = _random.random, _random.getrandbits
+# A traceparent's length: version, trace id, parent id and flags, joined by "-".
+_TRACEPARENT_LENGTH = 55
+_TRACE_ID_LIMIT = (1 << 64) - 1
+_SAMPLED = 0x01
 
 
 @dataclass(frozen=True)
@@ -165,9 +178,10 @@ def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
 
 def start(settings: TraceSettings, worker: int | None = None) -> None:
     """Trace requests from now on, as ``settings`` say; called once per serving process."""
-    global TRACER, QUEUE, _PROVIDER, _ROOT_SHARE, _PARENT_BASED, _QUIET
+    global ON, QUEUE, _RESOURCE, _SCOPE, _QUIET, _ROOT_SHARE, _PARENT_BASED, _PARENTED_BOUND
+    global _otel
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     version = importlib.metadata.version("keel")
     attributes: dict[str, Any] = {SERVICE_VERSION: version}
@@ -178,110 +192,75 @@ def start(settings: TraceSettings, worker: int | None = None) -> None:
         attributes[SERVICE_NAME] = "keel"
     if worker is not None:
         attributes["keel.worker"] = worker
-    queue = SpanQueue(
-        _exporter(settings.protocol),
+    # Reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME, as every SDK does.
+    _RESOURCE = Resource.create(attributes)
+    _SCOPE = InstrumentationScope("keel", version)
+    QUEUE = SpanQueue(
+        otlp_exporter(settings.protocol),
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=settings.max_export_batch_size,
         schedule_delay_s=settings.schedule_delay_s,
         export_timeout_s=settings.export_timeout_s,
     )
-    provider = TracerProvider(
-        # Duck-typed: the SDK's base classes are imported only once tracing is on.
-        sampler=typing.cast(
-            "Sampler", _Sampler(_parented_sampler(settings.sampler, settings.ratio))
-        ),
-        resource=Resource.create(attributes),
-    )
-    provider.add_span_processor(typing.cast("SpanProcessor", queue))
-    _QUIET = _QuietWhileFailing(queue)
+    _QUIET = QuietWhileFailing(QUEUE)
     for name in EXPORTER_LOGGERS:
         logging.getLogger(name).addFilter(_QUIET)
-    _PROVIDER, QUEUE = provider, queue
-    _PARENT_BASED = settings.sampler.startswith("parentbased_")
+    sampler = settings.sampler
+    _PARENT_BASED = sampler.startswith("parentbased_")
     if settings.ratio is not None:
         _ROOT_SHARE = settings.ratio
+        _PARENTED_BOUND = round(settings.ratio * (_TRACE_ID_LIMIT + 1))
     else:
-        _ROOT_SHARE = 0.0 if settings.sampler.endswith("always_off") else 1.0
+        _ROOT_SHARE = 0.0 if sampler.endswith("always_off") else 1.0
+        _PARENTED_BOUND = None
+    _otel = _OpenTelemetry()
     _resync(time.perf_counter())
-    TRACER = provider.get_tracer("keel", version)
+    ON = True
     log.info(
         "traces go to %s over %s, sampler %s%s",
         settings.endpoint,
         settings.protocol,
-        settings.sampler,
+        sampler,
         "" if settings.ratio is None else f" ({settings.ratio:g})",
     )
 
 
 def stop(timeout_s: float = 5.0) -> None:
     """Send the spans still queued (for at most ``timeout_s``) and stop tracing."""
-    global TRACER, QUEUE, _PROVIDER, _QUIET
-    provider = _PROVIDER
-    TRACER = QUEUE = _PROVIDER = None
-    if provider is not None:
-        provider.force_flush(int(timeout_s * 1000))
-        provider.shutdown()
+    global ON, QUEUE, _QUIET
+    queue = QUEUE
+    ON, QUEUE = False, None
+    if queue is not None:
+        queue.force_flush(int(timeout_s * 1000))
+        queue.shutdown()
     if _QUIET is not None:
         for name in EXPORTER_LOGGERS:
             logging.getLogger(name).removeFilter(_QUIET)
         _QUIET = None
 
 
-def _exporter(protocol: str) -> SpanExporter:
-    """The SDK's OTLP exporter for ``protocol``, writing its messages with
-    ``keel.otlp_encoding``; it reads its endpoint, headers, timeout, compression and
-    certificates from the ``OTEL_EXPORTER_OTLP_*`` variables itself."""
-    from opentelemetry.sdk.trace.export import SpanExportResult
+class _OpenTelemetry:
+    """The OpenTelemetry classes and constants spans are made of, imported once tracing
+    starts (an import statement in a function costs a dictionary lookup per call)."""
 
-    from keel.otlp_encoding import export_request
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
-        )
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        class KeelGrpcExporter(GrpcExporter):
-            def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-                # grpcio sends a message: parsing the bytes back (in C) still costs far
-                # less than the SDK's building of it.
-                message: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(
-                    export_request(data)
-                )
-                return message
-
-        return KeelGrpcExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    class KeelHttpExporter(OTLPSpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            if self._shutdown:
-                return SpanExportResult.FAILURE
-            sent = self._client.export(export_request(spans))
-            return SpanExportResult.SUCCESS if sent.success else SpanExportResult.FAILURE
-
-    return KeelHttpExporter()
+        self.ReadableSpan = ReadableSpan
+        self.Link = Link
+        self.SpanContext = SpanContext
+        self.sampled = TraceFlags(_SAMPLED)
+        self.server = SpanKind.SERVER
+        self.internal = SpanKind.INTERNAL
+        self.unset = Status(StatusCode.UNSET)
+        self.error = Status(StatusCode.ERROR)
 
 
-def _parented_sampler(name: str, ratio: float | None) -> Sampler:
-    """The SDK's sampler for ``OTEL_TRACES_SAMPLER``, which keel asks about spans with a
-    parent; of a request that continues no trace, keel decides itself (``request_span``)."""
-    from opentelemetry.sdk.trace import sampling
-
-    root: Sampler = (
-        sampling.ALWAYS_OFF
-        if name.endswith("always_off")
-        else sampling.ALWAYS_ON
-        if name.endswith("always_on")
-        else sampling.TraceIdRatioBased(1.0 if ratio is None else ratio)
-    )
-    return sampling.ParentBased(root) if name.startswith("parentbased_") else root
+_otel: _OpenTelemetry
 
 
 # -- the request path -----------------------------------------------------------------
-
 
 # Wall-clock nanoseconds minus perf_counter's, for stamping spans with timestamps the request
 # path took on perf_counter. One offset for all the spans of a request keeps a step inside
@@ -303,68 +282,120 @@ def epoch_ns(perf_s: float) -> int:
     return int(perf_s * 1e9) + _offset_ns
 
 
-# The sampler's verdict on a request that continues no trace, drawn by keel before the SDK
-# is asked: the SDK makes a span object, ids included, even for a request it then drops,
-# which cost a request passed by at 1% sampling a third of the server's throughput
-# (bench/tracing_overhead.py). The share of such requests traced; 1.0 draws nothing.
-_ROOT_SHARE = 1.0
-# Whether a caller's sampled flag decides (the parentbased_ samplers).
-_PARENT_BASED = True
-_random = random.Random()  # noqa: S311 - sampling and span ids, not security
-_draw, _draw_bits = _random.random, _random.getrandbits
-# A traceparent's length: version, trace id, parent id and flags, joined by "-".
-_TRACEPARENT_LENGTH = 55
+class OpenSpan:
+    """A span in progress (a request's, until its answer; a batch's, until its outputs):
+    what it will be sent as once ``end_span`` ends it."""
+
+    __slots__ = ("attributes", "context", "kind", "links", "name", "parent", "start_ns")
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        start_ns: int,
+        attributes: dict[str, Any],
+        links: Sequence[SpanContext] = (),
+    ) -> None:
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = kind
+        self.start_ns = start_ns
+        self.attributes = attributes
+        self.links = links
+
+    def get_span_context(self) -> SpanContext:
+        return self.context
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+
+def _new_context(trace_id: int, trace_state: Any = None) -> SpanContext:
+    return _otel.SpanContext(
+        trace_id,
+        _bits(64) or 1,
+        is_remote=False,
+        trace_flags=_otel.sampled,
+        trace_state=trace_state,
+    )
 
 
 def request_span(
     name: str,
     carrier: Mapping[str, str] | None,
     started_s: float,
-    attributes: Attributes,
-) -> Span | None:
+    attributes: dict[str, Any],
+) -> OpenSpan | None:
     """The span of one request, continuing the trace of ``carrier``'s ``traceparent`` (HTTP
     headers or gRPC metadata) when it has one; None when tracing is off or the sampler passes
     the request by."""
-    tracer = TRACER
-    if tracer is None:
+    if not ON:
         return None
     traceparent = None if carrier is None else carrier.get(TRACEPARENT)
-    if traceparent is None or len(traceparent) != _TRACEPARENT_LENGTH:
-        # A trace of its own (a malformed traceparent is ignored, as the propagator would).
+    parent = None
+    if traceparent is not None and len(traceparent) == _TRACEPARENT_LENGTH:
+        if _PARENT_BASED and not int(traceparent[-2:], 16) & _SAMPLED:
+            return None  # the caller did not sample it
+        parent = _remote_parent(traceparent, carrier.get(TRACESTATE) if carrier else None)
+    if parent is None:
+        # A trace of its own (a malformed traceparent is ignored, as the propagator does).
         if _ROOT_SHARE < 1.0 and (_ROOT_SHARE == 0.0 or _draw() >= _ROOT_SHARE):
             return None
-        context = None
+        trace_id = _bits(128) or 1
+        context = _new_context(trace_id)
     else:
-        if _PARENT_BASED and not int(traceparent[-2:], 16) & 1:
-            return None  # the caller did not sample it
-        context = _extracted(traceparent, carrier.get(TRACESTATE) if carrier else None)
-    from opentelemetry.trace import SpanKind
-
+        if not _PARENT_BASED and not _parented_sampled(parent.trace_id):
+            return None
+        context = _new_context(parent.trace_id, parent.trace_state)
     if started_s - _offset_read_at > RESYNC_S:
         _resync(time.perf_counter())
-    span = tracer.start_span(
-        name,
-        context,
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-        start_time=epoch_ns(started_s),
-    )
-    if not span.is_recording():
-        return None
-    return span  # type: ignore[return-value]  # the SDK's Span, as its tracer makes them
+    return OpenSpan(name, context, parent, _otel.server, epoch_ns(started_s), attributes)
 
 
-def _extracted(traceparent: str, tracestate: str | None) -> Context:
+def _parented_sampled(trace_id: int) -> bool:
+    """always_on, always_off or traceidratio's verdict on a request with a parent."""
+    if _PARENTED_BOUND is None:
+        return _ROOT_SHARE > 0.0
+    return trace_id & _TRACE_ID_LIMIT < _PARENTED_BOUND
+
+
+def _remote_parent(traceparent: str, tracestate: str | None) -> SpanContext | None:
+    """The caller's span, read by OpenTelemetry's W3C propagator; None if it is not valid."""
+    from opentelemetry.trace import get_current_span
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     carrier = {TRACEPARENT: traceparent}
     if tracestate is not None:
         carrier[TRACESTATE] = tracestate
-    return TraceContextTextMapPropagator().extract(carrier)
+    context = get_current_span(TraceContextTextMapPropagator().extract(carrier)).get_span_context()
+    return context if context.is_valid else None
+
+
+def linked_span(
+    name: str,
+    links: Sequence[SpanContext],
+    started_s: float,
+    attributes: dict[str, Any],
+) -> OpenSpan | None:
+    """The first span of a trace of its own, linked to the spans of ``links`` (the requests
+    of a batch, the request a shadow call mirrors); made when any of them is sampled.
+
+    A batch serves requests from many traces, and a shadow call mirrors one request after
+    its answer: each starts a trace of its own. Were it sampled by the ratio, a sampled
+    request would mostly lack its batch; following the links, every sampled request's
+    batch and shadow call are there.
+    """
+    if not ON or not any(link.trace_flags.sampled for link in links):
+        return None
+    context = _new_context(_bits(128) or 1)
+    return OpenSpan(name, context, None, _otel.internal, epoch_ns(started_s), attributes, links)
 
 
 def child_span(
-    parent: Span | ReadableSpan,
+    parent: OpenSpan | ReadableSpan,
     name: str,
     started_s: float,
     ended_s: float,
@@ -372,247 +403,80 @@ def child_span(
     links: Sequence[SpanContext] = (),
 ) -> ReadableSpan:
     """A finished span of ``parent``'s from ``started_s`` to ``ended_s`` (perf_counter),
-    linked to the spans of ``links``, queued to be sent.
-
-    Made whole, as the SDK's own spans become once they end, rather than started and
-    ended through the tracer: a step's span is complete when it is made, and the
-    tracer's way (a sampler's verdict, a lock, attribute checks) cost five times as
-    much, which every sampled request paid for each of its steps.
-    """
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import Link, SpanContext
-
-    assert QUEUE is not None
+    linked to the spans of ``links``, queued to be sent."""
     context = parent.get_span_context()
     assert context is not None
-    span = ReadableSpan(
+    return _finished(
         name,
-        SpanContext(
-            context.trace_id,
-            _draw_bits(64) or 1,
-            is_remote=False,
-            trace_flags=context.trace_flags,
-            trace_state=context.trace_state,
-        ),
+        _new_context(context.trace_id, context.trace_state),
         context,
-        parent.resource,
+        _otel.internal,
+        epoch_ns(started_s),
+        epoch_ns(ended_s),
         attributes,
-        links=[Link(linked) for linked in links],
-        start_time=epoch_ns(started_s),
-        end_time=epoch_ns(ended_s),
-        instrumentation_scope=parent.instrumentation_scope,
+        links,
     )
-    QUEUE.on_end(span)
+
+
+def end_span(
+    span: OpenSpan, ended_s: float, attributes: Attributes, failed: str | None
+) -> ReadableSpan:
+    """End ``span`` at ``ended_s`` with its outcome; ``failed`` is the error type, if any."""
+    if attributes:
+        span.attributes.update(attributes)
+    if failed is not None:
+        span.attributes["error.type"] = failed
+    return _finished(
+        span.name,
+        span.context,
+        span.parent,
+        span.kind,
+        span.start_ns,
+        epoch_ns(ended_s),
+        span.attributes,
+        span.links,
+        failed is not None,
+    )
+
+
+def _finished(
+    name: str,
+    context: SpanContext,
+    parent: SpanContext | None,
+    kind: SpanKind,
+    start_ns: int,
+    end_ns: int,
+    attributes: Attributes,
+    links: Sequence[SpanContext],
+    failed: bool = False,
+) -> ReadableSpan:
+    """The span as OpenTelemetry's SDK hands an ended span to its exporters, queued."""
+    otel = _otel
+    span = otel.ReadableSpan(
+        name,
+        context,
+        parent,
+        _RESOURCE,
+        attributes,
+        links=[otel.Link(linked) for linked in links] if links else (),
+        kind=kind,
+        status=otel.error if failed else otel.unset,
+        start_time=start_ns,
+        end_time=end_ns,
+        instrumentation_scope=_SCOPE,
+    )
+    queue = QUEUE
+    if queue is not None:
+        queue.add(span)
     return span
 
 
-def linked_span(
-    name: str,
-    links: Sequence[SpanContext],
-    started_s: float,
-    attributes: Attributes = None,
-    kind: SpanKind | None = None,
-) -> Span | None:
-    """The first span of a trace of its own, linked to the spans of ``links`` (the requests
-    of a batch, the request a shadow call mirrors); recorded when any of them is."""
-    tracer = TRACER
-    if tracer is None:
-        return None
-    from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, set_span_in_context
-
-    span = tracer.start_span(
-        name,
-        # No parent, even where one is current: the span starts a trace of its own.
-        set_span_in_context(INVALID_SPAN),
-        kind=SpanKind.INTERNAL if kind is None else kind,
-        attributes=attributes,
-        links=[Link(context) for context in links],
-        start_time=epoch_ns(started_s),
-    )
-    return span if span.is_recording() else None  # type: ignore[return-value]
-
-
-def trace_response(span: Span) -> tuple[bytes, bytes]:
+def trace_response(span: OpenSpan) -> tuple[bytes, bytes]:
     """The ``traceresponse`` header that names ``span``'s trace and itself."""
-    context = span.get_span_context()
+    context = span.context
     value = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
     return TRACERESPONSE.encode(), value.encode()
 
 
-def trace_id(span: Span) -> str:
-    return f"{span.get_span_context().trace_id:032x}"
-
-
-def end_span(span: Span, ended_s: float, attributes: Attributes, failed: str | None) -> None:
-    """End ``span`` at ``ended_s`` with its outcome; ``failed`` is the error type, if any."""
-    from opentelemetry.trace import Status, StatusCode
-
-    if attributes:
-        span.set_attributes(attributes)
-    if failed is not None:
-        span.set_attribute("error.type", failed)
-        span.set_status(Status(StatusCode.ERROR))
-    span.end(epoch_ns(ended_s))
-
-
-class _Sampler:
-    """The SDK's sampler: ``parented`` (OTEL_TRACES_SAMPLER) judges a span with a parent; a
-    span with none is one keel has decided to record already.
-
-    A request span with no parent reaches the SDK only once ``request_span`` drew it.
-    A batch serves requests from many traces, and a shadow call mirrors one request
-    after its answer: each starts a trace of its own, linked to the requests, and is
-    recorded when a span it links to is. Left to a ratio sampler, a sampled request
-    would mostly lack its batch; following the links, every sampled request's batch
-    and shadow call are there.
-    """
-
-    def __init__(self, parented: Sampler) -> None:
-        self.parented = parented
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
-        from opentelemetry.trace import get_current_span
-
-        if get_current_span(parent_context).get_span_context().is_valid:
-            return self.parented.should_sample(
-                parent_context, trace_id, name, kind, attributes, links, trace_state
-            )
-        if not links or any(link.context.trace_flags.sampled for link in links):
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
-        return SamplingResult(Decision.DROP)
-
-    def get_description(self) -> str:
-        return f"keel{{{self.parented.get_description()}}}"
-
-
-class _QuietWhileFailing(logging.Filter):
-    """Passes the exporter's words on the first failed export (why it failed), then none
-    until an export succeeds again: a collector that is down would otherwise add
-    several lines every few seconds, and the drops are counted in /metrics."""
-
-    def __init__(self, queue: SpanQueue) -> None:
-        super().__init__()
-        self.queue = queue
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self.queue.failing
-
-
-class SpanQueue:
-    """A span processor: finished spans wait in a bounded queue that a thread sends in batches.
-
-    The SDK's BatchSpanProcessor logs a warning per span it drops and does not count
-    a failed export: under load that is a log line per request and spans lost
-    unseen. Here a span that finds the queue full is dropped and counted
-    (``dropped["queue_full"]``), as is a batch the collector did not take
-    (``dropped["export_failed"]``); /metrics shows both.
-    """
-
-    def __init__(
-        self,
-        exporter: SpanExporter,
-        *,
-        max_queue_size: int,
-        max_export_batch_size: int,
-        schedule_delay_s: float,
-        export_timeout_s: float,
-    ) -> None:
-        self.exporter = exporter
-        self.max_queue_size = max_queue_size
-        self.max_export_batch_size = max_export_batch_size
-        self.schedule_delay_s = schedule_delay_s
-        self.export_timeout_s = export_timeout_s
-        self.exported = 0
-        self.dropped: collections.Counter[str] = collections.Counter()
-        self._spans: deque[ReadableSpan] = deque()
-        self._wake = threading.Event()
-        self._stopping = False
-        # Whether the last export failed (the exporter's own log lines are held back then).
-        self.failing = False
-        # One export at a time: the thread's, or a flush's.
-        self._export_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="keel-trace-export", daemon=True)
-        self._thread.start()
-
-    @property
-    def queued(self) -> int:
-        return len(self._spans)
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Nothing: a span is queued when it ends."""
-
-    def _on_ending(self, span: Span) -> None:
-        """Nothing (the SDK calls it on every processor before a span ends)."""
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self._stopping:
-            self.dropped["stopped"] += 1
-            return
-        if len(self._spans) >= self.max_queue_size:
-            self.dropped["queue_full"] += 1
-            return
-        self._spans.append(span)
-        if len(self._spans) >= self.max_export_batch_size:
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self.schedule_delay_s)
-            self._wake.clear()
-            self._send_all()
-
-    def _send_all(self, deadline: float | None = None) -> bool:
-        """Send every queued span, in batches; False if the deadline passed first."""
-        with self._export_lock:
-            while self._spans:
-                if deadline is not None and time.monotonic() > deadline:
-                    return False
-                batch = [
-                    self._spans.popleft()
-                    for _ in range(min(self.max_export_batch_size, len(self._spans)))
-                ]
-                self._send(batch)
-        return True
-
-    def _send(self, batch: list[ReadableSpan]) -> None:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        try:
-            result = self.exporter.export(batch)
-        except Exception:
-            log.exception("sending %d spans failed", len(batch))
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self.exported += len(batch)
-            if self.failing:
-                log.info("spans reach the collector again")
-            self.failing = False
-            return
-        self.dropped["export_failed"] += len(batch)
-        if not self.failing:
-            log.warning(
-                "the collector took no spans: %d dropped (counted in "
-                "keel_trace_spans_dropped_total; said once until it takes them again)",
-                len(batch),
-            )
-        self.failing = True
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._send_all(time.monotonic() + timeout_millis / 1000)
-
-    def shutdown(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(self.export_timeout_s)
-        self._send_all(time.monotonic() + self.export_timeout_s)
-        self.exporter.shutdown()
+def trace_id(span: OpenSpan) -> str:
+    return f"{span.context.trace_id:032x}"

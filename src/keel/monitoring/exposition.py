@@ -78,7 +78,7 @@ def wants_openmetrics(accept: str | None) -> bool:
     """Whether a scrape that sent ``accept`` gets the OpenMetrics format, which alone carries
     exemplars: only while traces are on (so there are exemplars to give), and only when the
     scraper asks for it (Prometheus does by default)."""
-    return tracing.TRACER is not None and accept is not None and OPENMETRICS in accept
+    return tracing.ON and accept is not None and OPENMETRICS in accept
 
 
 def metrics_text(registry: CollectorRegistry, openmetrics: bool = False) -> tuple[bytes, str]:

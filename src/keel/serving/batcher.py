@@ -716,7 +716,7 @@ class Batcher:
 
 def _clock_for(run: RunBatch, batch: list[_Request]) -> _RunClock | None:
     """A clock for the model calls of ``batch`` if a request in it is traced, else None."""
-    if tracing.TRACER is None:
+    if not tracing.ON:
         return None
     return _RunClock(run) if any(request.span is not None for request in batch) else None
 

@@ -315,7 +315,7 @@ class GrpcEdge:
         state.activity.started()
         version: ServedVersion | None = None
         status, code = 200, grpc.StatusCode.OK
-        span = None if tracing.TRACER is None else _request_span(request, info, started)
+        span = _request_span(request, info, started) if tracing.ON else None
         try:
             if request.id:
                 info.notes["request_id"] = request.id

@@ -123,7 +123,7 @@ class InferenceFront:
                 for key, value in raw_headers
                 if key in _READ_HEADERS
             }
-            if tracing.TRACER is not None:
+            if tracing.ON:
                 span = _request_span(route, headers, started if began_at is None else began_at)
             accept_encoding = headers.get("accept-encoding")
             # Resolved first so that every answer, refusals included, counts for its version;

@@ -1,0 +1,188 @@
+"""Where finished spans wait to be sent, and what sends them over OTLP.
+
+``SpanQueue`` holds finished spans in a bounded queue that a thread of its own
+sends in batches; a span that finds the queue full is dropped and counted, so a
+slow or absent collector never slows a request. ``otlp_exporter`` is
+OpenTelemetry's OTLP exporter (http/protobuf or grpc) writing its messages with
+``keel.otlp_encoding``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+log = logging.getLogger("keel.tracing")
+
+# Where OpenTelemetry's OTLP span exporters log a failed export (and each retry of one).
+EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+)
+
+
+def otlp_exporter(protocol: str) -> SpanExporter:
+    """The SDK's OTLP exporter for ``protocol``, writing its messages with
+    ``keel.otlp_encoding``; it reads its endpoint, headers, timeout, compression and
+    certificates from the ``OTEL_EXPORTER_OTLP_*`` variables itself."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from keel.otlp_encoding import export_request
+
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        class KeelGrpcExporter(GrpcExporter):
+            def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+                # grpcio sends a message: parsing the bytes back (in C) still costs far
+                # less than the SDK's building of it.
+                message: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(
+                    export_request(data)
+                )
+                return message
+
+        return KeelGrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    class KeelHttpExporter(OTLPSpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            if self._shutdown:
+                return SpanExportResult.FAILURE
+            sent = self._client.export(export_request(spans))
+            return SpanExportResult.SUCCESS if sent.success else SpanExportResult.FAILURE
+
+    return KeelHttpExporter()
+
+
+class QuietWhileFailing(logging.Filter):
+    """Passes the exporter's words on the first failed export (why it failed), then none
+    until an export succeeds again: a collector that is down would otherwise add
+    several lines every few seconds, and the drops are counted in /metrics."""
+
+    def __init__(self, queue: SpanQueue) -> None:
+        super().__init__()
+        self.queue = queue
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.queue.failing
+
+
+class SpanQueue:
+    """Finished spans wait in a bounded queue that a thread sends in batches.
+
+    The SDK's BatchSpanProcessor logs a warning per span it drops and does not count
+    a failed export: under load that is a log line per request and spans lost
+    unseen. Here a span that finds the queue full is dropped and counted
+    (``dropped["queue_full"]``), as is a batch the collector did not take
+    (``dropped["export_failed"]``); /metrics shows both.
+    """
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        max_queue_size: int,
+        max_export_batch_size: int,
+        schedule_delay_s: float,
+        export_timeout_s: float,
+    ) -> None:
+        self.exporter = exporter
+        self.max_queue_size = max_queue_size
+        self.max_export_batch_size = max_export_batch_size
+        self.schedule_delay_s = schedule_delay_s
+        self.export_timeout_s = export_timeout_s
+        self.exported = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self._spans: deque[ReadableSpan] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        # Whether the last export failed (the exporter's own log lines are held back then).
+        self.failing = False
+        # One export at a time: the thread's, or a flush's.
+        self._export_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="keel-trace-export", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        return len(self._spans)
+
+    def add(self, span: ReadableSpan) -> None:
+        """Queue a finished span, or drop and count it when the queue is full; never waits."""
+        if self._stopping:
+            self.dropped["stopped"] += 1
+            return
+        if len(self._spans) >= self.max_queue_size:
+            self.dropped["queue_full"] += 1
+            return
+        self._spans.append(span)
+        # Set once: Event.set takes a lock each time, which the thread sending holds.
+        if len(self._spans) >= self.max_export_batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.schedule_delay_s)
+            self._wake.clear()
+            self._send_all()
+
+    def _send_all(self, deadline: float | None = None) -> bool:
+        """Send every queued span, in batches; False if the deadline passed first."""
+        with self._export_lock:
+            while self._spans:
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                batch = [
+                    self._spans.popleft()
+                    for _ in range(min(self.max_export_batch_size, len(self._spans)))
+                ]
+                self._send(batch)
+        return True
+
+    def _send(self, batch: list[ReadableSpan]) -> None:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        try:
+            result = self.exporter.export(batch)
+        except Exception:
+            log.exception("sending %d spans failed", len(batch))
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(batch)
+            if self.failing:
+                log.info("spans reach the collector again")
+            self.failing = False
+            return
+        self.dropped["export_failed"] += len(batch)
+        if not self.failing:
+            log.warning(
+                "the collector took no spans: %d dropped (counted in "
+                "keel_trace_spans_dropped_total; said once until it takes them again)",
+                len(batch),
+            )
+        self.failing = True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._send_all(time.monotonic() + timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(self.export_timeout_s)
+        self._send_all(time.monotonic() + self.export_timeout_s)
+        self.exporter.shutdown()
