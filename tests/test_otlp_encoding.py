@@ -41,7 +41,9 @@ def _spans(memory: InMemorySpanExporter, attributes: dict[str, Any]) -> list[Any
     """A request's spans as keel makes them: continued, with steps, a batch, an error."""
     now = time.perf_counter()
     carrier = {"traceparent": TRACEPARENT, "tracestate": "vendor=1,other=2"}
-    request = tracing.request_span("POST /v2/models/{name}/infer", carrier, now, attributes)
+    request = tracing.request_span(
+        carrier, now, lambda _: ("POST /v2/models/{name}/infer", dict(attributes)), None
+    )
     assert request is not None
     step = tracing.child_span(request, "keel.decode", now, now + 1e-5, attributes)
     batch = tracing.linked_span("keel.batch", [request.get_span_context()], now, {"rows": 3})

@@ -32,7 +32,7 @@ def start(sampler: str, ratio: str | None = None) -> None:
 
 
 def span_for(carrier: dict[str, str]) -> tracing.OpenSpan | None:
-    return tracing.request_span("POST /x", carrier, time.perf_counter(), {})
+    return tracing.request_span(carrier, time.perf_counter(), lambda _: ("POST /x", {}), None)
 
 
 @pytest.mark.usefixtures("sampler")

@@ -41,9 +41,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.errors import InvalidConfig
 from keel.span_queue import EXPORTER_LOGGERS, QuietWhileFailing, SpanQueue, otlp_exporter
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from opentelemetry.util.types import Attributes
 
 log = logging.getLogger("keel.tracing")
+T = TypeVar("T")
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 PROTOCOLS = ("http/protobuf", "grpc")
@@ -324,14 +325,15 @@ def _new_context(trace_id: int, trace_state: Any = None) -> SpanContext:
 
 
 def request_span(
-    name: str,
     carrier: Mapping[str, str] | None,
     started_s: float,
-    attributes: dict[str, Any],
+    describe: Callable[[T], tuple[str, dict[str, Any]]],
+    subject: T,
 ) -> OpenSpan | None:
     """The span of one request, continuing the trace of ``carrier``'s ``traceparent`` (HTTP
     headers or gRPC metadata) when it has one; None when tracing is off or the sampler passes
-    the request by."""
+    the request by. ``describe(subject)`` names the span and gives its attributes, asked only
+    of a request that is sampled: the rest pay nothing for them."""
     if not ON:
         return None
     traceparent = None if carrier is None else carrier.get(TRACEPARENT)
@@ -352,6 +354,7 @@ def request_span(
         context = _new_context(parent.trace_id, parent.trace_state)
     if started_s - _offset_read_at > RESYNC_S:
         _resync(time.perf_counter())
+    name, attributes = describe(subject)
     return OpenSpan(name, context, parent, _otel.server, epoch_ns(started_s), attributes)
 
 
@@ -469,6 +472,12 @@ def _finished(
     if queue is not None:
         queue.add(span)
     return span
+
+
+def outcome_of(status: int) -> str:
+    """A request's ``keel.outcome`` from its (HTTP) status: ``ok``, ``refused`` (the client's
+    mistake, 4xx) or ``error`` (the server failed or shed it, 5xx)."""
+    return "ok" if status < 400 else "refused" if status < 500 else "error"
 
 
 def trace_response(span: OpenSpan) -> tuple[bytes, bytes]:

@@ -113,6 +113,8 @@ def test_a_request_with_a_traceparent_continues_the_trace_with_each_step_and_its
         "keel.endpoint": "v2_infer",
         "keel.model.name": MODEL,
         "keel.model.version": version,
+        "keel.rows": 1,
+        "keel.outcome": "ok",
     }
     assert not request.failed
     assert request.resource["service.name"] == "keel"
@@ -183,6 +185,7 @@ def test_a_client_mistake_is_no_error_on_its_span(
     )
     request = next(s for s in spans if s.trace_id == trace_id and s.kind == SERVER_KIND)
     assert request.attributes["http.response.status_code"] == 422
+    assert request.attributes["keel.outcome"] == "refused"
     assert not request.failed
 
 
@@ -267,6 +270,7 @@ def test_a_shed_request_has_its_span_marked_as_an_error(
         assert request.failed
         assert request.attributes["http.response.status_code"] == 503
         assert request.attributes["error.type"] == "503"
+        assert request.attributes["keel.outcome"] == "error"
     finally:
         assert server.stop() == 0, server.log.read_text()
 

@@ -102,13 +102,19 @@ class DataPlane:
         batcher = version.require_batcher()  # NotReady before any parsing
         deadline = batcher.deadline_in(self.deadline_s(call.headers))
         span = call.span
-        decoding_at = time.perf_counter()
-        request = codec.decode(version, call)
-        decoded_at = time.perf_counter()
-        if span is not None:
+        if span is None:
+            request = codec.decode(version, call)
+            decoded_at = time.perf_counter()
+        else:
+            decoding_at = time.perf_counter()
+            request = codec.decode(version, call)
+            decoded_at = time.perf_counter()
             # The signature is checked as the body is decoded (the records API builds its
             # arrays as it validates; the v2 fast path checks as it parses): one step.
             tracing.child_span(span, "keel.decode", decoding_at, decoded_at)
+            first = next(iter(request.inputs.values()), None)
+            if first is not None and first.ndim:
+                span.set_attribute("keel.rows", int(first.shape[0]))
         outputs = await batcher.submit(request.inputs, deadline, span)
         ran_at = time.perf_counter()
         mirrors = self.mirrors

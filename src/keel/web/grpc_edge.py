@@ -315,7 +315,9 @@ class GrpcEdge:
         state.activity.started()
         version: ServedVersion | None = None
         status, code = 200, grpc.StatusCode.OK
-        span = _request_span(request, info, started) if tracing.ON else None
+        span = (
+            tracing.request_span(info.metadata, started, _describe, request) if tracing.ON else None
+        )
         try:
             if request.id:
                 info.notes["request_id"] = request.id
@@ -443,20 +445,15 @@ async def _no_streaming(requests: AsyncIterator[Any], context: Context) -> Async
     yield  # an async generator, as grpcio's stream handlers are
 
 
-def _request_span(request: Any, info: CallInfo, started: float) -> Any:
-    """A traced call's span (OpenTelemetry's RPC conventions), or None."""
-    return tracing.request_span(
-        f"{INFERENCE_SERVICE}/ModelInfer",
-        info.metadata,
-        started,
-        {
-            "rpc.system": "grpc",
-            "rpc.service": INFERENCE_SERVICE,
-            "rpc.method": "ModelInfer",
-            "keel.endpoint": ENDPOINT,
-            "keel.model.name": request.model_name,
-        },
-    )
+def _describe(request: Any) -> tuple[str, dict[str, Any]]:
+    """A traced call's span name and attributes (OpenTelemetry's RPC conventions)."""
+    return f"{INFERENCE_SERVICE}/ModelInfer", {
+        "rpc.system": "grpc",
+        "rpc.service": INFERENCE_SERVICE,
+        "rpc.method": "ModelInfer",
+        "keel.endpoint": ENDPOINT,
+        "keel.model.name": request.model_name,
+    }
 
 
 def _end_request_span(
@@ -467,7 +464,10 @@ def _end_request_span(
     code: grpc.StatusCode,
     answered_at: float,
 ) -> None:
-    attributes: dict[str, Any] = {"rpc.grpc.status_code": code.value[0]}
+    attributes: dict[str, Any] = {
+        "rpc.grpc.status_code": code.value[0],
+        "keel.outcome": tracing.outcome_of(status),
+    }
     if version is not None:
         attributes["keel.model.version"] = version.label
     # As REST's: an error when the server failed or shed the call, not for a client's mistake.

@@ -124,7 +124,9 @@ class InferenceFront:
                 if key in _READ_HEADERS
             }
             if tracing.ON:
-                span = _request_span(route, headers, started if began_at is None else began_at)
+                span = tracing.request_span(
+                    headers, started if began_at is None else began_at, _describe, route
+                )
             accept_encoding = headers.get("accept-encoding")
             # Resolved first so that every answer, refusals included, counts for its version;
             # a request for an unknown model or version counts nowhere (no new series).
@@ -176,21 +178,16 @@ class InferenceFront:
         return _end_request_span(span, reply, version, answered_at)
 
 
-def _request_span(route: Route, headers: Mapping[str, str], began_at: float) -> Any:
-    """A traced request's span (OpenTelemetry's HTTP server conventions), or None."""
+def _describe(route: Route) -> tuple[str, dict[str, Any]]:
+    """A traced request's span name and attributes (OpenTelemetry's HTTP server conventions)."""
     endpoint, name, _ = route
     path = template(route)
-    return tracing.request_span(
-        f"POST {path}",
-        headers,
-        began_at,
-        {
-            "http.request.method": "POST",
-            "http.route": path,
-            "keel.endpoint": endpoint,
-            "keel.model.name": name,
-        },
-    )
+    return f"POST {path}", {
+        "http.request.method": "POST",
+        "http.route": path,
+        "keel.endpoint": endpoint,
+        "keel.model.name": name,
+    }
 
 
 def _read_span(
@@ -209,7 +206,10 @@ def _end_request_span(
 ) -> Reply:
     """End a traced request's span with its outcome; the answer names the trace."""
     status = reply.status
-    attributes: dict[str, Any] = {"http.response.status_code": status}
+    attributes: dict[str, Any] = {
+        "http.response.status_code": status,
+        "keel.outcome": tracing.outcome_of(status),
+    }
     if version is not None:
         attributes["keel.model.version"] = version.label
     # A server span is an error only when the server failed (5xx), shedding included:
