@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from keel import tracing
+from keel.span_records import SpanContext
 
 PARENT_SPAN = "b7ad6b7169203331"
 
@@ -45,8 +46,8 @@ def test_parent_based_ratio_zero_starts_no_trace_but_continues_a_sampled_caller(
     assert f"{span.context.trace_id:032x}" == trace_id
     assert span.parent is not None
     assert f"{span.parent.span_id:016x}" == PARENT_SPAN
-    assert span.parent.is_remote
-    assert span.context.trace_state.to_header() == "vendor=1"
+    assert span.parent.remote
+    assert span.context.trace_state == "vendor=1"
     assert span_for({"traceparent": traceparent(trace_id, sampled=False)}) is None
 
 
@@ -98,3 +99,4 @@ def test_off_nothing_is_made() -> None:
     assert not tracing.ON
     assert span_for({"traceparent": traceparent("1" * 32)}) is None
     assert tracing.linked_span("keel.batch", [], time.perf_counter(), {}) is None
+    assert tracing.linked_span("keel.batch", [SpanContext(1, 1)], time.perf_counter(), {}) is None

@@ -18,9 +18,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Span.flags: the low byte is the W3C trace flags; these say whether the parent was remote.
+from keel.span_records import FinishedSpan
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+# Span.flags: the low byte is the W3C trace flags (keel's spans are all sampled); these say
+# whether the parent was remote.
+_SAMPLED = 0x01
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _FIXED64 = struct.Struct("<Q").pack
@@ -35,6 +43,10 @@ _SMALL = tuple(bytes((value,)) for value in range(0x80))
 # The value's type is part of the key: True == 1 == 1.0, but each is encoded differently.
 _ENCODED: dict[tuple[int, str, type, Any], bytes] = {}
 _ENCODED_MAX = 4096
+
+
+# Span.status with STATUS_CODE_ERROR (field 15 holding field 3 = 2).
+_ERROR_STATUS = b"\x7a\x02\x18\x02"
 
 
 def _varint(value: int) -> bytes:
@@ -92,70 +104,57 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     return b"".join(parts)
 
 
-def _trace_state(state: Any) -> str:
-    return state.to_header() if state else ""
-
-
-def _span(span: Any) -> bytes:
+def _span(span: FinishedSpan) -> bytes:
     context = span.context
     parent = span.parent
-    flags = int(context.trace_flags) | _HAS_IS_REMOTE
-    if parent is not None and parent.is_remote:
-        flags |= _IS_REMOTE
     parts = [
         b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
         b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-        _text(3, _trace_state(context.trace_state)),
+        _text(3, context.trace_state),
     ]
+    flags = _SAMPLED | _HAS_IS_REMOTE
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+        if parent.remote:
+            flags |= _IS_REMOTE
     parts += [
         _text(5, span.name),
-        b"\x30" + _varint(span.kind.value + 1),  # SpanKind: OTLP counts from UNSPECIFIED
-        b"\x39" + _FIXED64(span.start_time or 0),
-        b"\x41" + _FIXED64(span.end_time or 0),
+        b"\x30" + _SMALL[span.kind],
+        b"\x39" + _FIXED64(span.start_ns),
+        b"\x41" + _FIXED64(span.end_ns),
         _attributes(9, span.attributes),
     ]
-    for link in span.links:
-        linked = link.context
+    for linked in span.links:
+        link_flags = _SAMPLED | _HAS_IS_REMOTE | (_IS_REMOTE if linked.remote else 0)
         parts.append(
             _field(
                 13,
                 b"\x0a\x10" + linked.trace_id.to_bytes(16, "big")
                 + b"\x12\x08" + linked.span_id.to_bytes(8, "big")
-                + _text(3, _trace_state(linked.trace_state))
-                + _attributes(4, link.attributes)
-                + b"\x35" + _FIXED32(int(linked.trace_flags) | _HAS_IS_REMOTE
-                                     | (_IS_REMOTE if linked.is_remote else 0)),
+                + _text(3, linked.trace_state)
+                + b"\x35" + _FIXED32(link_flags),
             )
         )  # fmt: skip
-    status = span.status
-    code = status.status_code.value
-    if code or status.description:
-        parts.append(_field(15, _text(2, status.description or "") + b"\x18" + _varint(code)))
+    if span.failed:
+        parts.append(_ERROR_STATUS)
     parts.append(b"\x85\x01" + _FIXED32(flags))  # field 16, fixed32
     return b"".join(parts)
 
 
-def export_request(spans: Iterable[Any]) -> bytes:
-    """The serialised ``ExportTraceServiceRequest`` of ``spans`` (the SDK's ReadableSpans),
-    grouped by resource and instrumentation scope as the protocol nests them."""
-    groups: dict[tuple[int, int], tuple[Any, Any, list[bytes]]] = {}
-    for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope
-        key = (id(resource), id(scope))
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = (resource, scope, [])
-        group[2].append(_field(2, _span(span)))
-    out = []
-    for resource, scope, encoded in groups.values():
-        scope_bytes = b"" if scope is None else _text(1, scope.name) + _text(2, scope.version or "")
-        scope_spans = _field(1, scope_bytes) + b"".join(encoded)
-        if scope is not None and scope.schema_url:
-            scope_spans += _text(3, scope.schema_url)
-        resource_spans = _field(1, _attributes(1, resource.attributes)) + _field(2, scope_spans)
-        if resource.schema_url:
-            resource_spans += _text(3, resource.schema_url)
-        out.append(_field(1, resource_spans))
-    return b"".join(out)
+class Encoder:
+    """Writes the export request of a batch of spans, all of one resource and scope (a
+    process's), whose bytes are written once."""
+
+    def __init__(self, resource: Resource, scope: InstrumentationScope) -> None:
+        scope_bytes = _text(1, scope.name) + _text(2, scope.version or "")
+        self._scope = _field(1, scope_bytes)
+        self._scope_url = _text(3, scope.schema_url or "")
+        self._resource = _field(1, _attributes(1, resource.attributes))
+        self._resource_url = _text(3, resource.schema_url or "")
+
+    def __call__(self, spans: Iterable[FinishedSpan]) -> bytes:
+        """The serialised ``ExportTraceServiceRequest`` of ``spans``."""
+        scope_spans = self._scope + b"".join(_field(2, _span(span)) for span in spans)
+        scope_spans += self._scope_url
+        resource_spans = self._resource + _field(2, scope_spans) + self._resource_url
+        return _field(1, resource_spans)

@@ -14,12 +14,16 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from keel.span_records import FinishedSpan
+
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
+
+Encode = Callable[[Sequence[FinishedSpan]], bytes]
+"""Spans to the bytes of an OTLP export request (``keel.otlp_encoding.Encoder``)."""
 
 log = logging.getLogger("keel.tracing")
 
@@ -31,13 +35,11 @@ EXPORTER_LOGGERS = (
 )
 
 
-def otlp_exporter(protocol: str) -> SpanExporter:
-    """The SDK's OTLP exporter for ``protocol``, writing its messages with
-    ``keel.otlp_encoding``; it reads its endpoint, headers, timeout, compression and
-    certificates from the ``OTEL_EXPORTER_OTLP_*`` variables itself."""
+def otlp_exporter(protocol: str, encode: Encode) -> SpanExporter:
+    """OpenTelemetry's OTLP exporter for ``protocol``, sending the bytes ``encode`` writes; it
+    reads its endpoint, headers, timeout, compression and certificates from the
+    ``OTEL_EXPORTER_OTLP_*`` variables itself, and retries as the protocol says."""
     from opentelemetry.sdk.trace.export import SpanExportResult
-
-    from keel.otlp_encoding import export_request
 
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -48,11 +50,13 @@ def otlp_exporter(protocol: str) -> SpanExporter:
         )
 
         class KeelGrpcExporter(GrpcExporter):
-            def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+            def _translate_data(  # type: ignore[override]
+                self, data: Sequence[FinishedSpan]
+            ) -> ExportTraceServiceRequest:
                 # grpcio sends a message: parsing the bytes back (in C) still costs far
                 # less than the SDK's building of it.
                 message: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(
-                    export_request(data)
+                    encode(data)
                 )
                 return message
 
@@ -60,10 +64,10 @@ def otlp_exporter(protocol: str) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     class KeelHttpExporter(OTLPSpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        def export(self, spans: Sequence[FinishedSpan]) -> SpanExportResult:  # type: ignore[override]
             if self._shutdown:
                 return SpanExportResult.FAILURE
-            sent = self._client.export(export_request(spans))
+            sent = self._client.export(encode(spans))
             return SpanExportResult.SUCCESS if sent.success else SpanExportResult.FAILURE
 
     return KeelHttpExporter()
@@ -108,7 +112,7 @@ class SpanQueue:
         self.export_timeout_s = export_timeout_s
         self.exported = 0
         self.dropped: collections.Counter[str] = collections.Counter()
-        self._spans: deque[ReadableSpan] = deque()
+        self._spans: deque[FinishedSpan] = deque()
         self._wake = threading.Event()
         self._stopping = False
         # Whether the last export failed (the exporter's own log lines are held back then).
@@ -122,7 +126,7 @@ class SpanQueue:
     def queued(self) -> int:
         return len(self._spans)
 
-    def add(self, span: ReadableSpan) -> None:
+    def add(self, span: FinishedSpan) -> None:
         """Queue a finished span, or drop and count it when the queue is full; never waits."""
         if self._stopping:
             self.dropped["stopped"] += 1
@@ -154,11 +158,11 @@ class SpanQueue:
                 self._send(batch)
         return True
 
-    def _send(self, batch: list[ReadableSpan]) -> None:
+    def _send(self, batch: list[FinishedSpan]) -> None:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         try:
-            result = self.exporter.export(batch)
+            result = self.exporter.export(batch)  # type: ignore[arg-type]
         except Exception:
             log.exception("sending %d spans failed", len(batch))
             result = SpanExportResult.FAILURE

@@ -19,15 +19,16 @@ A value keel cannot use stops the server at start, naming the variable: the SDK
 alone would log a warning and fall back, and an operator would find out from a
 trace that never came.
 
-Spans are OpenTelemetry's own data (the SDK's ``ReadableSpan``, ``SpanContext``,
-``Resource``; W3C Trace Context through its propagator; its OTLP exporters), but
-they are not made through its tracer. The tracer makes a span object, ids and
+Spans are sent with OpenTelemetry's OTLP exporters, carry a resource made by its
+SDK (``Resource.create``) and continue W3C Trace Context through its propagator,
+but they are not made through its tracer. The tracer makes a span object, ids and
 attribute checks included, for every request it is asked about and each step of
-one, and its sampler, lock and checks cost a sampled request more than keel's
+one, and its sampler, locks and checks cost a sampled request more than keel's
 whole answer (bench/tracing_overhead.py). Here the sampler's verdict is drawn
 first, from the same rules (``OTEL_TRACES_SAMPLER``), so a request passed by costs
 a random draw; a sampled request's span is an ``OpenSpan`` until its answer, and
-every span is made whole from the timestamps the request path takes anyway.
+every span is made whole, a record (``keel.span_records``), from the timestamps
+the request path takes anyway, then written to the wire by ``keel.otlp_encoding``.
 
 Off, a request pays one test of ``ON``. Spans wait in a bounded queue
 (``keel.span_queue``) that a thread of its own sends; a full queue drops spans and
@@ -43,17 +44,12 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from keel.errors import InvalidConfig
+from keel.otlp_encoding import Encoder
 from keel.span_queue import EXPORTER_LOGGERS, QuietWhileFailing, SpanQueue, otlp_exporter
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext, SpanKind
-    from opentelemetry.util.types import Attributes
+from keel.span_records import INTERNAL, SERVER, FinishedSpan, SpanContext
 
 log = logging.getLogger("keel.tracing")
 T = TypeVar("T")
@@ -74,14 +70,12 @@ TRACESTATE = "tracestate"
 # The answer's header naming the trace a sampled request is in (W3C Trace Context level 2),
 # so a client, and the access log, can find it.
 TRACERESPONSE = "traceresponse"
+_TRACERESPONSE = TRACERESPONSE.encode()
 
 # Whether requests are traced: the request path's one test while tracing is off.
 ON = False
 # Where spans wait to be sent, with its counts for /metrics; None while tracing is off.
 QUEUE: SpanQueue | None = None
-# What every span says of its source: the resource (service.name...) and keel's scope.
-_RESOURCE: Resource | None = None
-_SCOPE: InstrumentationScope | None = None
 # The filter on the exporters' loggers (QuietWhileFailing), while tracing is on.
 _QUIET: logging.Filter | None = None
 
@@ -179,8 +173,7 @@ def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
 
 def start(settings: TraceSettings, worker: int | None = None) -> None:
     """Trace requests from now on, as ``settings`` say; called once per serving process."""
-    global ON, QUEUE, _RESOURCE, _SCOPE, _QUIET, _ROOT_SHARE, _PARENT_BASED, _PARENTED_BOUND
-    global _otel
+    global ON, QUEUE, _QUIET, _ROOT_SHARE, _PARENT_BASED, _PARENTED_BOUND
     from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -194,10 +187,9 @@ def start(settings: TraceSettings, worker: int | None = None) -> None:
     if worker is not None:
         attributes["keel.worker"] = worker
     # Reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME, as every SDK does.
-    _RESOURCE = Resource.create(attributes)
-    _SCOPE = InstrumentationScope("keel", version)
+    resource = Resource.create(attributes)
     QUEUE = SpanQueue(
-        otlp_exporter(settings.protocol),
+        otlp_exporter(settings.protocol, Encoder(resource, InstrumentationScope("keel", version))),
         max_queue_size=settings.max_queue_size,
         max_export_batch_size=settings.max_export_batch_size,
         schedule_delay_s=settings.schedule_delay_s,
@@ -214,7 +206,6 @@ def start(settings: TraceSettings, worker: int | None = None) -> None:
     else:
         _ROOT_SHARE = 0.0 if sampler.endswith("always_off") else 1.0
         _PARENTED_BOUND = None
-    _otel = _OpenTelemetry()
     _resync(time.perf_counter())
     ON = True
     log.info(
@@ -238,27 +229,6 @@ def stop(timeout_s: float = 5.0) -> None:
         for name in EXPORTER_LOGGERS:
             logging.getLogger(name).removeFilter(_QUIET)
         _QUIET = None
-
-
-class _OpenTelemetry:
-    """The OpenTelemetry classes and constants spans are made of, imported once tracing
-    starts (an import statement in a function costs a dictionary lookup per call)."""
-
-    def __init__(self) -> None:
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-
-        self.ReadableSpan = ReadableSpan
-        self.Link = Link
-        self.SpanContext = SpanContext
-        self.sampled = TraceFlags(_SAMPLED)
-        self.server = SpanKind.SERVER
-        self.internal = SpanKind.INTERNAL
-        self.unset = Status(StatusCode.UNSET)
-        self.error = Status(StatusCode.ERROR)
-
-
-_otel: _OpenTelemetry
 
 
 # -- the request path -----------------------------------------------------------------
@@ -294,10 +264,10 @@ class OpenSpan:
         name: str,
         context: SpanContext,
         parent: SpanContext | None,
-        kind: SpanKind,
+        kind: int,
         start_ns: int,
         attributes: dict[str, Any],
-        links: Sequence[SpanContext] = (),
+        links: tuple[SpanContext, ...] = (),
     ) -> None:
         self.name = name
         self.context = context
@@ -312,16 +282,6 @@ class OpenSpan:
 
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[key] = value
-
-
-def _new_context(trace_id: int, trace_state: Any = None) -> SpanContext:
-    return _otel.SpanContext(
-        trace_id,
-        _bits(64) or 1,
-        is_remote=False,
-        trace_flags=_otel.sampled,
-        trace_state=trace_state,
-    )
 
 
 def request_span(
@@ -346,16 +306,15 @@ def request_span(
         # A trace of its own (a malformed traceparent is ignored, as the propagator does).
         if _ROOT_SHARE < 1.0 and (_ROOT_SHARE == 0.0 or _draw() >= _ROOT_SHARE):
             return None
-        trace_id = _bits(128) or 1
-        context = _new_context(trace_id)
+        context = SpanContext(_bits(128) or 1, _bits(64) or 1)
     else:
         if not _PARENT_BASED and not _parented_sampled(parent.trace_id):
             return None
-        context = _new_context(parent.trace_id, parent.trace_state)
+        context = SpanContext(parent.trace_id, _bits(64) or 1, parent.trace_state)
     if started_s - _offset_read_at > RESYNC_S:
         _resync(time.perf_counter())
     name, attributes = describe(subject)
-    return OpenSpan(name, context, parent, _otel.server, epoch_ns(started_s), attributes)
+    return OpenSpan(name, context, parent, SERVER, epoch_ns(started_s), attributes)
 
 
 def _parented_sampled(trace_id: int) -> bool:
@@ -374,7 +333,10 @@ def _remote_parent(traceparent: str, tracestate: str | None) -> SpanContext | No
     if tracestate is not None:
         carrier[TRACESTATE] = tracestate
     context = get_current_span(TraceContextTextMapPropagator().extract(carrier)).get_span_context()
-    return context if context.is_valid else None
+    if not context.is_valid:
+        return None
+    state = context.trace_state.to_header() if context.trace_state else ""
+    return SpanContext(context.trace_id, context.span_id, state, remote=True)
 
 
 def linked_span(
@@ -384,52 +346,57 @@ def linked_span(
     attributes: dict[str, Any],
 ) -> OpenSpan | None:
     """The first span of a trace of its own, linked to the spans of ``links`` (the requests
-    of a batch, the request a shadow call mirrors); made when any of them is sampled.
+    of a batch, the request a shadow call mirrors): made whenever there are any, as they
+    are sampled (keel makes spans of sampled requests only).
 
     A batch serves requests from many traces, and a shadow call mirrors one request after
     its answer: each starts a trace of its own. Were it sampled by the ratio, a sampled
     request would mostly lack its batch; following the links, every sampled request's
     batch and shadow call are there.
     """
-    if not ON or not any(link.trace_flags.sampled for link in links):
+    if not ON or not links:
         return None
-    context = _new_context(_bits(128) or 1)
-    return OpenSpan(name, context, None, _otel.internal, epoch_ns(started_s), attributes, links)
+    context = SpanContext(_bits(128) or 1, _bits(64) or 1)
+    return OpenSpan(name, context, None, INTERNAL, epoch_ns(started_s), attributes, tuple(links))
 
 
 def child_span(
-    parent: OpenSpan | ReadableSpan,
+    parent: OpenSpan,
     name: str,
     started_s: float,
     ended_s: float,
-    attributes: Attributes = None,
-    links: Sequence[SpanContext] = (),
-) -> ReadableSpan:
+    attributes: Mapping[str, Any] | None = None,
+    links: tuple[SpanContext, ...] = (),
+) -> FinishedSpan:
     """A finished span of ``parent``'s from ``started_s`` to ``ended_s`` (perf_counter),
     linked to the spans of ``links``, queued to be sent."""
-    context = parent.get_span_context()
-    assert context is not None
-    return _finished(
+    context = parent.context
+    span = FinishedSpan(
         name,
-        _new_context(context.trace_id, context.trace_state),
+        SpanContext(context.trace_id, _bits(64) or 1, context.trace_state),
         context,
-        _otel.internal,
+        INTERNAL,
         epoch_ns(started_s),
         epoch_ns(ended_s),
         attributes,
         links,
+        False,
     )
+    queue = QUEUE
+    if queue is not None:
+        queue.add(span)
+    return span
 
 
 def end_span(
-    span: OpenSpan, ended_s: float, attributes: Attributes, failed: str | None
-) -> ReadableSpan:
+    span: OpenSpan, ended_s: float, attributes: Mapping[str, Any] | None, failed: str | None
+) -> FinishedSpan:
     """End ``span`` at ``ended_s`` with its outcome; ``failed`` is the error type, if any."""
     if attributes:
         span.attributes.update(attributes)
     if failed is not None:
         span.attributes["error.type"] = failed
-    return _finished(
+    finished = FinishedSpan(
         span.name,
         span.context,
         span.parent,
@@ -440,38 +407,10 @@ def end_span(
         span.links,
         failed is not None,
     )
-
-
-def _finished(
-    name: str,
-    context: SpanContext,
-    parent: SpanContext | None,
-    kind: SpanKind,
-    start_ns: int,
-    end_ns: int,
-    attributes: Attributes,
-    links: Sequence[SpanContext],
-    failed: bool = False,
-) -> ReadableSpan:
-    """The span as OpenTelemetry's SDK hands an ended span to its exporters, queued."""
-    otel = _otel
-    span = otel.ReadableSpan(
-        name,
-        context,
-        parent,
-        _RESOURCE,
-        attributes,
-        links=[otel.Link(linked) for linked in links] if links else (),
-        kind=kind,
-        status=otel.error if failed else otel.unset,
-        start_time=start_ns,
-        end_time=end_ns,
-        instrumentation_scope=_SCOPE,
-    )
     queue = QUEUE
     if queue is not None:
-        queue.add(span)
-    return span
+        queue.add(finished)
+    return finished
 
 
 def outcome_of(status: int) -> str:
@@ -481,10 +420,9 @@ def outcome_of(status: int) -> str:
 
 
 def trace_response(span: OpenSpan) -> tuple[bytes, bytes]:
-    """The ``traceresponse`` header that names ``span``'s trace and itself."""
+    """The ``traceresponse`` header that names ``span``'s trace and itself (sampled)."""
     context = span.context
-    value = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
-    return TRACERESPONSE.encode(), value.encode()
+    return _TRACERESPONSE, f"00-{context.trace_id:032x}-{context.span_id:016x}-01".encode()
 
 
 def trace_id(span: OpenSpan) -> str:

@@ -754,7 +754,7 @@ def _trace_batch(
             clock.ended,
             {**served, "keel.model_run.calls": clock.calls},
         )
-    batch_link = [span.get_span_context()]
+    batch_link = (span.get_span_context(),)
     for request in batch:
         if request.span is not None:
             tracing.child_span(
