@@ -46,6 +46,8 @@ from servers import BENCH, LOAD_CORE, TASKSET, free_port, start_keel
 
 REPO = BENCH.parent
 SIDES = ("before", "off", "1%", "all")
+# After a traced server's window, before the next: its last spans are sent by then.
+SETTLE_S = 1.0
 # Each ratio: (numerator, denominator, target or None).
 RATIOS = (("off", "before", 0.98), ("1%", "off", 0.95), ("all", "off", None))
 
@@ -126,6 +128,10 @@ def main() -> None:
                     for side, server in turns[shift:] + turns[:shift]:
                         run = measure.saturation(server, body, windows)
                         runs.setdefault(body.protocol, {}).setdefault(side, []).append(run)
+                        if side in ("1%", "all"):
+                            # Its export thread sends what the window left queued on the
+                            # server core: let it finish before the next server's window.
+                            time.sleep(SETTLE_S)
                         print(
                             f"round {round_ + 1} {side:6} {body.protocol:10} "
                             f"{run['throughput']:9,.0f} req/s  p99 {run['latency_us'].get('p99')}"

@@ -182,11 +182,19 @@ class SpanQueue:
         self.failing = True
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Send what is queued now, for at most ``timeout_millis``; whether all of it went."""
         return self._send_all(time.monotonic() + timeout_millis / 1000)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float) -> None:
+        """Stop: send what is queued, within ``timeout_s``, unless the collector is failing
+        (each try would wait out the exporter's own timeout and retries, holding up the
+        process's exit): then what is left is dropped, counted as ``stopped``."""
+        deadline = time.monotonic() + timeout_s
         self._stopping = True
         self._wake.set()
-        self._thread.join(self.export_timeout_s)
-        self._send_all(time.monotonic() + self.export_timeout_s)
+        self._thread.join(timeout_s)
+        if not self.failing:
+            self._send_all(deadline)
+        self.dropped["stopped"] += len(self._spans)
+        self._spans.clear()
         self.exporter.shutdown()

@@ -223,8 +223,7 @@ def stop(timeout_s: float = 5.0) -> None:
     queue = QUEUE
     ON, QUEUE = False, None
     if queue is not None:
-        queue.force_flush(int(timeout_s * 1000))
-        queue.shutdown()
+        queue.shutdown(timeout_s)
     if _QUIET is not None:
         for name in EXPORTER_LOGGERS:
             logging.getLogger(name).removeFilter(_QUIET)

@@ -134,8 +134,8 @@ def _trace_families() -> Iterator[Metric]:
     dropped = CounterMetricFamily(
         "keel_trace_spans_dropped",
         "Spans never sent, by reason: queue_full (the queue, OTEL_BSP_MAX_QUEUE_SIZE, was "
-        "full), export_failed (the collector did not take them), stopped (they ended after "
-        "the stop began).",
+        "full), export_failed (the collector did not take them), stopped (left unsent at the "
+        "stop: the collector failing, or the stop's 5 s past).",
         labels=["reason"],
     )
     for reason in ("queue_full", "export_failed", "stopped"):
