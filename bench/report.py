@@ -370,6 +370,25 @@ def _tracing(results: dict[str, Any], results_path: str) -> str:
                  f"{row['p99_us']:,.0f}", f"{row['server_cpu_us']:,.1f}"]
             )  # fmt: skip
     every = results["spans"].get("all", {})
+    counted = results.get("instructions", {})
+    per_request = counted.get("per_request", {})
+    instruction_lines = []
+    if per_request:
+        off = per_request["off"]
+        instruction_lines = [
+            "",
+            f"Instructions a request under valgrind ({counted['protocol']}, "
+            f"{counted['requests']:,} requests {counted['concurrency']} at a time, "
+            "`bench/instructions.py`), which the machine's noise cannot move:",
+            "",
+            *_table(
+                [("server", "l"), ("instructions a request", "r"), ("/ tracing off", "r")],
+                [
+                    [names[side], f"{count:,.0f}", f"{count / off:.3f}"]
+                    for side, count in per_request.items()
+                ],
+            ),
+        ]
     lines = [
         TRACING_BEGIN,
         "## Tracing",
@@ -387,17 +406,18 @@ def _tracing(results: dict[str, Any], results_path: str) -> str:
             [("protocol", "l"), ("ratio of throughputs", "l"), ("target", "r"),
              ("median", "r"), ("range over the rounds", "r")],
             ratio_rows,
-        ),  # fmt: skip
+        ),
         "",
         *_table(
             [("protocol", "l"), ("server", "l"), ("req/s", "r"), ("p50 µs", "r"),
              ("p99 µs", "r"), ("server CPU µs/request", "r")],
             side_rows,
-        ),  # fmt: skip
+        ),
         "",
         f"With every request sampled, the collector took {every.get('exported', 0):,.0f} spans "
         f"and {every.get('dropped', 0):,.0f} were dropped (`keel_trace_spans_dropped_total`: "
         "the queue full, the export behind).",
+        *instruction_lines,
         TRACING_END,
     ]
     return "\n".join(lines)

@@ -39,6 +39,7 @@ import measure
 import payloads
 import report
 from before_after import source_at
+from instructions import instructions_per_request
 from measure import Windows
 from models import SMALL, build_registry, model_files
 from run import unused_results_path
@@ -46,6 +47,8 @@ from servers import BENCH, LOAD_CORE, TASKSET, free_port, start_keel
 
 REPO = BENCH.parent
 SIDES = ("before", "off", "1%", "all")
+# Requests in flight while instructions are counted: batches full, as at saturation.
+INSTRUCTION_CONCURRENCY = 64
 # After a traced server's window, before the next: its last spans are sent by then.
 SETTLE_S = 1.0
 # Each ratio: (numerator, denominator, target or None).
@@ -68,6 +71,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--registry", type=Path)
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=3000,
+        help="requests counted under valgrind per side, 64 at a time (0: none)",
+    )
     parser.add_argument("--results", type=Path, default=BENCH / "results" / "tracing")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
@@ -148,12 +157,24 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.stop()
+        # Instructions a request, under valgrind: what the noise of a shared machine cannot move.
+        instructions: dict[str, float] = {}
+        try:
+            for side, env in envs.items() if args.instructions else ():
+                counts = instructions_per_request(
+                    registry, model.ref, [bodies[1]], {**env, "KEEL_SERVER__GRPC_PORT": "0"},
+                    scratch / f"{side.replace('%', 'pct')}-valgrind",  # valgrind reads % itself
+                    args.instructions, INSTRUCTION_CONCURRENCY,
+                )  # fmt: skip
+                instructions[side] = counts[bodies[1].protocol]
+                print(f"{side:6} {instructions[side]:,.0f} instructions a request", flush=True)
+        finally:
             sink.terminate()
             sink.wait()
     results = {
         "date": datetime.date.today().isoformat(),
         "command": f"python bench/tracing_overhead.py {args.before} --rounds {args.rounds} "
-        f"--seconds {args.seconds:g}",
+        f"--seconds {args.seconds:g} --instructions {args.instructions}",
         "wall_s": round(time.monotonic() - started, 1),
         "machine": machine.describe(REPO),
         "before": commit,
@@ -161,6 +182,12 @@ def main() -> None:
         "rounds": args.rounds,
         "saturation": {protocol: _summary(by_side) for protocol, by_side in runs.items()},
         "spans": spans,
+        "instructions": {
+            "protocol": bodies[1].protocol,
+            "concurrency": INSTRUCTION_CONCURRENCY,
+            "requests": args.instructions,
+            "per_request": instructions,
+        },
     }
     for protocol, figures in results["saturation"].items():
         print(protocol, json.dumps(figures["ratios"]))

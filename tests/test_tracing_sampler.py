@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from keel import tracing
+from keel.errors import InvalidConfig
 from keel.span_records import SpanContext
 
 PARENT_SPAN = "b7ad6b7169203331"
@@ -100,3 +101,14 @@ def test_off_nothing_is_made() -> None:
     assert span_for({"traceparent": traceparent("1" * 32)}) is None
     assert tracing.linked_span("keel.batch", [], time.perf_counter(), {}) is None
     assert tracing.linked_span("keel.batch", [SpanContext(1, 1)], time.perf_counter(), {}) is None
+
+
+def test_a_bare_host_and_port_is_an_endpoint_over_grpc_only() -> None:
+    grpc = tracing.settings_from(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    )
+    assert grpc is not None
+    assert grpc.endpoint == "collector:4317"
+    refused = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is 'collector:4318'"
+    with pytest.raises(InvalidConfig, match=refused):
+        tracing.settings_from({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "collector:4318"})

@@ -129,6 +129,14 @@ def settings_from(environ: Mapping[str, str] = os.environ) -> TraceSettings | No
         raise InvalidConfig(
             f"{protocol_variable} is {protocol!r}: keel sends traces over {' or '.join(PROTOCOLS)}"
         )
+    endpoint_variable = next(name for name in ENDPOINT_VARIABLES if environ.get(name))
+    scheme = endpoint.partition("://")[0] if "://" in endpoint else ""
+    if scheme not in ("http", "https") and not (protocol == "grpc" and not scheme):
+        # Over http/protobuf the exporter posts to the URL; a bare host:port fails each export.
+        raise InvalidConfig(
+            f"{endpoint_variable} is {endpoint!r}: it must be an http:// or https:// URL, "
+            "such as http://otel-collector:4318"
+        )
     sampler = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
     if sampler not in SAMPLERS:
         raise InvalidConfig(

@@ -436,6 +436,7 @@ def test_without_an_endpoint_nothing_is_traced(demo_registry: Path, tmp_path: Pa
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "OTEL_EXPORTER_OTLP_PROTOCOL is 'http/json'"),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "-1", "OTEL_BSP_MAX_QUEUE_SIZE is '-1'"),
         ("OTEL_SDK_DISABLED", "yes", "OTEL_SDK_DISABLED is 'yes'"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318", "must be an http:// or https:// URL"),
     ],
 )
 def test_a_mistake_in_the_otel_variables_stops_keel_serve_naming_it(
