@@ -418,9 +418,42 @@ def _tracing(results: dict[str, Any], results_path: str) -> str:
         f"and {every.get('dropped', 0):,.0f} were dropped (`keel_trace_spans_dropped_total`: "
         "the queue full, the export behind).",
         *instruction_lines,
+        *_tracing_runs(),
         TRACING_END,
     ]
     return "\n".join(lines)
+
+
+def _tracing_runs() -> list[str]:
+    """Every run kept, oldest first: on a machine this noisy, one run's medians are not the
+    whole story, and the runs at the same code show how far they wander."""
+    runs = sorted(TRACING.glob("*.json"), key=_run_order)
+    if len(runs) < 2:
+        return []
+    rows = []
+    for path in runs:
+        run = json.loads(path.read_text())
+        saturation = run["saturation"]
+        cells = [
+            f"{saturation[protocol]['ratios'][name]['median']:.3f}"
+            for protocol in ("records", "v2-binary")
+            for name in ("off / before", "1% / off", "all / off")
+        ]
+        rows.append([f"`{path.name}`", f"`{run['machine']['git_commit']}`", *cells])
+    columns = [("run", "l"), ("commit", "l")] + [
+        (f"{protocol} {name}", "r")
+        for protocol in ("records", "v2")
+        for name in ("off / before", "1% / off", "all / off")
+    ]
+    return [
+        "",
+        "Every run of this benchmark kept in `bench/results/tracing/`, each a median over its "
+        "rounds. The first is from before a sampled request's spans became keel's own records "
+        "(which halved what they cost); the other three ran the same request path, and show "
+        "how far one run's medians wander on this machine:",
+        "",
+        *_table(columns, rows),
+    ]
 
 
 def _replace_section(page: str, begin_marker: str, end_marker: str, section: str) -> str:
