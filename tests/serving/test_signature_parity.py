@@ -105,9 +105,11 @@ def _record_inputs(batcher: Any, handed: list[dict[str, np.ndarray]]) -> None:
     """Keep a copy of every input the batcher is handed: what the model sees."""
     submit = batcher.submit
 
-    async def recorded(inputs: dict[str, np.ndarray], deadline: float | None = None) -> Any:
+    async def recorded(
+        inputs: dict[str, np.ndarray], deadline: float | None = None, span: Any = None
+    ) -> Any:
         handed.append({name: np.array(array) for name, array in inputs.items()})
-        return await submit(inputs, deadline)
+        return await submit(inputs, deadline, span)
 
     batcher.submit = recorded
 
