@@ -93,6 +93,9 @@ def serve(
 
     A model, alias or version the registry does not hold stops it at once, naming
     what the registry holds; a registry that cannot be read yet is retried.
+
+    Traces: set OTEL_EXPORTER_OTLP_ENDPOINT (and OpenTelemetry's other OTEL_*
+    variables) to send OpenTelemetry traces over OTLP; see docs/monitoring.md.
     """
     from keel.serving.model_manager import check_held
     from keel.web.supervisor import serve_workers
