@@ -72,6 +72,16 @@ def source_at(commit: str, into: Path) -> Path:
     return into / "src"
 
 
+def short_commit(revision: str) -> str:
+    """``revision``'s abbreviated commit id, as the results name the side it measured."""
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", revision],  # noqa: S607 - git on PATH
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("before", help="the commit to compare the working tree with")
@@ -90,12 +100,7 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     args = parser.parse_args()
     started = time.monotonic()
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", args.before],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    commit = short_commit(args.before)
     windows = Windows(duration_s=args.seconds, warmup_s=0.5, repeats=1)
     with tempfile.TemporaryDirectory(prefix="keel-before-after-") as scratch_name:
         scratch = Path(scratch_name)

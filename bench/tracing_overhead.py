@@ -38,7 +38,7 @@ import machine
 import measure
 import payloads
 import report
-from before_after import source_at
+from before_after import short_commit, source_at
 from instructions import instructions_per_request
 from measure import Windows
 from models import SMALL, build_registry, model_files
@@ -82,12 +82,7 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     args = parser.parse_args()
     started = time.monotonic()
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", args.before],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    commit = short_commit(args.before)
     windows = Windows(duration_s=args.seconds, warmup_s=0.5, repeats=1)
     sink_port = free_port()
     sink = subprocess.Popen(

@@ -122,10 +122,6 @@ class SpanQueue:
         self._thread = threading.Thread(target=self._run, name="keel-trace-export", daemon=True)
         self._thread.start()
 
-    @property
-    def queued(self) -> int:
-        return len(self._spans)
-
     def add(self, span: FinishedSpan) -> None:
         """Queue a finished span, or drop and count it when the queue is full; never waits."""
         if self._stopping:

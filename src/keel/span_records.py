@@ -27,9 +27,6 @@ class SpanContext(NamedTuple):
     trace_state: str = ""
     remote: bool = False
 
-    def get_span_context(self) -> SpanContext:
-        return self
-
 
 class FinishedSpan(NamedTuple):
     """A span that has ended, as it is sent."""
@@ -43,6 +40,3 @@ class FinishedSpan(NamedTuple):
     attributes: Mapping[str, Any] | None
     links: tuple[SpanContext, ...]
     failed: bool
-
-    def get_span_context(self) -> SpanContext:
-        return self.context

@@ -284,9 +284,6 @@ class OpenSpan:
         self.attributes = attributes
         self.links = links
 
-    def get_span_context(self) -> SpanContext:
-        return self.context
-
     def set_attribute(self, key: str, value: Any) -> None:
         self.attributes[key] = value
 

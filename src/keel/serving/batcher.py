@@ -739,7 +739,7 @@ def _trace_batch(
     traced = [request.span for request in batch if request.span is not None]
     span = tracing.linked_span(
         "keel.batch",
-        [request_span.get_span_context() for request_span in traced],
+        [request_span.context for request_span in traced],
         started,
         {**served, "keel.batch.requests": len(batch), "keel.batch.rows": rows},
     )
@@ -754,7 +754,7 @@ def _trace_batch(
             clock.ended,
             {**served, "keel.model_run.calls": clock.calls},
         )
-    batch_link = (span.get_span_context(),)
+    batch_link = (span.context,)
     for request in batch:
         if request.span is not None:
             tracing.child_span(

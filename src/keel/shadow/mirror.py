@@ -118,7 +118,7 @@ class ShadowMirror:
         stay off the primary's own latency, which is taken now.
         """
         primary_ms = (time.perf_counter() - call.received_at) * 1e3
-        link = None if call.span is None else call.span.get_span_context()
+        link = None if call.span is None else call.span.context
         asyncio.get_running_loop().call_soon(
             self._take, primary, request.inputs, outputs, primary_ms, request.request_id, link
         )
