@@ -86,6 +86,8 @@ def test_always_off_traces_nothing_and_always_on_everything() -> None:
         "00-" + "0" * 32 + "-" + PARENT_SPAN + "-01",  # an all-zero trace id
         "00-" + "g" * 32 + "-" + PARENT_SPAN + "-01",  # not hex
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01",  # too short
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-zz",  # flags not hex
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0G",
     ],
 )
 def test_a_malformed_traceparent_is_ignored_and_a_trace_of_its_own_begins(malformed: str) -> None:

@@ -92,6 +92,8 @@ _draw, _bits = _random.random, _random.getrandbits
 _TRACEPARENT_LENGTH = 55
 _TRACE_ID_LIMIT = (1 << 64) - 1
 _SAMPLED = 0x01
+# A traceparent's flags as its last two characters write them (lower-case hex, per W3C).
+_FLAGS = {f"{value:02x}": value for value in range(256)}
 
 
 @dataclass(frozen=True)
@@ -303,9 +305,13 @@ def request_span(
     traceparent = None if carrier is None else carrier.get(TRACEPARENT)
     parent = None
     if traceparent is not None and len(traceparent) == _TRACEPARENT_LENGTH:
-        if _PARENT_BASED and not int(traceparent[-2:], 16) & _SAMPLED:
-            return None  # the caller did not sample it
-        parent = _remote_parent(traceparent, carrier.get(TRACESTATE) if carrier else None)
+        # Flags that are not hex make it malformed, ignored as the propagator ignores it:
+        # a caller's header must never fail its request.
+        flags = _FLAGS.get(traceparent[-2:])
+        if flags is not None:
+            if _PARENT_BASED and not flags & _SAMPLED:
+                return None  # the caller did not sample it
+            parent = _remote_parent(traceparent, carrier.get(TRACESTATE) if carrier else None)
     if parent is None:
         # A trace of its own (a malformed traceparent is ignored, as the propagator does).
         if _ROOT_SHARE < 1.0 and (_ROOT_SHARE == 0.0 or _draw() >= _ROOT_SHARE):

@@ -229,6 +229,24 @@ def test_a_caller_that_did_not_sample_is_not_traced(
     assert receiver.trace(trace_id) == []
 
 
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "00-" + "1" * 32 + "-" + "2" * 16 + "-zz",  # the right length, flags not hex
+        "x" * 55,
+        "00-" + "1" * 32 + "-" + "2" * 16 + "-01" + "0" * 4000,  # long
+    ],
+)
+def test_a_hostile_traceparent_never_fails_its_request(
+    traced_server: ServerProcess, hostile: str
+) -> None:
+    with traced_server.client() as client:
+        answer = client.post(INFER, json=V2_BODY, headers={"traceparent": hostile})
+    assert answer.status_code == 200, answer.text
+    # Ignored, as the W3C propagator ignores it: a trace of the request's own.
+    assert answer.headers["traceresponse"].split("-")[1] != "1" * 32
+
+
 def test_metrics_count_the_spans_sent(traced_server: ServerProcess, receiver: OtlpReceiver) -> None:
     trace_id = "c" * 32
     with traced_server.client() as client:
