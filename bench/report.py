@@ -519,6 +519,8 @@ def _shared_layout(results: dict[str, Any], results_path: str) -> str:
 def _workers(results: dict[str, Any], results_path: str) -> str:
     throughput, memory = results["throughput"], results["memory"]
     ratios = throughput["ratios"]
+    # Runs before the rate was calibrated to the machine used 6,000 req/s.
+    steady = f"{throughput.get('steady_rate', 6000.0):,.0f}"
     rows = []
     for label, protocols in throughput["servers"].items():
         for protocol, figures in protocols.items():
@@ -530,11 +532,20 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
             )  # fmt: skip
     columns = [("server", "l"), ("API", "l"), ("req/s", "r"), ("p50 ms", "r"), ("p99 ms", "r"),
                ("server CPU µs/request", "r"), ("wrk CPU µs/request", "r"),
-               ("server CPU µs/request at 6,000 req/s", "r")]  # fmt: skip
+               (f"server CPU µs/request at {steady} req/s", "r")]  # fmt: skip
 
     def ratio(name: str) -> str:
-        values = ratios[name]["values"]
-        return f"**{ratios[name]['median']:.2f}x** (rounds {min(values):.2f} to {max(values):.2f})"
+        figures = ratios[name]
+        quiet = figures["values"]
+        if "all_values" not in figures:  # a run from before the host's steal was read
+            return f"**{figures['median']:.2f}x** (rounds {min(quiet):.2f} to {max(quiet):.2f})"
+        every = f"all {len(figures['all_values'])} rounds {figures['all_median']:.2f}x"
+        if not quiet:
+            return f"no quiet round ({every})"
+        return (
+            f"**{figures['median']:.2f}x** ({len(quiet)} quiet of {len(figures['all_values'])} "
+            f"rounds, {min(quiet):.2f} to {max(quiet):.2f}; all {figures['all_median']:.2f}x)"
+        )
 
     target_rows = [
         ["records: 2 workers / 1", "≥ 1.6x", ratio("records 2 workers / 1")],
@@ -545,10 +556,10 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
          ratio("records CPU per request 2 workers / 1")],
         ["v2 binary: server CPU per request, 2 workers / 1", "≤ 1.10x",
          ratio("v2-binary CPU per request 2 workers / 1")],
-        ["records: server CPU per request at a steady 6,000 req/s, 2 workers / 1", "≤ 1.10x",
-         ratio("records steady CPU per request 2 workers / 1")],
-        ["v2 binary: server CPU per request at a steady 6,000 req/s, 2 workers / 1", "≤ 1.10x",
-         ratio("v2-binary steady CPU per request 2 workers / 1")],
+        [f"records: server CPU per request at a steady {steady} req/s, 2 workers / 1",
+         "≤ 1.10x", ratio("records steady CPU per request 2 workers / 1")],
+        [f"v2 binary: server CPU per request at a steady {steady} req/s, 2 workers / 1",
+         "≤ 1.10x", ratio("v2-binary steady CPU per request 2 workers / 1")],
     ]  # fmt: skip
     servers, cores = throughput["servers"], results["machine"]["cores"]
     ceilings = []
@@ -561,6 +572,11 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
         ceilings.append(
             f"{protocol} {ideal:.2f}x one worker at the first, {shared:.2f}x at the second"
         )
+    generator_share = statistics.median(
+        run["keel x1"][protocol]["wrk_cpu_us"] / run["keel x1"][protocol]["server_cpu_us"]
+        for run in throughput["rounds"]
+        for protocol in ("records", "v2-binary")
+    )
     pss = memory["pss_mib"]
     memory_rows = [
         [f"{n}", f"{pss[WIDE][n]:,.1f}", f"{pss[SMALL][n]:,.1f}",
@@ -578,24 +594,35 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
             f"`{results['command']}`, from [`{results_path}`](../{results_path}). "
             f"{SMALL}, single-row requests over {results['connections']} keep-alive "
             "connections from `wrk` (Debian's, one thread, a Lua script for the body), the "
-            "server and wrk sharing the machine's two cores unpinned. Each round starts keel "
-            "with 1 worker, keel with 2 and the naive baseline as `uvicorn --workers 2` "
-            "(`bench/naive_server.py --workers 2`, which speaks the records API only) in "
-            f"rotating order, warms each up for 2 s and measures {results['seconds']:g} s "
-            f"per API; {len(throughput['rounds'])} rounds, medians, ratios taken within a "
-            "round. *Server CPU*: the process tree's CPU seconds over the answers; wrk's own "
-            "is beside it.",
+            "server and wrk sharing the machine's two cores unpinned. keel with 1 worker, "
+            "keel with 2 and the naive baseline as `uvicorn --workers 2` "
+            "(`bench/naive_server.py --workers 2`, which speaks the records API only) are "
+            "started once and wait idle while another is measured. Each round measures each "
+            f"API on every server back to back, {results['seconds']:g} s after a 2 s warm-up, "
+            f"in an order that rotates with the round; {len(throughput['rounds'])} rounds, "
+            "medians, ratios taken within a round. *Server CPU*: the process tree's CPU "
+            "seconds over the answers; wrk's own is beside it. A round's ratio counts only "
+            "if, in both of its runs, the VM's host kept at most "
+            f"{throughput.get('steal_limit', 0.02):.0%} of the machine's CPU time for others "
+            "(*steal*, read from /proc/stat): a run the host slowed measured the host. The "
+            "steady runs go at "
+            f"{steady} req/s, {throughput.get('steady_share', 0.3)} of what one worker "
+            "answered at the start of the run.",
             "",
             *_table([("ratio", "l"), ("target", "r"), ("measured", "r")], target_rows),
             "",
-            f"What {cores} cores allow: wrk's CPU per request is about a quarter of a "
-            "worker's here, so two workers and wrk share the cores. Were the cores busy with "
-            "nothing else, at the CPU per request one worker and wrk take with a core each, "
-            "and at what the two workers and wrk took sharing them, two workers could answer "
-            f"at most: {'; '.join(ceilings)}. The 1.6x target sits at the first bound, which "
-            "no measured round reaches: sharing two cores between three busy processes costs "
-            "every request its switches. That cost is the machine's, not the workers': at a "
-            "steady rate, no core short, a request costs two workers what it costs one.",
+            f"What {cores} cores allow: wrk's CPU per request is {generator_share:.2f} of one "
+            "worker's here (the issue asks for a generator under 0.20), and wrk shares the "
+            "cores with the workers. With every core busy with the workers or wrk, two "
+            "workers could answer, at the CPU per request one worker and wrk took with a "
+            "core each, and at what the two workers and wrk took sharing the cores: "
+            f"{'; '.join(ceilings)}. A request's CPU at saturation moves with the host from "
+            "round to round, so a round's ratio can land on either side of these. At a "
+            "steady rate, no core short, a request costs two workers what it costs one: the "
+            "workers add no coordination of their own to the request path. The machine's "
+            "speed varies from day to day (the VM's host is shared), and so does the "
+            "generator's share: a run is read against its own bounds, never against another "
+            "day's req/s.",
             "",
             *_table(columns, rows),
             "",

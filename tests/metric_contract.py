@@ -59,7 +59,9 @@ SHADOW_METRICS = frozenset(
         "keel_shadow_rows_compared_total",
         "keel_shadow_rows_agreeing_total",
         "keel_shadow_agreement",
+        "keel_shadow_agreement_rows",
         "keel_shadow_mean_abs_difference",
+        "keel_shadow_difference_values",
         # Prediction log
         "keel_prediction_log_written_total",
         "keel_prediction_log_dropped_total",

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -13,7 +14,7 @@ from prometheus_client.core import (
 )
 
 from keel.monitoring.exposition import add_histogram, families_text
-from keel.monitoring.merging import continued, family_data, merge_families
+from keel.monitoring.merging import WeightedMean, continued, family_data, merge_families
 from keel.monitoring.metrics import Histogram
 
 
@@ -58,6 +59,36 @@ def test_counters_and_histograms_add_up_gauges_follow_their_rule() -> None:
     assert samples["keel_process_resident_memory_bytes", (("worker", "0"),)] == 100
     assert samples["keel_process_resident_memory_bytes", (("worker", "1"),)] == 200
     assert samples["keel_something_new", (("worker", "1"),)] == 7
+
+
+def _shadow_worker(agreement: float | None, rows: int) -> list[dict[str, Any]]:
+    share = GaugeMetricFamily("keel_shadow_agreement", "Share.", labels=["model"])
+    behind = GaugeMetricFamily("keel_shadow_agreement_rows", "Rows.", labels=["model"])
+    if agreement is not None:
+        share.add_metric(["m"], agreement)
+        behind.add_metric(["m"], rows)
+    return orjson.loads(orjson.dumps(family_data([share, behind])))
+
+
+def test_a_weighted_gauge_weighs_each_worker_by_the_rows_behind_its_value() -> None:
+    rules = {
+        "keel_shadow_agreement": WeightedMean("keel_shadow_agreement_rows"),
+        "keel_shadow_agreement_rows": "sum",
+    }
+    # 1000 rows at 0.9 and 10 rows at 0.0 (a worker just restarted): 0.891, not 0.45.
+    merged = merge_families(
+        [("0", _shadow_worker(0.9, 1000)), ("1", _shadow_worker(0.0, 10)),
+         ("2", _shadow_worker(None, 0))],
+        rules,
+    )  # fmt: skip
+    samples = {s.name: s.value for f in merged for s in f.samples}
+    assert samples["keel_shadow_agreement"] == pytest.approx(900 / 1010)
+    assert samples["keel_shadow_agreement_rows"] == 1010
+    # A worker that sent no weight for its value: none outweighs another.
+    unweighed = _shadow_worker(0.2, 0)
+    unweighed[1]["samples"] = []
+    (share, _) = merge_families([("0", unweighed), ("1", _shadow_worker(0.4, 0))], rules)
+    assert share.samples[0].value == pytest.approx(0.3)
 
 
 def test_the_merged_families_are_valid_exposition_text() -> None:

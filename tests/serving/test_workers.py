@@ -373,6 +373,10 @@ def test_every_worker_mirrors_into_one_prediction_log_and_none_is_lost(
         exported = {name for name in exported_families(text) if name.startswith("keel_")}
         assert exported == DECLARED_METRICS | SHADOW_METRICS | WORKER_METRICS
         assert metric(text, "keel_shadow_requests_total", status="ok") == 200
+        # The live agreement is the whole server's: each worker's weighed by its rows, as
+        # the shadow status weighs them, not a plain mean of the workers' shares.
+        assert metric(text, "keel_shadow_agreement_rows") == status["agreement_rows"] == 200
+        assert metric(text, "keel_shadow_agreement") == pytest.approx(status["agreement"])
     finally:
         assert server.stop() == 0, server.log.read_text()
     store = open_log_store(log_url)

@@ -6,7 +6,9 @@ plain JSON (``family_data``); the one scraped adds them up (``merge_families``):
 counters and histograms are summed sample by sample, which is exact. A gauge
 has no one right sum, so each family's owner says how its gauges combine:
 ``sum`` (queue depths, requests in flight), ``min`` (1 only if every worker is
-ready), ``max`` (the slowest load), ``mean``, or ``worker``: kept apart with a
+ready), ``max`` (the slowest load), ``WeightedMean`` (a share or an average
+over a window of rows, each worker's weighed by its rows, which the worker
+sends as a gauge of their own), or ``worker``: kept apart with a
 ``worker`` label, for what belongs to one process (its memory, its start time).
 A gauge no owner named is kept apart too, never guessed at.
 
@@ -20,17 +22,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from prometheus_client.core import Metric
 from prometheus_client.samples import Exemplar, Sample
 
-GaugeRule = Literal["sum", "min", "max", "mean", "worker"]
+
+class WeightedMean(NamedTuple):
+    """The workers' values averaged, each weighed by that worker's sample with the same
+    labels in the gauge family ``weights`` (the rows behind its value)."""
+
+    weights: str
+
+
+GaugeRule = Literal["sum", "min", "max", "worker"] | WeightedMean
 FamilyData = dict[str, Any]
 """One family as JSON: name, type, help, unit and its samples [name, labels, value]."""
 
 WORKER_LABEL = "worker"
 _SUMMED = ("counter", "histogram", "summary", "gaugehistogram")
+_SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def family_data(families: Iterable[Metric]) -> list[FamilyData]:
@@ -60,11 +71,13 @@ def merge_families(
     workers: Sequence[tuple[str, Sequence[FamilyData]]], gauge_rules: Mapping[str, GaugeRule]
 ) -> list[Metric]:
     """The families of every ``(worker, families)`` pair, combined into the server's."""
-    merged: dict[str, tuple[FamilyData, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]]]
-    merged = {}
+    merged: dict[str, tuple[FamilyData, dict[_SampleKey, list[float]]]] = {}
+    # Per weighted sample, each worker's weight, in the order of its values.
+    weights: dict[str, dict[_SampleKey, list[float]]] = {}
     # Per sample, the newest exemplar any worker sent (an OpenMetrics exemplar is one).
-    exemplars: dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar] = {}
+    exemplars: dict[_SampleKey, Exemplar] = {}
     for worker, families in workers:
+        own = {family["name"]: family for family in families}
         for family in families:
             name = family["name"]
             if name not in merged:
@@ -76,15 +89,26 @@ def merge_families(
                     labels = {**labels, WORKER_LABEL: worker}
                 key = (sample_name, tuple(labels.items()))
                 values.setdefault(key, []).append(float(value))
+                if isinstance(rule, WeightedMean):
+                    weight = _sample_value(own.get(rule.weights), labels)
+                    weights.setdefault(name, {}).setdefault(key, []).append(weight)
                 if exemplar:
                     newer = Exemplar(*exemplar[0])
                     kept = exemplars.get(key)
                     if kept is None or float(newer.timestamp or 0) > float(kept.timestamp or 0):
                         exemplars[key] = newer
     return [
-        _metric(first, values, _rule(first, gauge_rules), exemplars)
-        for first, values in merged.values()
+        _metric(first, values, _rule(first, gauge_rules), exemplars, weights.get(name, {}))
+        for name, (first, values) in merged.items()
     ]
+
+
+def _sample_value(family: FamilyData | None, labels: Mapping[str, str]) -> float:
+    """The value of ``family``'s sample with exactly ``labels``; 0 where there is none."""
+    for _, sample_labels, value, *_ in family["samples"] if family else ():
+        if sample_labels == labels:
+            return float(value)
+    return 0.0
 
 
 def _rule(family: FamilyData, gauge_rules: Mapping[str, GaugeRule]) -> GaugeRule:
@@ -96,26 +120,30 @@ def _rule(family: FamilyData, gauge_rules: Mapping[str, GaugeRule]) -> GaugeRule
 
 def _metric(
     family: FamilyData,
-    values: Mapping[tuple[str, tuple[tuple[str, str], ...]], list[float]],
+    values: Mapping[_SampleKey, list[float]],
     rule: GaugeRule,
-    exemplars: Mapping[tuple[str, tuple[tuple[str, str], ...]], Exemplar],
+    exemplars: Mapping[_SampleKey, Exemplar],
+    weights: Mapping[_SampleKey, list[float]],
 ) -> Metric:
     metric = Metric(family["name"], family["help"], family["type"], family["unit"])
     for key, numbers in values.items():
         sample_name, labels = key
-        metric.add_sample(
-            sample_name, dict(labels), _combine(numbers, rule), exemplar=exemplars.get(key)
-        )
+        value = _combine(numbers, rule, weights.get(key, []))
+        metric.add_sample(sample_name, dict(labels), value, exemplar=exemplars.get(key))
     return metric
 
 
-def _combine(numbers: list[float], rule: GaugeRule) -> float:
+def _combine(numbers: list[float], rule: GaugeRule, weights: list[float]) -> float:
+    if isinstance(rule, WeightedMean):
+        total = math.fsum(weights)
+        if total > 0:
+            return math.fsum(n * w for n, w in zip(numbers, weights, strict=True)) / total
+        # No worker said what stands behind its value: none outweighs another.
+        return math.fsum(numbers) / len(numbers)
     if rule == "min":
         return min(numbers)
     if rule == "max":
         return max(numbers)
-    if rule == "mean":
-        return math.fsum(numbers) / len(numbers)
     return math.fsum(numbers)  # sum; a worker-labelled sample has one number
 
 

@@ -8,7 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from keel.monitoring.exposition import add_histogram
-from keel.monitoring.merging import GaugeRule
+from keel.monitoring.merging import GaugeRule, WeightedMean
 from keel.shadow.shadowing import Shadowing
 
 CANDIDATE = ("model", "candidate_version")
@@ -17,8 +17,12 @@ CANDIDATE = ("model", "candidate_version")
 SHADOW_GAUGES: dict[str, GaugeRule] = {
     "keel_shadow_candidate_ready": "min",
     "keel_shadow_queue_depth": "sum",
-    "keel_shadow_agreement": "mean",
-    "keel_shadow_mean_abs_difference": "mean",
+    # The live figures are over each worker's own last rows: the server's weighs each
+    # worker's by the rows (or values) behind it, as the shadow status does.
+    "keel_shadow_agreement": WeightedMean("keel_shadow_agreement_rows"),
+    "keel_shadow_agreement_rows": "sum",
+    "keel_shadow_mean_abs_difference": WeightedMean("keel_shadow_difference_values"),
+    "keel_shadow_difference_values": "sum",
     "keel_prediction_log_pending": "sum",
     "keel_prediction_log_pending_limit": "sum",
     "keel_prediction_log_up": "min",
@@ -68,9 +72,20 @@ def shadow_families(shadowing: Shadowing) -> Iterator[Metric]:
         "Share of the last 1000 compared rows where the candidate agreed with the primary.",
         labels=list(CANDIDATE),
     )
+    agreement_rows = GaugeMetricFamily(
+        "keel_shadow_agreement_rows",
+        "Compared rows behind keel_shadow_agreement (the last 1000 of each worker).",
+        labels=list(CANDIDATE),
+    )
     difference = GaugeMetricFamily(
         "keel_shadow_mean_abs_difference",
         "Mean absolute difference of a float output over the last 1000 compared rows.",
+        labels=[*CANDIDATE, "output"],
+    )
+    difference_values = GaugeMetricFamily(
+        "keel_shadow_difference_values",
+        "Finite differences behind keel_shadow_mean_abs_difference (an output's elements "
+        "over the last 1000 compared rows of each worker).",
         labels=[*CANDIDATE, "output"],
     )
     for mirror in mirrors:
@@ -86,9 +101,13 @@ def shadow_families(shadowing: Shadowing) -> Iterator[Metric]:
         live = mirror.live.agreement()
         if live is not None:
             agreement.add_metric(labels, live)
-        for output, value in mirror.live.mean_differences().items():
-            difference.add_metric([*labels, output], value)
-    yield from (requests, ready, queued, latency, compared, agreeing, agreement, difference)
+            agreement_rows.add_metric(labels, mirror.live.recent_rows)
+        for output, (total, count) in mirror.live.difference_sums().items():
+            if count:
+                difference.add_metric([*labels, output], total / count)
+                difference_values.add_metric([*labels, output], count)
+    yield from (requests, ready, queued, latency, compared, agreeing, agreement, agreement_rows)
+    yield from (difference, difference_values)
     if shadowing.log is not None:
         yield from _log_families(shadowing)
 
