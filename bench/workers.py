@@ -269,7 +269,8 @@ def measure_round(servers: dict[str, ServerProcess], speaks: dict[str, list[payl
                 run["steady_cpu_us"], run["steady_steal"] = cpu_us, steal
     for label in labels:
         rates = ", ".join(
-            f"{p} {f['rps']:,.0f} req/s (steal {f['steal']:.1%})" for p, f in measured[label].items()
+            f"{api} {run['rps']:,.0f} req/s (steal {run['steal']:.1%})"
+            for api, run in measured[label].items()
         )
         print(f"round {index + 1} {label}: {rates}", file=sys.stderr)
     return measured
