@@ -528,24 +528,16 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
                 [label, protocol, f"{figures['rps']:,.0f}", f"{figures['p50_ms']:.2f}",
                  f"{figures['p99_ms']:.2f}", f"{figures['server_cpu_us']:,.0f}",
                  f"{figures['wrk_cpu_us']:,.1f}",
+                 f"{figures['steal']:.1%}" if "steal" in figures else "—",
                  f"{figures['steady_cpu_us']:,.0f}" if "steady_cpu_us" in figures else "—"]
             )  # fmt: skip
     columns = [("server", "l"), ("API", "l"), ("req/s", "r"), ("p50 ms", "r"), ("p99 ms", "r"),
-               ("server CPU µs/request", "r"), ("wrk CPU µs/request", "r"),
+               ("server CPU µs/request", "r"), ("wrk CPU µs/request", "r"), ("steal", "r"),
                (f"server CPU µs/request at {steady} req/s", "r")]  # fmt: skip
 
     def ratio(name: str) -> str:
-        figures = ratios[name]
-        quiet = figures["values"]
-        if "all_values" not in figures:  # a run from before the host's steal was read
-            return f"**{figures['median']:.2f}x** (rounds {min(quiet):.2f} to {max(quiet):.2f})"
-        every = f"all {len(figures['all_values'])} rounds {figures['all_median']:.2f}x"
-        if not quiet:
-            return f"no quiet round ({every})"
-        return (
-            f"**{figures['median']:.2f}x** ({len(quiet)} quiet of {len(figures['all_values'])} "
-            f"rounds, {min(quiet):.2f} to {max(quiet):.2f}; all {figures['all_median']:.2f}x)"
-        )
+        values = ratios[name]["values"]
+        return f"**{ratios[name]['median']:.2f}x** (rounds {min(values):.2f} to {max(values):.2f})"
 
     target_rows = [
         ["records: 2 workers / 1", "≥ 1.6x", ratio("records 2 workers / 1")],
@@ -577,6 +569,18 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
         for run in throughput["rounds"]
         for protocol in ("records", "v2-binary")
     )
+    steal = ""
+    if "steal" in servers["keel x1"]["records"]:
+        one_steal, two_steal = (
+            statistics.median(servers[label][api]["steal"] for api in ("records", "v2-binary"))
+            for label in ("keel x1", "keel x2")
+        )
+        steal = (
+            f" The host kept {one_steal:.1%} of the machine's CPU time from the runs of one "
+            f"worker and {two_steal:.1%} from those of two (medians): with one worker a core "
+            "is often idle, and most likely an idle virtual core waits for its host to run it "
+            "again each time it wakes."
+        )
     pss = memory["pss_mib"]
     memory_rows = [
         [f"{n}", f"{pss[WIDE][n]:,.1f}", f"{pss[SMALL][n]:,.1f}",
@@ -601,10 +605,8 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
             f"API on every server back to back, {results['seconds']:g} s after a 2 s warm-up, "
             f"in an order that rotates with the round; {len(throughput['rounds'])} rounds, "
             "medians, ratios taken within a round. *Server CPU*: the process tree's CPU "
-            "seconds over the answers; wrk's own is beside it. A round's ratio counts only "
-            "if, in both of its runs, the VM's host kept at most "
-            f"{throughput.get('steal_limit', 0.02):.0%} of the machine's CPU time for others "
-            "(*steal*, read from /proc/stat): a run the host slowed measured the host. The "
+            "seconds over the answers; wrk's own is beside it. *Steal*: the share of the "
+            "machine's CPU time its VM host kept from it during the run (/proc/stat). The "
             "steady runs go at "
             f"{steady} req/s, {throughput.get('steady_share', 0.3)} of what one worker "
             "answered at the start of the run.",
@@ -617,7 +619,7 @@ def _workers(results: dict[str, Any], results_path: str) -> str:
             "workers could answer, at the CPU per request one worker and wrk took with a "
             "core each, and at what the two workers and wrk took sharing the cores: "
             f"{'; '.join(ceilings)}. A request's CPU at saturation moves with the host from "
-            "round to round, so a round's ratio can land on either side of these. At a "
+            f"round to round, so a round's ratio can land on either side of these.{steal} At a "
             "steady rate, no core short, a request costs two workers what it costs one: the "
             "workers add no coordination of their own to the request path. The machine's "
             "speed varies from day to day (the VM's host is shared), and so does the "

@@ -55,9 +55,6 @@ CONNECTIONS = 64
 # short of a core.
 STEADY_SHARE = 0.3
 WARMUP_S = 2.0
-# A run during which the VM's host kept more than this share of the machine's CPU time
-# for others (steal, /proc/stat) measured the host, not keel: its round is set aside.
-STEAL_LIMIT = 0.02
 WORKER_COUNTS = (1, 2, 4)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WRK_SCRIPT = """
@@ -284,27 +281,17 @@ def calibrate(server: ServerProcess, payload: payloads.Payload, scratch: Path) -
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians per server, and each ratio over the rounds whose two runs the host left
-    alone (steal within ``STEAL_LIMIT``), beside its median over every round."""
-
     def median(label: str, protocol: str, key: str) -> float:
         return statistics.median(run[label][protocol][key] for run in runs)
 
-    def ratio(top: str, bottom: str, protocol: str, key: str, steal: str) -> dict[str, Any]:
-        values, quiet = [], []
-        for run in runs:
-            pair = (run[top][protocol], run[bottom][protocol])
-            values.append(pair[0][key] / pair[1][key])
-            if all(figures[steal] <= STEAL_LIMIT for figures in pair):
-                quiet.append(values[-1])
+    def ratio(top: str, bottom: str, protocol: str, key: str) -> dict[str, Any]:
+        values = [run[top][protocol][key] / run[bottom][protocol][key] for run in runs]
         return {
-            "median": round(statistics.median(quiet), 3) if quiet else None,
-            "values": [round(v, 3) for v in quiet],
-            "all_median": round(statistics.median(values), 3),
-            "all_values": [round(v, 3) for v in values],
+            "median": round(statistics.median(values), 3),
+            "values": [round(v, 3) for v in values],
         }
 
-    summary: dict[str, Any] = {"servers": {}, "ratios": {}, "steal_limit": STEAL_LIMIT}
+    summary: dict[str, Any] = {"servers": {}, "ratios": {}}
     for label, protocols in runs[0].items():
         summary["servers"][label] = {
             protocol: {key: round(median(label, protocol, key), 4) for key in protocols[protocol]}
@@ -313,12 +300,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ratios = summary["ratios"]
     for protocol in ("records", "v2-binary"):
         pair = ("keel x2", "keel x1", protocol)
-        ratios[f"{protocol} 2 workers / 1"] = ratio(*pair, "rps", "steal")
-        ratios[f"{protocol} CPU per request 2 workers / 1"] = ratio(*pair, "server_cpu_us", "steal")
-        ratios[f"{protocol} steady CPU per request 2 workers / 1"] = ratio(
-            *pair, "steady_cpu_us", "steady_steal"
-        )
-    ratios["records keel x2 / naive x2"] = ratio("keel x2", "naive x2", "records", "rps", "steal")
+        ratios[f"{protocol} 2 workers / 1"] = ratio(*pair, "rps")
+        ratios[f"{protocol} CPU per request 2 workers / 1"] = ratio(*pair, "server_cpu_us")
+        ratios[f"{protocol} steady CPU per request 2 workers / 1"] = ratio(*pair, "steady_cpu_us")
+    ratios["records keel x2 / naive x2"] = ratio("keel x2", "naive x2", "records", "rps")
     summary["rounds"] = runs
     return summary
 
