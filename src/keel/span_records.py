@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 # OTLP's SpanKind values.
 INTERNAL = 1
 SERVER = 2
+CLIENT = 3
 
 
 class SpanContext(NamedTuple):

@@ -354,6 +354,8 @@ def linked_span(
     links: Sequence[SpanContext],
     started_s: float,
     attributes: dict[str, Any],
+    context: SpanContext | None = None,
+    kind: int = INTERNAL,
 ) -> OpenSpan | None:
     """The first span of a trace of its own, linked to the spans of ``links`` (the requests
     of a batch, the request a shadow call mirrors): made whenever there are any, as they
@@ -362,12 +364,26 @@ def linked_span(
     A batch serves requests from many traces, and a shadow call mirrors one request after
     its answer: each starts a trace of its own. Were it sampled by the ratio, a sampled
     request would mostly lack its batch; following the links, every sampled request's
-    batch and shadow call are there.
+    batch and shadow call are there. ``context``: made beforehand (``new_context``) when
+    a call carries it to another server, whose spans then join this trace; ``kind``:
+    ``CLIENT`` for such a call.
     """
     if not ON or not links:
         return None
-    context = SpanContext(_bits(128) or 1, _bits(64) or 1)
-    return OpenSpan(name, context, None, INTERNAL, epoch_ns(started_s), attributes, tuple(links))
+    return OpenSpan(
+        name, context or new_context(), None, kind, epoch_ns(started_s), attributes, tuple(links)
+    )
+
+
+def new_context() -> SpanContext:
+    """The context of the first span of a new trace: known before the span is made, so that
+    a call can carry it (``traceparent_of``) while the span waits for the call's end."""
+    return SpanContext(_bits(128) or 1, _bits(64) or 1)
+
+
+def traceparent_of(context: SpanContext) -> str:
+    """The W3C ``traceparent`` naming ``context`` as the caller, sampled (keel's spans are)."""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
 
 
 def child_span(
@@ -431,8 +447,7 @@ def outcome_of(status: int) -> str:
 
 def trace_response(span: OpenSpan) -> tuple[bytes, bytes]:
     """The ``traceresponse`` header that names ``span``'s trace and itself (sampled)."""
-    context = span.context
-    return _TRACERESPONSE, f"00-{context.trace_id:032x}-{context.span_id:016x}-01".encode()
+    return _TRACERESPONSE, traceparent_of(span.context).encode()
 
 
 def trace_id(span: OpenSpan) -> str:

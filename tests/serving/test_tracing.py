@@ -35,6 +35,7 @@ V2_BODY = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "d
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 SERVER_KIND = 2  # SPAN_KIND_SERVER
+CLIENT_KIND = 3  # SPAN_KIND_CLIENT
 # Sent within a tenth of a second, so a test waits for little.
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
 
@@ -308,25 +309,8 @@ def test_a_shadow_call_is_a_trace_of_its_own_linked_to_its_request(
         KEEL_SHADOW__TIMEOUT_MS="5000",
     )  # fmt: skip
     try:
-        _wait_shadow_ready(server)
         trace_id = "6" * 32
-        with server.client() as client:
-            answer = client.post(
-                INFER, json=V2_BODY, headers={"traceparent": traceparent(trace_id)}
-            )
-        assert answer.status_code == 200
-        request = one(
-            request_steps(receiver, trace_id, "POST /v2/models/{name}/infer"),
-            "POST /v2/models/{name}/infer",
-        )
-        spans = receiver.wait_for(
-            lambda received: any((trace_id, request.span_id) in s.links for s in named(
-                received, "keel.shadow")),
-            "the shadow call's span",
-        )  # fmt: skip
-        shadow = next(
-            s for s in named(spans, "keel.shadow") if (trace_id, request.span_id) in s.links
-        )
+        shadow = _shadow_span_of_a_traced_request(server, receiver, trace_id)
         assert shadow.trace_id != trace_id
         assert shadow.parent_id == ""
         assert shadow.attributes["keel.shadow.status"] == "ok"
@@ -334,6 +318,66 @@ def test_a_shadow_call_is_a_trace_of_its_own_linked_to_its_request(
         assert not shadow.failed
     finally:
         assert server.stop() == 0, server.log.read_text()
+
+
+def test_a_call_to_a_remote_candidate_carries_its_span_as_the_candidates_parent(
+    demo_registry: Path, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    # The candidate is another traced keel serve: its request span must join the shadow
+    # call's trace, as the server side of keel's client span.
+    candidate = start_server(
+        demo_registry, (f"{MODEL}@candidate",), tmp_path / "candidate.log",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.http_endpoint, OTEL_SERVICE_NAME="candidate",
+        **FAST_EXPORT,
+    )  # fmt: skip
+    try:
+        candidate.wait_ready()
+        server = start_traced(
+            demo_registry, tmp_path / "server.log", receiver,
+            "--shadow-url", f"{candidate.url}/v2/models/{MODEL}",
+            "--log-store", f"sqlite:///{tmp_path / 'log.sqlite'}",
+            KEEL_SHADOW__TIMEOUT_MS="5000",
+        )  # fmt: skip
+        try:
+            trace_id = "d" * 32
+            shadow = _shadow_span_of_a_traced_request(server, receiver, trace_id)
+            assert shadow.kind == CLIENT_KIND
+            assert shadow.trace_id != trace_id
+            assert shadow.attributes["keel.shadow.status"] == "ok"
+            # The candidate's own spans: its request is the shadow span's child, with
+            # its steps under it, all in the shadow call's trace.
+            remote = request_steps(receiver, shadow.trace_id, "POST /v2/models/{name}/infer")
+            served = one(remote, "POST /v2/models/{name}/infer")
+            assert served.parent_id == shadow.span_id
+            assert served.kind == SERVER_KIND
+            assert served.resource["service.name"] == "candidate"
+            assert one(remote, "keel.decode").parent_id == served.span_id
+        finally:
+            assert server.stop() == 0, server.log.read_text()
+    finally:
+        assert candidate.stop() == 0, candidate.log.read_text()
+
+
+def _shadow_span_of_a_traced_request(
+    server: ServerProcess, receiver: OtlpReceiver, trace_id: str
+) -> ReceivedSpan:
+    """Once the candidate is ready, a request in trace ``trace_id``; its shadow call's span,
+    found by its link to the request's span."""
+    _wait_shadow_ready(server)
+    with server.client() as client:
+        answer = client.post(INFER, json=V2_BODY, headers={"traceparent": traceparent(trace_id)})
+    assert answer.status_code == 200
+    request = one(
+        request_steps(receiver, trace_id, "POST /v2/models/{name}/infer"),
+        "POST /v2/models/{name}/infer",
+    )
+    spans = receiver.wait_for(
+        lambda received: any(
+            (trace_id, request.span_id) in s.links for s in named(received, "keel.shadow")
+        ),
+        "the shadow call's span",
+    )
+    return next(s for s in named(spans, "keel.shadow") if (trace_id, request.span_id) in s.links)
 
 
 def _wait_shadow_ready(server: ServerProcess) -> None:

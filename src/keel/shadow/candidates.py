@@ -63,12 +63,15 @@ class Candidate(Protocol):
         """Load or reach the candidate; its facts for the log, or None if it is not usable."""
         ...
 
-    async def call(self, inputs: Tensors, timeout_s: float) -> Decode:
+    async def call(
+        self, inputs: Tensors, timeout_s: float, traceparent: str | None = None
+    ) -> Decode:
         """Call the candidate; once it has answered, what turns the answer into its outputs.
 
         Raises on error, TimeoutError past ``timeout_s``; the decoding raises
         ``CandidateFailed`` for an answer it cannot read. Split in two so that the
         mirror times the call alone and decodes when the serving loop is quiet.
+        ``traceparent``: the W3C header a call to another server carries, when traced.
         """
         ...
 
@@ -141,7 +144,10 @@ class LocalCandidate:
             host=server_name(),
         )
 
-    async def call(self, inputs: Tensors, timeout_s: float) -> Decode:
+    async def call(
+        self, inputs: Tensors, timeout_s: float, traceparent: str | None = None
+    ) -> Decode:
+        # In this process: the shadow call's own span is the whole of its trace.
         assert self.served is not None
         batcher = self.served.require_batcher()
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -213,15 +219,20 @@ class RemoteCandidate:
             host=server_name(),
         )
 
-    async def call(self, inputs: Tensors, timeout_s: float) -> Decode:
+    async def call(
+        self, inputs: Tensors, timeout_s: float, traceparent: str | None = None
+    ) -> Decode:
         body = orjson.dumps(
             {"inputs": [_json_tensor(n, a) for n, a in inputs.items()]},
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
+        headers = () if traceparent is None else (("traceparent", traceparent),)
         try:
             # A timeout scope rather than wait_for: no task per call on the serving loop.
             async with asyncio.timeout(timeout_s):
-                status, answer = await self._pool.request("POST", f"{self._path}/infer", body)
+                status, answer = await self._pool.request(
+                    "POST", f"{self._path}/infer", body, headers=headers
+                )
         except CandidateHTTPError as exc:
             raise CandidateFailed(str(exc)) from None
         if status != 200:

@@ -11,6 +11,7 @@ raise into, or wait on, a primary request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import random
@@ -33,6 +34,7 @@ from keel.settings import ShadowSettings
 from keel.shadow.candidates import Candidate
 from keel.shadow.live_comparison import LiveComparison
 from keel.shadow.pausing import TimeoutPausing
+from keel.span_records import CLIENT, INTERNAL
 
 log = logging.getLogger("keel.shadow")
 
@@ -54,6 +56,9 @@ class _Job:
     at: float
     # The primary request's span context when it was traced: the shadow call's span links it.
     link: Any = None
+    # The shadow call's own span context, made before a remote candidate is called so that
+    # the call carries it as its traceparent: the candidate's spans join the call's trace.
+    context: Any = None
 
 
 class ShadowMirror:
@@ -178,9 +183,13 @@ class ShadowMirror:
         if self.pausing.paused():  # queued before the pause began
             self._record(job, CandidateStatus.DROPPED, error=self._paused_error)
             return
+        traceparent = None
+        if job.link is not None and self.candidate.kind == "remote" and tracing.ON:
+            job = dataclasses.replace(job, context=tracing.new_context())
+            traceparent = tracing.traceparent_of(job.context)
         started = time.perf_counter()
         try:
-            decode = await self.candidate.call(job.inputs, self.timeout_s)
+            decode = await self.candidate.call(job.inputs, self.timeout_s, traceparent)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
@@ -298,6 +307,9 @@ class ShadowMirror:
                 "keel.shadow.candidate_version": self.candidate.version or "",
                 "keel.shadow.status": status.value,
             },
+            job.context,
+            # A call that went to another server is that call's client side.
+            INTERNAL if job.context is None else CLIENT,
         )
         if span is None:
             return
