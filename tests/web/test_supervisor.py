@@ -9,7 +9,7 @@ import pytest
 from keel.cpus import usable_cpus
 from keel.errors import AddressUnavailable
 from keel.settings import RuntimeSettings, ServerSettings, Settings
-from keel.web.supervisor import bind_listeners, divide_threads, worker_count
+from keel.web.supervisor import bind_listeners, divide_threads, oversubscribed, worker_count
 
 
 def test_every_address_of_the_host_gets_a_socket_as_a_lone_server_binds_them() -> None:
@@ -42,6 +42,16 @@ def test_a_port_in_use_is_said_in_one_sentence() -> None:
 def test_auto_is_the_usable_cpus_and_a_number_is_itself() -> None:
     assert worker_count("auto") == usable_cpus()
     assert worker_count(3) == 3
+
+
+def test_more_workers_than_cpus_is_warned_of_naming_both_and_auto() -> None:
+    assert oversubscribed(2, 2) is None
+    assert oversubscribed(1, 4) is None
+    warning = oversubscribed(3, 2)
+    assert warning is not None
+    assert warning.startswith("3 workers on the 2 CPUs this container may use")
+    assert "--workers auto" in warning
+    assert "on the 1 CPU this" in str(oversubscribed(2, 1))
 
 
 def test_one_thread_per_core_becomes_each_workers_share() -> None:

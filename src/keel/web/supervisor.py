@@ -59,6 +59,22 @@ def worker_count(setting: int | str) -> int:
     return min(usable_cpus(), MAX_WORKERS) if setting == "auto" else int(setting)
 
 
+def oversubscribed(count: int, cpus: int) -> str | None:
+    """What to warn of when ``count`` workers exceed the ``cpus`` this container may use.
+
+    Allowed (a model that waits on its runtime's threads may gain from a spare worker),
+    but each worker is a core's worth of Python: past the CPUs they take turns on them,
+    which costs latency and memory and adds no throughput.
+    """
+    if count <= cpus:
+        return None
+    return (
+        f"{count} workers on the {cpus} CPU{'s' if cpus != 1 else ''} this container may use: "
+        "the workers beyond them take turns on the same cores, adding memory and latency, "
+        "not throughput; --workers auto runs one per CPU"
+    )
+
+
 @dataclass
 class _Slot:
     """One worker's place: restarted into the same index, so its ``worker`` label holds."""
@@ -83,6 +99,8 @@ class Supervisor:
 
     def run(self) -> None:
         server = self.settings.server
+        if (warning := oversubscribed(self.count, usable_cpus())) is not None:
+            log.warning("%s", warning)
         if server.grpc_port:
             check_grpc_port(server.host, server.grpc_port)
         listeners = bind_listeners(server.host, server.port)
