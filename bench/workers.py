@@ -47,6 +47,8 @@ from models import SMALL, WIDE, model_files
 from sections import keep_run, section_parser
 from servers import BENCH, ServerProcess, free_port
 
+from keel.errors import KeelError
+
 REPO = BENCH.parent
 CONNECTIONS = 64
 # The steady runs' rate, as a share of what one worker answers at saturation (measured at
@@ -335,6 +337,15 @@ def memory(registry: Path, scratch: Path) -> dict[str, Any]:
 
 def main() -> None:
     args = section_parser(__doc__, "workers", rounds=3, seconds=10.0).parse_args()
+    for ref in (SMALL, WIDE):
+        try:
+            model_files(args.registry, ref)
+        except KeelError as exc:
+            raise SystemExit(
+                f"{exc}: publish the example models with `keel demo --no-serve --registry "
+                f"{args.registry}` and `python -m keel.examples.digits_wide_mlp --registry "
+                f"{args.registry}`"
+            ) from None
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     started = time.perf_counter()
